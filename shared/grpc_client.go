@@ -1,0 +1,140 @@
+package shared
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/microengine/microengine/shared/proto"
+)
+
+// GRPCClient is the host's side of the contract: a Scanner that forwards
+// every call to a plugin process.
+type GRPCClient struct {
+	client    proto.ScannerClient
+	chunkSize int
+}
+
+var _ Scanner = (*GRPCClient)(nil)
+
+// WithChunkSize returns a client that sends content in chunks of n bytes
+// (1..MaxChunkSize). The conformance suite uses it to send odd chunkings.
+func (c *GRPCClient) WithChunkSize(n int) *GRPCClient {
+	if n < 1 {
+		n = 1
+	}
+	if n > MaxChunkSize {
+		n = MaxChunkSize
+	}
+	return &GRPCClient{client: c.client, chunkSize: n}
+}
+
+func (c *GRPCClient) Info(ctx context.Context) (Info, error) {
+	resp, err := c.client.Info(ctx, &proto.InfoRequest{})
+	if err != nil {
+		return Info{}, fromStatus("info", err)
+	}
+	return infoFromProto(resp), nil
+}
+
+func (c *GRPCClient) Configure(ctx context.Context, configJSON []byte) error {
+	resp, err := c.client.Configure(ctx, &proto.ConfigureRequest{ConfigJson: configJSON})
+	if err != nil {
+		return fromStatus("configure", err)
+	}
+	if len(resp.Errors) == 0 {
+		return nil
+	}
+	ce := &ConfigError{}
+	for _, f := range resp.Errors {
+		ce.Fields = append(ce.Fields, FieldError{Field: f.Field, Message: f.Message})
+	}
+	return ce
+}
+
+func (c *GRPCClient) Health(ctx context.Context) (Health, error) {
+	resp, err := c.client.Health(ctx, &proto.HealthRequest{})
+	if err != nil {
+		return Health{}, fromStatus("health", err)
+	}
+	return Health{
+		Healthy:           resp.Healthy,
+		Message:           resp.Message,
+		VendorVersion:     resp.VendorVersion,
+		SignaturesVersion: resp.SignaturesVersion,
+	}, nil
+}
+
+// Scan streams the artifact's content to the plugin: the header, then
+// chunks. A read error on the content cancels the stream, so the plugin
+// never mistakes a short read for the end of the artifact.
+func (c *GRPCClient) Scan(ctx context.Context, a Artifact) (Result, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.client.Scan(ctx)
+	if err != nil {
+		return Result{}, fromStatus("scan", err)
+	}
+	size := a.Size
+	if size < 0 {
+		size = -1
+	}
+	header := &proto.ScanHeader{ArtifactId: a.ID, Type: artifactTypeToProto(a.Type), Size: size, Metadata: a.Metadata}
+	if err := stream.Send(&proto.ScanRequest{Msg: &proto.ScanRequest_Header{Header: header}}); err != nil && !errors.Is(err, io.EOF) {
+		return Result{}, fromStatus("scan: send header", err)
+	}
+	if a.Content != nil {
+		// gRPC serializes a message before Send returns, so one buffer serves
+		// every chunk of the stream.
+		buf := make([]byte, c.chunkSize)
+		for {
+			n, rerr := io.ReadFull(a.Content, buf)
+			if n > 0 {
+				if err := stream.Send(&proto.ScanRequest{Msg: &proto.ScanRequest_Chunk{Chunk: buf[:n]}}); err != nil {
+					if errors.Is(err, io.EOF) {
+						break // the plugin answered early; CloseAndRecv has its answer
+					}
+					return Result{}, fromStatus("scan: send chunk", err)
+				}
+			}
+			if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+				break
+			}
+			if rerr != nil {
+				cancel()
+				return Result{}, fmt.Errorf("scan: read artifact content: %w", rerr)
+			}
+		}
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return Result{}, fromStatus("scan", err)
+	}
+	return resultFromProto(resp), nil
+}
+
+// fromStatus turns a gRPC status back into an error that errors.Is can match
+// against context.Canceled and context.DeadlineExceeded.
+func fromStatus(call string, err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return fmt.Errorf("%s: %w", call, err)
+	}
+	switch st.Code() {
+	case codes.Canceled:
+		return fmt.Errorf("%s: %w: %s", call, context.Canceled, st.Message())
+	case codes.DeadlineExceeded:
+		return fmt.Errorf("%s: %w: %s", call, context.DeadlineExceeded, st.Message())
+	case codes.Unavailable:
+		return fmt.Errorf("%s: %w: %s", call, ErrPluginUnavailable, st.Message())
+	}
+	return fmt.Errorf("%s: %s: %s", call, st.Code(), st.Message())
+}
+
+// ErrPluginUnavailable means the plugin process could not be reached (it
+// died, or is being relaunched).
+var ErrPluginUnavailable = errors.New("plugin unavailable")

@@ -1,0 +1,174 @@
+package shared
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/microengine/microengine/shared/proto"
+)
+
+// grpcServer is the plugin's side of the contract: it turns gRPC calls into
+// Scanner calls and guards the verdict rule on the way out.
+type grpcServer struct {
+	proto.UnimplementedScannerServer
+	impl Scanner
+}
+
+func (s *grpcServer) Info(ctx context.Context, _ *proto.InfoRequest) (*proto.InfoResponse, error) {
+	info, err := s.impl.Info(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return infoToProto(info), nil
+}
+
+func (s *grpcServer) Configure(ctx context.Context, req *proto.ConfigureRequest) (*proto.ConfigureResponse, error) {
+	err := s.impl.Configure(ctx, req.ConfigJson)
+	var ce *ConfigError
+	switch {
+	case err == nil:
+		return &proto.ConfigureResponse{}, nil
+	case errors.As(err, &ce):
+		resp := &proto.ConfigureResponse{}
+		for _, f := range ce.Fields {
+			resp.Errors = append(resp.Errors, &proto.FieldError{Field: f.Field, Message: f.Message})
+		}
+		return resp, nil
+	default:
+		return &proto.ConfigureResponse{Errors: []*proto.FieldError{{Message: err.Error()}}}, nil
+	}
+}
+
+func (s *grpcServer) Health(ctx context.Context, _ *proto.HealthRequest) (*proto.HealthResponse, error) {
+	h, err := s.impl.Health(ctx)
+	if err != nil {
+		return &proto.HealthResponse{Healthy: false, Message: err.Error()}, nil
+	}
+	return &proto.HealthResponse{
+		Healthy: h.Healthy, Message: h.Message,
+		VendorVersion: h.VendorVersion, SignaturesVersion: h.SignaturesVersion,
+	}, nil
+}
+
+func (s *grpcServer) Scan(stream proto.Scanner_ScanServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return toStatus(fmt.Errorf("receive header: %w", err))
+	}
+	header := first.GetHeader()
+	if header == nil {
+		return status.Error(codes.InvalidArgument, "the first message of a scan must be its header")
+	}
+	ctx := stream.Context()
+	content := &chunkReader{stream: stream, size: header.Size}
+	a := Artifact{
+		ID:       header.ArtifactId,
+		Type:     artifactTypeFromProto(header.Type),
+		Size:     header.Size,
+		Metadata: header.Metadata,
+		Content:  content,
+	}
+	res, err := s.impl.Scan(ctx, a)
+	if err != nil {
+		return toStatus(err)
+	}
+	res = guardResult(res, content)
+	return stream.SendAndClose(resultToProto(res))
+}
+
+// guardResult enforces the verdict rule at the boundary, whatever the
+// scanner did: a benign answer is a claim that the whole artifact was
+// examined, so it stands only when the stream was read to its end and held
+// exactly the announced number of bytes.
+func guardResult(r Result, content *chunkReader) Result {
+	switch r.Verdict {
+	case VerdictMalicious, VerdictBenign, VerdictSuspicious, VerdictUnknown:
+	default:
+		return Unknown("scanner answered an invalid verdict %q", r.Verdict)
+	}
+	if math.IsNaN(r.Confidence) || r.Confidence < 0 {
+		r.Confidence = 0
+	}
+	if r.Confidence > 1 {
+		r.Confidence = 1
+	}
+	if r.Verdict != VerdictBenign {
+		return r
+	}
+	if !content.eof {
+		// The scanner decided early (e.g. a strict format check). Read the
+		// rest so a truncated or overlong stream cannot pass as benign.
+		if _, err := io.Copy(io.Discard, content); err != nil {
+			return Unknown("content stream failed: %v", err)
+		}
+	}
+	if content.err != nil && content.err != io.EOF {
+		return Unknown("content stream failed: %v", content.err)
+	}
+	return r
+}
+
+// ErrStreamLength means a content stream did not hold the number of bytes
+// its header announced.
+var ErrStreamLength = errors.New("content length does not match the announced size")
+
+// chunkReader reads an artifact's content from the scan stream, one chunk
+// message at a time, without copying or holding more than one chunk.
+type chunkReader struct {
+	stream proto.Scanner_ScanServer
+	buf    []byte
+	n      int64
+	size   int64
+	err    error
+	eof    bool
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		msg, err := r.stream.Recv()
+		switch {
+		case err == io.EOF:
+			r.eof = true
+			r.err = io.EOF
+			if r.size >= 0 && r.n != r.size {
+				r.err = fmt.Errorf("%w: stream ended after %d of %d bytes", ErrStreamLength, r.n, r.size)
+			}
+		case err != nil:
+			r.err = fmt.Errorf("receive chunk: %w", err)
+		case msg.GetHeader() != nil:
+			r.err = errors.New("receive chunk: a second header arrived mid-stream")
+		default:
+			r.buf = msg.GetChunk()
+		}
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	r.n += int64(n)
+	if r.size >= 0 && r.n > r.size {
+		r.err = fmt.Errorf("%w: more than the announced %d bytes", ErrStreamLength, r.size)
+		return n, r.err
+	}
+	return n, nil
+}
+
+func toStatus(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}

@@ -1,0 +1,178 @@
+package shared
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/microengine/microengine/shared/proto"
+)
+
+// ProtocolVersion is the version of the plugin contract this package speaks.
+// A future v2 is served beside v1 through VersionedPlugins.
+const ProtocolVersion = 1
+
+// PluginName is the key under which a scanner is dispensed.
+const PluginName = "scanner"
+
+// Handshake keeps a plugin binary from being run by hand by mistake and
+// keeps the host from launching something that is not a microengine plugin.
+var Handshake = plugin.HandshakeConfig{
+	// ProtocolVersion is left 0: VersionedPlugins carries the versions.
+	MagicCookieKey:   "MICROENGINE_PLUGIN",
+	MagicCookieValue: "4f1d2c5e-scanner-plugin",
+}
+
+// Transfer limits. The host sends chunks of DefaultChunkSize; a plugin
+// accepts any chunk from 1 byte to MaxChunkSize. Windows are fixed so a
+// stream holds at most about WindowSize in flight instead of growing to
+// 16 MiB.
+const (
+	DefaultChunkSize = 256 << 10
+	MaxChunkSize     = 1 << 20
+	WindowSize       = 1 << 20
+	maxMessageSize   = MaxChunkSize + 64<<10
+)
+
+// PluginSets returns the plugin sets by protocol version. impl is nil on the
+// host side.
+func PluginSets(impl Scanner) map[int]plugin.PluginSet {
+	return map[int]plugin.PluginSet{
+		ProtocolVersion: {PluginName: &ScannerPlugin{Impl: impl}},
+	}
+}
+
+// ScannerPlugin is the go-plugin glue for Scanner, gRPC only.
+type ScannerPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	Impl Scanner
+}
+
+func (p *ScannerPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	proto.RegisterScannerServer(s, &grpcServer{impl: p.Impl})
+	return nil
+}
+
+func (p *ScannerPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	return &GRPCClient{client: proto.NewScannerClient(c), chunkSize: DefaultChunkSize}, nil
+}
+
+// LaunchConfig says how to start one plugin binary.
+type LaunchConfig struct {
+	Path string
+	// SHA256, when set, pins the binary: a mismatch refuses to start it.
+	SHA256 string
+	Logger hclog.Logger
+	// StartTimeout bounds the handshake (go-plugin's default is a minute).
+	StartTimeout time.Duration
+	// Env is added to the plugin's environment.
+	Env []string
+}
+
+// DefaultStartTimeout bounds how long a plugin may take to complete its
+// handshake.
+const DefaultStartTimeout = 10 * time.Second
+
+// NewClient builds the go-plugin client the host (and the conformance suite)
+// use to launch a plugin: gRPC only, AutoMTLS, versioned, optionally pinned.
+// A go-plugin Client cannot be restarted: relaunch with a new one.
+func NewClient(cfg LaunchConfig) (*plugin.Client, error) {
+	if cfg.Path == "" {
+		return nil, fmt.Errorf("plugin path is empty")
+	}
+	if _, err := os.Stat(cfg.Path); err != nil {
+		return nil, fmt.Errorf("plugin binary: %w", err)
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	start := cfg.StartTimeout
+	if start <= 0 {
+		start = DefaultStartTimeout
+	}
+	cmd := exec.Command(cfg.Path)
+	cmd.Env = append(append(os.Environ(), cfg.Env...), "MICROENGINE_LOG_LEVEL="+logLevelName(logger))
+	cc := &plugin.ClientConfig{
+		HandshakeConfig:  Handshake,
+		VersionedPlugins: PluginSets(nil),
+		Cmd:              cmd,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		Logger:           logger,
+		StartTimeout:     start,
+		// A plugin's stray stdout and stderr lines (after the handshake)
+		// land in the host's log under the plugin's name.
+		SyncStdout: logger.StandardWriter(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}),
+		SyncStderr: logger.StandardWriter(&hclog.StandardLoggerOptions{ForceLevel: hclog.Info}),
+		GRPCDialOptions: []grpc.DialOption{
+			grpc.WithInitialWindowSize(WindowSize),
+			grpc.WithInitialConnWindowSize(WindowSize),
+			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxMessageSize)),
+		},
+	}
+	if cfg.SHA256 != "" {
+		sum, err := hex.DecodeString(strings.TrimSpace(cfg.SHA256))
+		if err != nil || len(sum) != sha256.Size {
+			return nil, fmt.Errorf("sha256 pin %q is not 64 hex digits", cfg.SHA256)
+		}
+		cc.SecureConfig = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
+	}
+	return plugin.NewClient(cc), nil
+}
+
+// Dispense starts the plugin process (if it is not running yet) and returns
+// its Scanner.
+func Dispense(c *plugin.Client) (*GRPCClient, error) {
+	rpc, err := c.Client()
+	if err != nil {
+		return nil, fmt.Errorf("start plugin: %w", err)
+	}
+	raw, err := rpc.Dispense(PluginName)
+	if err != nil {
+		return nil, fmt.Errorf("dispense %s: %w", PluginName, err)
+	}
+	s, ok := raw.(*GRPCClient)
+	if !ok {
+		return nil, fmt.Errorf("plugin dispensed %T, not a scanner", raw)
+	}
+	return s, nil
+}
+
+// FileSHA256 returns the hex sha256 of a file, as used by pins.
+func FileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("hash %s: %w", path, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := f.WriteTo(h); err != nil {
+		return "", fmt.Errorf("hash %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func logLevelName(l hclog.Logger) string {
+	switch {
+	case l.IsTrace():
+		return "trace"
+	case l.IsDebug():
+		return "debug"
+	case l.IsInfo():
+		return "info"
+	case l.IsWarn():
+		return "warn"
+	default:
+		return "error"
+	}
+}

@@ -1,0 +1,56 @@
+package shared
+
+import (
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+)
+
+// Logger returns the logger a plugin should use: JSON lines on stderr, which
+// the host re-emits under the plugin's name, at the host's level. A plugin
+// must never write to stdout: go-plugin's handshake line lives there.
+func Logger(name string) hclog.Logger {
+	level := hclog.LevelFromString(os.Getenv("MICROENGINE_LOG_LEVEL"))
+	if level == hclog.NoLevel {
+		level = hclog.Info
+	}
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       name,
+		Output:     os.Stderr,
+		Level:      level,
+		JSONFormat: true,
+	})
+}
+
+// Serve runs a scanner as a plugin. It does not return. It also makes sure
+// the plugin cannot outlive its host: see watchParent.
+func Serve(s Scanner, logger hclog.Logger) {
+	if logger == nil {
+		logger = Logger("plugin")
+	}
+	watchParent(logger, time.Second)
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig:  Handshake,
+		VersionedPlugins: PluginSets(s),
+		Logger:           logger,
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			// Explicit limits: chunks up to MaxChunkSize, and fixed flow-control
+			// windows so a stream's buffers stay near WindowSize.
+			return grpc.NewServer(append(opts,
+				grpc.MaxRecvMsgSize(maxMessageSize),
+				grpc.InitialWindowSize(WindowSize),
+				grpc.InitialConnWindowSize(WindowSize),
+			)...)
+		},
+	})
+}
+
+// launchedByHost reports whether the magic cookie is present, i.e. whether
+// we were started by a host rather than by hand.
+func launchedByHost() bool {
+	return strings.TrimSpace(os.Getenv(Handshake.MagicCookieKey)) == Handshake.MagicCookieValue
+}
