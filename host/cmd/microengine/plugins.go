@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/microengine/microengine/host/admin"
+	"github.com/microengine/microengine/host/config"
+	"github.com/microengine/microengine/host/pluginmgr"
+)
+
+// runPlugins reports each plugin. When an engine runs from this config it
+// asks that engine (so the report is what really runs: PIDs, binary hashes,
+// restarts); otherwise it launches the plugins itself to ask them.
+func runPlugins(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("plugins", stderr, "plugins -config FILE [-json]")
+	var cf configFlags
+	cf.register(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, ok := cf.load(stderr)
+	if !ok {
+		return 1
+	}
+	rep, source, err := pluginReport(ctx, cfg, cf, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "plugins: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		out := struct {
+			Source string `json:"source"`
+			admin.Report
+		}{source, rep}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(out)
+	} else {
+		printPlugins(stdout, source, rep)
+	}
+	for _, st := range rep.Plugins {
+		if !st.Healthy {
+			return 1
+		}
+	}
+	return 0
+}
+
+func pluginReport(ctx context.Context, cfg *config.Config, cf configFlags, stderr io.Writer) (admin.Report, string, error) {
+	actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	rep, err := admin.NewClient(cfg.Engine.Admin).Plugins(actx)
+	cancel()
+	if err == nil {
+		return rep, "running engine", nil
+	}
+	if !errors.Is(err, admin.ErrNotRunning) {
+		return admin.Report{}, "", err
+	}
+	mgr, diags := pluginmgr.New(ctx, cfg, cf.logger(cfg, stderr), pluginmgr.Options{})
+	if diags.HasErrors() {
+		_ = config.WriteDiagnostics(stderr, cfg.Files, diags)
+		return admin.Report{}, "", errors.New("the plugins could not be started")
+	}
+	defer mgr.Close()
+	return admin.Report{Config: cf.path, Plugins: mgr.Status()}, "launched for this report", nil
+}
+
+func printPlugins(w io.Writer, source string, rep admin.Report) {
+	if rep.PID != 0 {
+		fmt.Fprintf(w, "engine pid %d, up since %s (%s)\n", rep.PID, rep.StartedAt.Format(time.RFC3339), source)
+	} else {
+		fmt.Fprintf(w, "no engine running; plugins %s\n", source)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tVERSION\tBACKEND\tSIGNATURES\tHEALTH\tPID\tSHA256\tSTARTED\tRESTARTS")
+	for _, st := range rep.Plugins {
+		sum := st.SHA256
+		if len(sum) > 12 {
+			sum = sum[:12]
+		}
+		started := "-"
+		if !st.StartedAt.IsZero() {
+			started = st.StartedAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\n", st.Name, dash(st.Version), dash(st.VendorVersion),
+			dash(st.SignaturesVersion), healthWord(st), st.PID, dash(sum), started, st.Restarts)
+	}
+	tw.Flush()
+	for _, st := range rep.Plugins {
+		if st.SwapError != "" {
+			fmt.Fprintf(w, "%s: last swap failed: %s\n", st.Name, st.SwapError)
+		}
+	}
+}
+
+func healthWord(st pluginmgr.Status) string {
+	switch {
+	case !st.Up:
+		return "down (" + dash(st.LastError) + ")"
+	case st.Healthy:
+		return "healthy"
+	}
+	return "unhealthy (" + strings.TrimSpace(st.Health) + ")"
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// runReload asks a running engine to re-read engine.hcl and swap what
+// changed.
+func runReload(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("reload", stderr, "reload -config FILE")
+	var cf configFlags
+	cf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, ok := cf.load(stderr)
+	if !ok {
+		fmt.Fprintln(stderr, "reload: not sent: fix engine.hcl first; the running engine is untouched")
+		return 1
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	rep, err := admin.NewClient(cfg.Engine.Admin).Reload(rctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "reload: %v\n", err)
+		return 1
+	}
+	printPlugins(stdout, "after reload", admin.Report{Plugins: rep.Plugins})
+	if !rep.OK {
+		fmt.Fprintf(stderr, "reload: %s\n", rep.Error)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/microengine/microengine/host/config"
+	"github.com/microengine/microengine/host/engine"
+	"github.com/microengine/microengine/host/pluginmgr"
+	"github.com/microengine/microengine/shared"
+)
+
+// Exit codes of `scan`, as clamdscan users expect: 1 when something was
+// found, 2 when something could not be decided.
+const (
+	exitClean   = 0
+	exitFound   = 1
+	exitUnknown = 2
+)
+
+func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("scan", stderr, "scan -config FILE [-json] PATH... (- reads stdin)")
+	var cf configFlags
+	cf.register(fs)
+	asJSON := fs.Bool("json", false, "print one JSON object per line")
+	concurrency := fs.Int("concurrency", 0, "artifacts scanned at once (default: engine.concurrency)")
+	if err := fs.Parse(args); err != nil {
+		return exitUnknown
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return exitUnknown
+	}
+	cfg, ok := cf.load(stderr)
+	if !ok {
+		return exitUnknown
+	}
+	log := cf.logger(cfg, stderr)
+	mgr, diags := pluginmgr.New(ctx, cfg, log, pluginmgr.Options{})
+	if diags.HasErrors() {
+		_ = config.WriteDiagnostics(stderr, cfg.Files, diags)
+		return exitUnknown
+	}
+	defer mgr.Close()
+
+	n := *concurrency
+	if n <= 0 {
+		n = cfg.Engine.Concurrency
+	}
+	s := &scanRun{eng: engine.New(mgr), ctx: ctx, stderr: stderr}
+	targets := s.expand(fs.Args())
+	outcomes := make([]chan scanOutcome, len(targets))
+	for i := range outcomes {
+		outcomes[i] = make(chan scanOutcome, 1)
+	}
+	sem := make(chan struct{}, max(1, n))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			outcomes[i] <- s.scanOne(t)
+		}()
+	}
+	// Print in the order given, each as soon as it and those before it are
+	// done.
+	code := exitClean
+	enc := json.NewEncoder(stdout)
+	for _, ch := range outcomes {
+		o := <-ch
+		if *asJSON {
+			_ = enc.Encode(o)
+		} else {
+			fmt.Fprintln(stdout, o.text())
+		}
+		switch o.Verdict {
+		case shared.VerdictMalicious, shared.VerdictSuspicious:
+			code = exitFound
+		case shared.VerdictUnknown:
+			if code == exitClean {
+				code = exitUnknown
+			}
+		}
+	}
+	wg.Wait()
+	return code
+}
+
+type scanRun struct {
+	eng    *engine.Engine
+	ctx    context.Context
+	stderr io.Writer
+}
+
+// target is one thing to scan: a path, or stdin ("-"), or a path that could
+// not be listed.
+type target struct {
+	path string
+	err  error
+}
+
+// expand walks folders, as clamdscan does.
+func (s *scanRun) expand(args []string) []target {
+	var out []target
+	for _, a := range args {
+		if a == "-" {
+			out = append(out, target{path: a})
+			continue
+		}
+		info, err := os.Stat(a)
+		if err != nil || !info.IsDir() {
+			out = append(out, target{path: a, err: err})
+			continue
+		}
+		err = filepath.WalkDir(a, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				out = append(out, target{path: p, err: err})
+				return nil
+			}
+			if d.Type().IsRegular() {
+				out = append(out, target{path: p})
+			}
+			return nil
+		})
+		if err != nil {
+			out = append(out, target{path: a, err: err})
+		}
+	}
+	return out
+}
+
+type scanOutcome struct {
+	Path string `json:"path"`
+	engine.Result
+}
+
+func (o scanOutcome) text() string {
+	switch o.Verdict {
+	case shared.VerdictMalicious:
+		fam := o.MalwareFamily
+		if fam == "" {
+			fam = "Malicious"
+		}
+		return fmt.Sprintf("%s: %s FOUND", o.Path, fam)
+	case shared.VerdictSuspicious:
+		return fmt.Sprintf("%s: SUSPICIOUS", o.Path)
+	case shared.VerdictBenign:
+		return fmt.Sprintf("%s: OK", o.Path)
+	}
+	return fmt.Sprintf("%s: UNKNOWN (%s)", o.Path, strings.ReplaceAll(o.Reason, "\n", " "))
+}
+
+func (s *scanRun) scanOne(t target) scanOutcome {
+	fail := func(err error) scanOutcome {
+		return scanOutcome{Path: t.path, Result: engine.Result{Verdict: shared.VerdictUnknown, Reason: err.Error(), Plugins: []engine.PluginResult{}}}
+	}
+	if t.err != nil {
+		return fail(t.err)
+	}
+	f, size, cleanup, err := openArtifact(t.path)
+	if err != nil {
+		return fail(err)
+	}
+	defer cleanup()
+	res := s.eng.Scan(s.ctx, engine.Artifact{ID: t.path, Type: shared.ArtifactFile, Size: size, Content: f})
+	return scanOutcome{Path: t.path, Result: res}
+}
+
+// openArtifact opens a file for scanning. Stdin is spooled to a temporary
+// file first: every plugin reads the artifact at its own pace, so the
+// content must be readable more than once, and it must not sit in memory.
+func openArtifact(path string) (*os.File, int64, func(), error) {
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		st, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, 0, nil, err
+		}
+		if !st.Mode().IsRegular() {
+			f.Close()
+			return nil, 0, nil, fmt.Errorf("%s is not a regular file", path)
+		}
+		return f, st.Size(), func() { f.Close() }, nil
+	}
+	tmp, err := os.CreateTemp("", "microengine-stdin-*")
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("spool stdin: %w", err)
+	}
+	os.Remove(tmp.Name()) // unlinked: gone when closed, whatever happens
+	n, err := io.Copy(tmp, os.Stdin)
+	if err != nil {
+		tmp.Close()
+		return nil, 0, nil, fmt.Errorf("spool stdin: %w", err)
+	}
+	return tmp, n, func() { tmp.Close() }, nil
+}

@@ -1,0 +1,218 @@
+package pluginmgr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/microengine/microengine/shared"
+)
+
+// instance is one plugin process. A go-plugin Client cannot be restarted, so
+// every relaunch or swap makes a new instance.
+type instance struct {
+	client  *plugin.Client
+	scanner *shared.GRPCClient
+	pid     int
+	sha256  string
+	path    string
+	started time.Time
+	// configJSON is what the process was configured with, to tell whether
+	// a reload changes it.
+	configJSON []byte
+
+	mu       sync.Mutex
+	info     shared.Info
+	health   shared.Health
+	inflight int
+	retiring bool
+	drained  chan struct{} // closed when retiring and inflight reaches 0
+}
+
+// launchSpec is everything needed to start and configure one process.
+type launchSpec struct {
+	name   string
+	path   string
+	sha256 string
+	// decodeConfig turns the plugin's config block into JSON against the
+	// schema the plugin declares; faults keep their file:line.
+	decodeConfig func(schema []shared.ConfigField) ([]byte, hcl.Diagnostics)
+	// fieldDiags points a plugin's own config faults at file:line.
+	fieldDiags   func(ce *shared.ConfigError) hcl.Diagnostics
+	startTimeout time.Duration
+	logger       hclog.Logger
+}
+
+// ConfigError marks a launch that failed because of the plugin's config
+// block (found by the host or by the plugin): a config fault, not a broken
+// binary. Diags point at file:line.
+type ConfigError struct{ Diags hcl.Diagnostics }
+
+func (e *ConfigError) Error() string { return e.Diags.Error() }
+
+// launch starts a plugin process, configures it and checks its health. On
+// any failure the process is killed.
+func launch(ctx context.Context, spec launchSpec, requireHealthy bool) (*instance, error) {
+	sum, err := shared.FileSHA256(spec.path)
+	if err != nil {
+		return nil, err
+	}
+	client, err := shared.NewClient(shared.LaunchConfig{
+		Path: spec.path, SHA256: spec.sha256, Logger: spec.logger, StartTimeout: spec.startTimeout,
+	})
+	if err != nil {
+		return nil, err
+	}
+	inst := &instance{client: client, sha256: sum, path: spec.path, drained: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			killClient(client, spec.logger, defaultKillTimeout)
+		}
+	}()
+	scanner, err := shared.Dispense(client)
+	if err != nil {
+		return nil, err
+	}
+	inst.scanner = scanner
+	if rc := client.ReattachConfig(); rc != nil {
+		inst.pid = rc.Pid
+	}
+	inst.started = time.Now()
+
+	callCtx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	info, err := scanner.Info(callCtx)
+	if err != nil {
+		return nil, fmt.Errorf("info: %w", err)
+	}
+	if info.Name == "" || info.Version == "" {
+		return nil, fmt.Errorf("info: plugin did not give its name and version")
+	}
+	var configJSON []byte
+	if spec.decodeConfig != nil {
+		var diags hcl.Diagnostics
+		configJSON, diags = spec.decodeConfig(info.ConfigSchema)
+		if diags.HasErrors() {
+			return nil, &ConfigError{Diags: diags}
+		}
+	}
+	if err := scanner.Configure(callCtx, configJSON); err != nil {
+		var ce *shared.ConfigError
+		if errors.As(err, &ce) && spec.fieldDiags != nil {
+			return nil, &ConfigError{Diags: spec.fieldDiags(ce)}
+		}
+		return nil, fmt.Errorf("configure: %w", err)
+	}
+	h, err := scanner.Health(callCtx)
+	if err != nil {
+		return nil, fmt.Errorf("health: %w", err)
+	}
+	if !h.Healthy {
+		if requireHealthy {
+			return nil, fmt.Errorf("unhealthy at start: %s", h.Message)
+		}
+		// A backend that is down now may come back; until it does the
+		// plugin answers unknown, so it is still worth running.
+		spec.logger.Warn("plugin started but reports unhealthy", "message", h.Message)
+	}
+	inst.configJSON = configJSON
+	inst.info = mergeVersions(info, h)
+	inst.health = h
+	ok = true
+	return inst, nil
+}
+
+// mergeVersions keeps Info's backend versions current with what the last
+// health check saw (a signature update changes them without a restart).
+func mergeVersions(info shared.Info, h shared.Health) shared.Info {
+	if h.VendorVersion != "" {
+		info.VendorVersion = h.VendorVersion
+	}
+	if h.SignaturesVersion != "" {
+		info.SignaturesVersion = h.SignaturesVersion
+	}
+	return info
+}
+
+// acquire counts a scan in; it fails once the instance is retiring.
+func (i *instance) acquire() bool {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.retiring {
+		return false
+	}
+	i.inflight++
+	return true
+}
+
+func (i *instance) release() {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.inflight--
+	if i.retiring && i.inflight == 0 {
+		close(i.drained)
+	}
+}
+
+// retire stops new scans; the returned channel closes when in-flight scans
+// have finished.
+func (i *instance) retire() <-chan struct{} {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if !i.retiring {
+		i.retiring = true
+		if i.inflight == 0 {
+			close(i.drained)
+		}
+	}
+	return i.drained
+}
+
+func (i *instance) snapshot() (shared.Info, shared.Health) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.info, i.health
+}
+
+func (i *instance) setHealth(h shared.Health) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.health = h
+	i.info = mergeVersions(i.info, h)
+}
+
+const (
+	callTimeout        = 10 * time.Second
+	defaultKillTimeout = 5 * time.Second
+)
+
+// killClient bounds go-plugin's Kill (which waits for the process without a
+// limit once it force-kills) and SIGKILLs the process if it overruns.
+func killClient(c *plugin.Client, logger hclog.Logger, timeout time.Duration) {
+	pid := 0
+	if rc := c.ReattachConfig(); rc != nil {
+		pid = rc.Pid
+	}
+	done := make(chan struct{})
+	go func() {
+		c.Kill()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		if pid > 0 {
+			logger.Warn("plugin did not stop in time; killing it", "pid", pid)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		<-done
+	}
+}
