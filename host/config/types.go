@@ -20,6 +20,10 @@ type Config struct {
 
 	// Files holds the parsed sources, for printing diagnostics with snippets.
 	Files map[string]*hcl.File
+
+	// evalCtx is the context the file was decoded with; plugin bodies are
+	// decoded later with the same functions (see EvalContext).
+	evalCtx *hcl.EvalContext
 }
 
 // Plugin returns the plugin block named name.
@@ -49,8 +53,11 @@ type Engine struct {
 	// in-flight scans after a swap. Default 60s.
 	DrainTimeout time.Duration
 	// Admin is the admin endpoint: a unix socket path (default
-	// DataDir/admin.sock) or a loopback host:port.
+	// DataDir/admin.sock, made absolute) or a loopback host:port.
 	Admin string
+	// AdminNetwork is "unix" when Admin is a socket path, "tcp" when it is
+	// a host:port, so callers can net.Listen(AdminNetwork, Admin) as is.
+	AdminNetwork string
 }
 
 // Plugin is one plugin "NAME" block.
@@ -112,7 +119,10 @@ type Marketplace struct {
 type Bid struct {
 	// Strategy is "default", "aggressive" (min × 8), "conservative" (always
 	// min) or "custom" (the multipliers below).
-	Strategy      string
+	Strategy string
+	// MinMultiplier and MaxMultiplier are set only with strategy "custom"
+	// (both > 0); for the named strategies they are 1 and the strategy
+	// name decides.
 	MinMultiplier float64
 	MaxMultiplier float64
 }
@@ -124,6 +134,9 @@ type Filter struct {
 	Action string // accept, reject, favor, penalize
 	Field  string
 	Op     string // < <= == >= > contains startswith endswith regex
-	Value  string
-	Range  hcl.Range
+	// Value is always a string in the file's spelling; for < <= >= > it
+	// was checked to parse as a number (strconv.ParseFloat), for regex to
+	// compile (regexp.Compile).
+	Value string
+	Range hcl.Range
 }

@@ -1,0 +1,64 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/function"
+)
+
+// NewEvalContext returns the context engine.hcl is evaluated in. It has no
+// variables and three functions:
+//
+//   - env("NAME") is the environment variable NAME, or "" when it is unset.
+//     Unset is not an error here: the attribute that needs a value (such as
+//     marketplace.webhook_secret) reports an empty one at its own line,
+//     which says more than "variable not set" at the call would.
+//   - file("PATH") is the content of a file, PATH relative to dir (the
+//     config file's folder).
+//   - trimspace(S) drops leading and trailing white space, for secrets kept
+//     in files that end with a newline: trimspace(file("secret")).
+//
+// The context is never modified after it is built, so it may be shared.
+func NewEvalContext(dir string) *hcl.EvalContext {
+	return &hcl.EvalContext{
+		Functions: map[string]function.Function{
+			"env": function.New(&function.Spec{
+				Description: "The value of an environment variable, or an empty string when it is unset.",
+				Params:      []function.Parameter{{Name: "name", Type: cty.String}},
+				Type:        function.StaticReturnType(cty.String),
+				Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+					return cty.StringVal(os.Getenv(args[0].AsString())), nil
+				},
+			}),
+			"file": function.New(&function.Spec{
+				Description: "The content of a file, relative to the config file's folder.",
+				Params:      []function.Parameter{{Name: "path", Type: cty.String}},
+				Type:        function.StaticReturnType(cty.String),
+				Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+					p := args[0].AsString()
+					if !filepath.IsAbs(p) {
+						p = filepath.Join(dir, p)
+					}
+					b, err := os.ReadFile(p)
+					if err != nil {
+						return cty.NilVal, fmt.Errorf("read file: %w", err)
+					}
+					return cty.StringVal(string(b)), nil
+				},
+			}),
+			"trimspace": function.New(&function.Spec{
+				Description: "The string without leading and trailing white space.",
+				Params:      []function.Parameter{{Name: "s", Type: cty.String}},
+				Type:        function.StaticReturnType(cty.String),
+				Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+					return cty.StringVal(strings.TrimSpace(args[0].AsString())), nil
+				},
+			}),
+		},
+	}
+}
