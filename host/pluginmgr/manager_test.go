@@ -1,0 +1,629 @@
+package pluginmgr_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/microengine/microengine/host/config"
+	"github.com/microengine/microengine/host/engine"
+	"github.com/microengine/microengine/host/pluginmgr"
+	"github.com/microengine/microengine/internal/testbin"
+	"github.com/microengine/microengine/shared"
+)
+
+const eicar = `X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*`
+
+// binaries are built once per test run: go build is the slow part.
+type binaries struct {
+	eicarV1, eicarV2 string
+}
+
+var (
+	buildOnce sync.Once
+	built     binaries
+	buildErr  error
+)
+
+func bins(t *testing.T) binaries {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "pluginmgr-bins-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		if built.eicarV1, buildErr = testbin.Build(dir, "eicar-v1", "./plugins/eicar", "main.version=1.0.0"); buildErr != nil {
+			return
+		}
+		built.eicarV2, buildErr = testbin.Build(dir, "eicar-v2", "./plugins/eicar", "main.version=2.0.0")
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return built
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.eicarV1 != "" {
+		os.RemoveAll(filepath.Dir(built.eicarV1))
+	}
+	os.Exit(code)
+}
+
+// fixture is an engine.hcl in a temp folder with a copy of a plugin binary
+// beside it, so tests can replace the binary as an operator would.
+type fixture struct {
+	t      *testing.T
+	dir    string
+	cfg    string
+	plugin string
+}
+
+func newFixture(t *testing.T, binary string, pluginBody string) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	f := &fixture{t: t, dir: dir, cfg: filepath.Join(dir, "engine.hcl"), plugin: filepath.Join(dir, "microengine-plugin-eicar")}
+	f.install(binary)
+	f.writeConfig(pluginBody)
+	return f
+}
+
+// install replaces the plugin binary the safe way: write beside, rename.
+func (f *fixture) install(src string) {
+	f.t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	tmp := f.plugin + ".new"
+	if err := os.WriteFile(tmp, b, 0o755); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, f.plugin); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) writeConfig(pluginBody string) {
+	f.t.Helper()
+	src := fmt.Sprintf("engine {\n  data_dir = %q\n}\nplugin \"eicar\" {\n  path = \"./microengine-plugin-eicar\"\n  timeout = \"20s\"\n%s\n}\n", f.dir, pluginBody)
+	if err := os.WriteFile(f.cfg, []byte(src), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) load() (*config.Config, error) {
+	cfg, diags := config.Load(f.cfg)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	return cfg, nil
+}
+
+var fastOptions = pluginmgr.Options{
+	HealthInterval: 200 * time.Millisecond,
+	DrainTimeout:   10 * time.Second,
+	BackoffBase:    200 * time.Millisecond,
+	BackoffMax:     2 * time.Second,
+	StableAfter:    10 * time.Second,
+	WaitForPlugin:  5 * time.Second,
+}
+
+func (f *fixture) start(opts pluginmgr.Options) *pluginmgr.Manager {
+	f.t.Helper()
+	cfg, err := f.load()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Warn, Output: testWriter{f.t}})
+	m, diags := pluginmgr.New(context.Background(), cfg, log, opts)
+	if diags.HasErrors() {
+		f.t.Fatal(diags)
+	}
+	f.t.Cleanup(m.Close)
+	return m
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func scanBytes(ctx context.Context, eng *engine.Engine, b []byte) engine.Result {
+	return eng.Scan(ctx, engine.Artifact{ID: "t", Type: shared.ArtifactFile, Size: int64(len(b)), Content: bytes.NewReader(b)})
+}
+
+func status(t *testing.T, m *pluginmgr.Manager) pluginmgr.Status {
+	t.Helper()
+	st := m.Status()
+	if len(st) != 1 {
+		t.Fatalf("want 1 plugin in status, got %d", len(st))
+	}
+	return st[0]
+}
+
+func TestEicarThroughRealPlugin(t *testing.T) {
+	f := newFixture(t, bins(t).eicarV1, "")
+	eng := engine.New(f.start(fastOptions))
+	ctx := context.Background()
+
+	split := make([]byte, shared.DefaultChunkSize+1000)
+	copy(split[shared.DefaultChunkSize-30:], eicar) // straddles the first chunk boundary
+	tests := []struct {
+		name    string
+		content []byte
+		want    shared.Verdict
+	}{
+		{"eicar", []byte(eicar), shared.VerdictMalicious},
+		{"clean", []byte("hello, world\n"), shared.VerdictBenign},
+		{"empty", nil, shared.VerdictBenign},
+		{"split across chunks", split, shared.VerdictMalicious},
+		{"almost eicar", []byte(eicar[:len(eicar)-1]), shared.VerdictBenign},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := scanBytes(ctx, eng, tt.content)
+			if res.Verdict != tt.want {
+				t.Fatalf("verdict = %s (%s), want %s", res.Verdict, res.Reason, tt.want)
+			}
+			if tt.want == shared.VerdictMalicious && res.MalwareFamily != "EICAR-Test-File" {
+				t.Errorf("family = %q, want EICAR-Test-File", res.MalwareFamily)
+			}
+		})
+	}
+}
+
+// vmHWM is a process's peak resident memory, in bytes.
+func vmHWM(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			kb, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM")
+	return 0
+}
+
+// TestLargeArtifactFlatMemory streams 100 MiB through host and plugin and
+// checks neither holds it: the plugin's peak RSS and the host's peak heap
+// stay far below the artifact's size.
+func TestLargeArtifactFlatMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("streams 100 MiB")
+	}
+	f := newFixture(t, bins(t).eicarV1, "")
+	m := f.start(fastOptions)
+	eng := engine.New(m)
+	const size = 100 << 20
+	path := filepath.Join(t.TempDir(), "big")
+	w, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.NewChaCha8([32]byte{1})
+	if _, err := io.CopyN(w, rng, size-int64(len(eicar))); err != nil {
+		t.Fatal(err)
+	}
+	w.WriteString(eicar) // at the very end: the whole stream must be read
+	w.Close()
+	file, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+
+	runtime.GC()
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	res := eng.Scan(context.Background(), engine.Artifact{ID: "big", Type: shared.ArtifactFile, Size: size, Content: file})
+	close(stop)
+	<-sampled
+	if res.Verdict != shared.VerdictMalicious {
+		t.Fatalf("verdict = %s (%s), want malicious (EICAR at the end of 100 MiB)", res.Verdict, res.Reason)
+	}
+	pluginPeak := vmHWM(t, status(t, m).PID)
+	t.Logf("host peak heap %d MiB, plugin peak RSS %d MiB", peak.Load()>>20, pluginPeak>>20)
+	if peak.Load() > 32<<20 {
+		t.Errorf("host heap peaked at %d MiB streaming 100 MiB; want < 32 MiB", peak.Load()>>20)
+	}
+	if pluginPeak > 48<<20 {
+		t.Errorf("plugin RSS peaked at %d MiB streaming 100 MiB; want < 48 MiB", pluginPeak>>20)
+	}
+}
+
+// gatedReader serves zeros, and blocks once past gate until release is
+// closed: a scan that is certainly in flight.
+type gatedReader struct {
+	gate    int64
+	reached chan struct{}
+	once    sync.Once
+	release chan struct{}
+}
+
+func (g *gatedReader) ReadAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > g.gate {
+		g.once.Do(func() { close(g.reached) })
+		<-g.release
+	}
+	clear(p)
+	return len(p), nil
+}
+
+func TestCrashMidScanGivesUnknownAndNextScanWorks(t *testing.T) {
+	f := newFixture(t, bins(t).eicarV1, "")
+	m := f.start(fastOptions)
+	eng := engine.New(m)
+	before := status(t, m)
+
+	g := &gatedReader{gate: 4 << 20, reached: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan engine.Result, 1)
+	go func() {
+		done <- eng.Scan(context.Background(), engine.Artifact{ID: "x", Type: shared.ArtifactFile, Size: 64 << 20, Content: g})
+	}()
+	<-g.reached
+	if err := syscall.Kill(before.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(g.release)
+	res := <-done
+	if res.Verdict != shared.VerdictUnknown {
+		t.Fatalf("scan whose plugin died: verdict %s, want unknown", res.Verdict)
+	}
+	if !strings.Contains(res.Reason, "eicar") || res.Plugins[0].Error == "" {
+		t.Errorf("want the reason to name the plugin and its error; got reason %q, error %q", res.Reason, res.Plugins[0].Error)
+	}
+
+	next := scanBytes(context.Background(), eng, []byte(eicar))
+	if next.Verdict != shared.VerdictMalicious {
+		t.Fatalf("scan after the crash: %s (%s), want malicious", next.Verdict, next.Reason)
+	}
+	after := status(t, m)
+	if after.PID == before.PID || after.Restarts != 1 {
+		t.Errorf("after the crash: pid %d (was %d), restarts %d; want a new pid and 1 restart", after.PID, before.PID, after.Restarts)
+	}
+}
+
+// TestRepeatedKillsBackOff kills the plugin again and again: each relaunch
+// waits longer, and no scan of EICAR meanwhile is ever benign.
+func TestRepeatedKillsBackOff(t *testing.T) {
+	f := newFixture(t, bins(t).eicarV1, "")
+	opts := fastOptions
+	opts.WaitForPlugin = 50 * time.Millisecond
+	m := f.start(opts)
+	eng := engine.New(m)
+
+	stop := make(chan struct{})
+	var scans, unknown atomic.Int64
+	var bad atomic.Value
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				res := scanBytes(context.Background(), eng, []byte(eicar))
+				scans.Add(1)
+				switch res.Verdict {
+				case shared.VerdictUnknown:
+					unknown.Add(1)
+				case shared.VerdictMalicious:
+				default:
+					bad.Store(fmt.Sprintf("EICAR scanned as %s during restarts", res.Verdict))
+				}
+			}
+		}()
+	}
+
+	var gaps []time.Duration
+	for i := range 4 {
+		st := status(t, m)
+		if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill %d: %v", i, err)
+		}
+		killed := time.Now()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			now := status(t, m)
+			if now.Up && now.PID != st.PID {
+				gaps = append(gaps, time.Since(killed))
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("plugin not relaunched within 15s after kill %d: %+v", i, now)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if v := bad.Load(); v != nil {
+		t.Fatal(v)
+	}
+	t.Logf("relaunch gaps %v; %d scans, %d unknown", gaps, scans.Load(), unknown.Load())
+	if gaps[3] < gaps[1] || gaps[3] < fastOptions.BackoffBase*2 {
+		t.Errorf("relaunch gaps %v do not grow: want backoff between quick crashes", gaps)
+	}
+	if got := status(t, m).Restarts; got != 4 {
+		t.Errorf("restarts = %d, want 4", got)
+	}
+	if unknown.Load() == 0 {
+		t.Errorf("no scan was unknown during %d outages; the outage was not observed", len(gaps))
+	}
+}
+
+// load runs scans of EICAR and clean content until stop, and reports any
+// answer that is not the right one.
+type load struct {
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	scans   atomic.Int64
+	wrong   atomic.Int64
+	lastBad atomic.Value
+}
+
+func startLoad(eng *engine.Engine, workers int) *load {
+	l := &load{stop: make(chan struct{})}
+	for w := range workers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				content, want := []byte(eicar), shared.VerdictMalicious
+				if (i+w)%2 == 0 {
+					content, want = []byte(fmt.Sprintf("clean %d %d", w, i)), shared.VerdictBenign
+				}
+				res := scanBytes(context.Background(), eng, content)
+				l.scans.Add(1)
+				if res.Verdict != want {
+					l.wrong.Add(1)
+					l.lastBad.Store(fmt.Sprintf("%s, want %s: %s", res.Verdict, want, res.Reason))
+				}
+			}
+		}()
+	}
+	return l
+}
+
+func (l *load) finish(t *testing.T) {
+	t.Helper()
+	close(l.stop)
+	l.wg.Wait()
+	if l.wrong.Load() > 0 {
+		t.Errorf("%d of %d scans under load answered wrong; last: %v", l.wrong.Load(), l.scans.Load(), l.lastBad.Load())
+	}
+	if l.scans.Load() < 20 {
+		t.Errorf("only %d scans ran under load", l.scans.Load())
+	}
+}
+
+func TestSwapUnderLoad(t *testing.T) {
+	b := bins(t)
+	f := newFixture(t, b.eicarV1, "")
+	m := f.start(fastOptions)
+	eng := engine.New(m)
+	old := status(t, m)
+	if old.Version != "1.0.0" {
+		t.Fatalf("version %s before the swap, want 1.0.0", old.Version)
+	}
+
+	l := startLoad(eng, 4)
+	time.Sleep(300 * time.Millisecond)
+	f.install(b.eicarV2)
+	cfg, err := f.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Reload(context.Background(), cfg); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	l.finish(t)
+
+	now := status(t, m)
+	if now.Version != "2.0.0" || now.PID == old.PID || now.SHA256 == old.SHA256 {
+		t.Fatalf("after swap: %+v; want version 2.0.0 from a new process and binary", now)
+	}
+	waitGone(t, old.PID, 5*time.Second)
+}
+
+func waitGone(t *testing.T, pid int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if !processAlive(pid) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Errorf("process %d still alive %s later", pid, within)
+}
+
+// processAlive treats a zombie as gone: it has exited and only waits for
+// its parent to reap it.
+func processAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
+}
+
+func TestWatchSwapsReplacedBinary(t *testing.T) {
+	b := bins(t)
+	f := newFixture(t, b.eicarV1, "")
+	m := f.start(fastOptions)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go m.Watch(ctx, f.cfg, func() (*config.Config, hcl.Diagnostics) { return config.Load(f.cfg) })
+	time.Sleep(100 * time.Millisecond) // let the watch start
+
+	l := startLoad(engine.New(m), 2)
+	f.install(b.eicarV2)
+	deadline := time.Now().Add(5 * time.Second)
+	for status(t, m).Version != "2.0.0" {
+		if time.Now().After(deadline) {
+			t.Fatalf("new version not serving 5s after the binary was replaced: %+v", status(t, m))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	l.finish(t)
+}
+
+func TestBrokenReplacementKeepsOldServing(t *testing.T) {
+	b := bins(t)
+	garbage := filepath.Join(t.TempDir(), "garbage")
+	os.WriteFile(garbage, []byte("\x7fELF this is not a program"), 0o755)
+	crasher := filepath.Join(t.TempDir(), "crasher")
+	os.WriteFile(crasher, []byte("#!/bin/sh\necho 'plugin: cannot start' >&2\nexit 3\n"), 0o755)
+
+	for _, tc := range []struct {
+		name, binary, pin, want string
+	}{
+		{"garbage", garbage, "", "exec format error"},
+		{"crashes at start", crasher, "", "handshake"},
+		{"sha256 mismatch", b.eicarV2, "pinned", "checksum"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, b.eicarV1, "")
+			if tc.pin != "" {
+				sum, err := shared.FileSHA256(b.eicarV1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				f.writeConfig(fmt.Sprintf("  sha256 = %q", sum))
+			}
+			m := f.start(fastOptions)
+			eng := engine.New(m)
+			old := status(t, m)
+			l := startLoad(eng, 2)
+
+			f.install(tc.binary)
+			cfg, err := f.load()
+			if tc.pin != "" {
+				// The static check sees the pin mismatch first: the reload is
+				// refused before anything is launched.
+				if err == nil || !strings.Contains(err.Error(), "sha256") {
+					t.Fatalf("config with a stale pin: %v; want a sha256 diagnostic", err)
+				}
+				cfg = m.Config()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			err = m.Reload(context.Background(), cfg)
+			time.Sleep(200 * time.Millisecond)
+			l.finish(t)
+			if err == nil || !strings.Contains(strings.ToLower(err.Error()), tc.want) {
+				t.Fatalf("reload error %v; want one mentioning %q", err, tc.want)
+			}
+			now := status(t, m)
+			if now.PID != old.PID || !now.Up || now.Version != "1.0.0" {
+				t.Fatalf("after a refused swap: %+v; want the old process (pid %d) serving", now, old.PID)
+			}
+			if now.SwapError == "" {
+				t.Error("the failed swap is not reported in Status")
+			}
+		})
+	}
+}
+
+func TestReloadConfigChanges(t *testing.T) {
+	f := newFixture(t, bins(t).eicarV1, "")
+	m := f.start(fastOptions)
+	eng := engine.New(m)
+	old := status(t, m)
+	padded := append([]byte("junk before "), eicar...)
+	if v := scanBytes(context.Background(), eng, padded).Verdict; v != shared.VerdictMalicious {
+		t.Fatalf("default mode: %s, want malicious", v)
+	}
+
+	// A bad value in the plugin's own block refuses the reload whole.
+	f.writeConfig("  config {\n    strict = \"very\"\n  }")
+	cfg, err := f.load()
+	if err != nil {
+		t.Fatalf("static load: %v", err)
+	}
+	err = m.Reload(context.Background(), cfg)
+	var re *pluginmgr.ReloadError
+	if !errors.As(err, &re) || !strings.Contains(re.Diags.Error(), "engine.hcl:8,14") {
+		t.Fatalf("reload with strict = \"very\": %v; want a ReloadError at engine.hcl:8,14", err)
+	}
+	if now := status(t, m); now.PID != old.PID {
+		t.Fatalf("a refused reload replaced the process")
+	}
+
+	f.writeConfig("  config {\n    strict = true\n  }")
+	cfg, err = f.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Reload(context.Background(), cfg); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if now := status(t, m); now.PID == old.PID {
+		t.Fatal("a config change did not start a new process")
+	}
+	if v := scanBytes(context.Background(), eng, padded).Verdict; v != shared.VerdictBenign {
+		t.Fatalf("strict mode: EICAR after junk is %s, want benign", v)
+	}
+	unchanged := status(t, m)
+	if err := m.Reload(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if status(t, m).PID != unchanged.PID {
+		t.Error("a reload with nothing changed replaced the process")
+	}
+}
