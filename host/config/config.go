@@ -91,6 +91,7 @@ func Parse(src []byte, filename string) (*Config, hcl.Diagnostics) {
 	if diags.HasErrors() {
 		// A syntax error leaves the body half built: decoding it would only
 		// add confusing follow-on faults.
+		sortDiagnostics(diags)
 		return cfg, diags
 	}
 

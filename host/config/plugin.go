@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/big"
 	"os"
 	"regexp"
 	"strings"
@@ -221,8 +222,7 @@ func DecodePluginBody(p Plugin, schema []shared.ConfigField, ctx *hcl.EvalContex
 			}
 		case shared.FieldNumber:
 			if n, nst := d.number(attr, name); nst == valid {
-				// 'g' with -1 is the shortest exact text, a valid JSON number.
-				out[f.Name] = json.Number(n.Text('g', -1))
+				out[f.Name] = jsonNumber(n)
 			} else {
 				st = nst
 			}
@@ -308,4 +308,14 @@ func PluginFieldDiagnostics(p Plugin, ce *shared.ConfigError) hcl.Diagnostics {
 	}
 	sortDiagnostics(diags)
 	return diags
+}
+
+// jsonNumber writes whole numbers without an exponent, because Go's
+// encoding/json refuses 1e+06 for an integer field and a plugin will most
+// likely decode counts into ints; other numbers get the shortest exact text.
+func jsonNumber(f *big.Float) json.Number {
+	if f.IsInt() {
+		return json.Number(f.Text('f', 0))
+	}
+	return json.Number(f.Text('g', -1))
 }
