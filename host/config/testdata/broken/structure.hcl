@@ -1,0 +1,24 @@
+engin {
+}
+
+engine {
+  log_level  = "info"
+  concurency = 4
+}
+
+engine {
+}
+
+plugin "fake" {
+  path  = "../bin/microengine-plugin-fake"
+  color = "blue"
+  settings {
+  }
+}
+
+plugin "fake" {
+  path = "../bin/microengine-plugin-fake"
+}
+
+plugin {
+}

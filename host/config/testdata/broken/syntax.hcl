@@ -1,0 +1,3 @@
+engine {
+  log_level = "info
+}

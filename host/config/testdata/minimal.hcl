@@ -1,0 +1,3 @@
+plugin "fake" {
+  path = "bin/microengine-plugin-fake"
+}
