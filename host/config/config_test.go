@@ -203,7 +203,7 @@ func TestGoodConfig(t *testing.T) {
 	if !ok {
 		t.Fatal(`no plugin "fake"`)
 	}
-	if want := abs(t, "testdata/bin/microengine-plugin-fake"); fake.Path != want {
+	if want := abs(t, "testdata/plugins/microengine-plugin-fake"); fake.Path != want {
 		t.Errorf("Path = %q, want %q", fake.Path, want)
 	}
 	if want := "c2f9cd022ba2e6bbee2be1f05061046f19745f439e1728867e414440c26a0b80"; fake.SHA256 != want {
@@ -222,7 +222,7 @@ func TestGoodConfig(t *testing.T) {
 	if off.Enabled || off.Body != nil || off.ConfigRange != off.DefRange {
 		t.Errorf("plugin off = %+v; want disabled, no body, ConfigRange = DefRange", off)
 	}
-	if want := abs(t, "testdata/bin/not-built-yet"); off.Path != want {
+	if want := abs(t, "testdata/plugins/not-built-yet"); off.Path != want {
 		t.Errorf("disabled plugin Path = %q, want %q (resolved though not checked)", off.Path, want)
 	}
 

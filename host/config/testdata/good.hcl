@@ -10,7 +10,7 @@ engine {
 }
 
 plugin "fake" {
-  path    = "./bin/microengine-plugin-fake" # relative to this file
+  path    = "./plugins/microengine-plugin-fake" # relative to this file
   sha256  = "C2F9CD022BA2E6BBEE2BE1F05061046F19745F439E1728867E414440C26A0B80"
   timeout = "30s"
   enabled = true
@@ -26,7 +26,7 @@ plugin "fake" {
 
 plugin "off" {
   # Disabled: its binary need not exist.
-  path    = "bin/not-built-yet"
+  path    = "plugins/not-built-yet"
   enabled = false
 }
 

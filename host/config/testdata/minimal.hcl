@@ -1,3 +1,3 @@
 plugin "fake" {
-  path = "bin/microengine-plugin-fake"
+  path = "plugins/microengine-plugin-fake"
 }

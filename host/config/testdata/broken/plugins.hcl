@@ -1,27 +1,27 @@
 plugin "missing" {
-  path = "../bin/does-not-exist"
+  path = "../plugins/does-not-exist"
 }
 
 plugin "noexec" {
-  path = "../bin/not-executable"
+  path = "../plugins/not-executable"
 }
 
 plugin "dir" {
-  path = "../bin"
+  path = "../plugins"
 }
 
 plugin "badpin" {
-  path   = "../bin/microengine-plugin-fake"
+  path   = "../plugins/microengine-plugin-fake"
   sha256 = "abc123"
 }
 
 plugin "mismatch" {
-  path   = "../bin/microengine-plugin-fake"
+  path   = "../plugins/microengine-plugin-fake"
   sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
 }
 
 plugin "types" {
-  path    = "../bin/microengine-plugin-fake"
+  path    = "../plugins/microengine-plugin-fake"
   timeout = "30"
   enabled = "yes"
 }
@@ -31,7 +31,7 @@ plugin "nopath" {
 }
 
 plugin "bad name!" {
-  path = "../bin/microengine-plugin-fake"
+  path = "../plugins/microengine-plugin-fake"
   config {}
   config {}
 }

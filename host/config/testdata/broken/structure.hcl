@@ -10,14 +10,14 @@ engine {
 }
 
 plugin "fake" {
-  path  = "../bin/microengine-plugin-fake"
+  path  = "../plugins/microengine-plugin-fake"
   color = "blue"
   settings {
   }
 }
 
 plugin "fake" {
-  path = "../bin/microengine-plugin-fake"
+  path = "../plugins/microengine-plugin-fake"
 }
 
 plugin {
