@@ -1,0 +1,112 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/microengine/microengine/shared"
+)
+
+func pr(name string, v shared.Verdict, conf float64, family string) PluginResult {
+	return PluginResult{Name: name, Verdict: v, Confidence: conf, MalwareFamily: family, Supported: true}
+}
+
+func TestCompose(t *testing.T) {
+	failed := PluginResult{Name: "clamav", Verdict: shared.VerdictUnknown, Error: "dial clamd: connection refused", Supported: true}
+	unsupported := PluginResult{Name: "eicar", Verdict: shared.VerdictUnknown, Reason: "does not scan url artifacts", Supported: false}
+	tests := []struct {
+		name       string
+		in         []PluginResult
+		want       shared.Verdict
+		family     string
+		confidence float64
+		reason     string
+	}{
+		{"all benign", []PluginResult{pr("a", "benign", 1, ""), pr("b", "benign", 0.7, "")}, "benign", "", 0.7, ""},
+		{"one malicious wins", []PluginResult{pr("a", "benign", 1, ""), pr("b", "malicious", 0.9, "Win.Trojan")}, "malicious", "Win.Trojan", 0.9, ""},
+		{"malicious beats a failure", []PluginResult{failed, pr("b", "malicious", 1, "EICAR")}, "malicious", "EICAR", 1, ""},
+		{"a failure is never outvoted into benign", []PluginResult{pr("a", "benign", 1, ""), failed}, "unknown", "", 0, "clamav: dial clamd"},
+		{"an unknown is never outvoted into benign", []PluginResult{pr("a", "benign", 1, ""), {Name: "b", Verdict: "unknown", Reason: "size limit", Supported: true}}, "unknown", "", 0, "b: size limit"},
+		{"suspicious over benign", []PluginResult{pr("a", "benign", 1, ""), pr("b", "suspicious", 0.5, "")}, "suspicious", "", 0, ""},
+		{"suspicious over unknown", []PluginResult{failed, pr("b", "suspicious", 0.5, "")}, "suspicious", "", 0, ""},
+		{"unsupported plugins do not vote", []PluginResult{unsupported, pr("b", "benign", 1, "")}, "benign", "", 1, ""},
+		{"nobody supports it", []PluginResult{unsupported}, "unknown", "", 0, "no enabled plugin"},
+		{"no plugins", nil, "unknown", "", 0, "no enabled plugin"},
+		{"most confident malicious names the family", []PluginResult{pr("a", "malicious", 0.6, "Generic"), pr("b", "malicious", 1, "Specific")}, "malicious", "Specific", 1, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Compose(tt.in)
+			if got.Verdict != tt.want || got.MalwareFamily != tt.family || got.Confidence != tt.confidence {
+				t.Fatalf("Compose = %s/%q/%.2f, want %s/%q/%.2f", got.Verdict, got.MalwareFamily, got.Confidence, tt.want, tt.family, tt.confidence)
+			}
+			if !strings.Contains(got.Reason, tt.reason) {
+				t.Errorf("reason %q does not contain %q", got.Reason, tt.reason)
+			}
+		})
+	}
+}
+
+// fakePlugin stands in for the plugin manager's slot; the real plugins are
+// tested through real binaries in host/pluginmgr.
+type fakePlugin struct {
+	name    string
+	types   []shared.ArtifactType
+	timeout time.Duration
+	scan    func(ctx context.Context, a shared.Artifact) (shared.Result, error)
+}
+
+func (f fakePlugin) Name() string           { return f.name }
+func (f fakePlugin) Info() shared.Info      { return shared.Info{Name: f.name, Version: "1.0.0", ArtifactTypes: f.types} }
+func (f fakePlugin) Timeout() time.Duration { return f.timeout }
+func (f fakePlugin) Scan(ctx context.Context, a shared.Artifact) (shared.Result, error) {
+	return f.scan(ctx, a)
+}
+
+type plugins []Plugin
+
+func (p plugins) Plugins() []Plugin { return p }
+
+func TestScanFansOutAndTimesOut(t *testing.T) {
+	readAll := func(_ context.Context, a shared.Artifact) (shared.Result, error) {
+		b, err := io.ReadAll(a.Content)
+		if err != nil {
+			return shared.Result{}, err
+		}
+		if !bytes.Equal(b, []byte("content")) {
+			return shared.Unknown("got %q", b), nil
+		}
+		return shared.Result{Verdict: shared.VerdictBenign, Confidence: 1}, nil
+	}
+	hang := func(ctx context.Context, _ shared.Artifact) (shared.Result, error) {
+		<-ctx.Done()
+		return shared.Result{}, ctx.Err()
+	}
+	files := []shared.ArtifactType{shared.ArtifactFile}
+	eng := New(plugins{
+		fakePlugin{name: "a", types: files, scan: readAll},
+		fakePlugin{name: "b", types: files, scan: readAll},
+		fakePlugin{name: "slow", types: files, timeout: 50 * time.Millisecond, scan: hang},
+		fakePlugin{name: "urls", types: []shared.ArtifactType{shared.ArtifactURL}, scan: hang},
+	})
+	start := time.Now()
+	res := eng.Scan(context.Background(), Artifact{ID: "x", Type: shared.ArtifactFile, Size: 7, Content: strings.NewReader("content")})
+	if time.Since(start) > 2*time.Second {
+		t.Fatalf("scan took %s: the per-plugin timeout was not applied", time.Since(start))
+	}
+	if res.Verdict != shared.VerdictUnknown || !strings.Contains(res.Reason, "slow: scan timed out") {
+		t.Fatalf("verdict %s reason %q; want unknown because slow timed out", res.Verdict, res.Reason)
+	}
+	for _, p := range res.Plugins[:2] {
+		if p.Verdict != shared.VerdictBenign {
+			t.Errorf("plugin %s: %s (%s); each plugin must read the whole content", p.Name, p.Verdict, p.Reason)
+		}
+	}
+	if res.Plugins[3].Supported {
+		t.Error("a url-only plugin was asked about a file")
+	}
+}
