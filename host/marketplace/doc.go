@@ -1,0 +1,12 @@
+// Package marketplace makes the engine a PolySwarm marketplace participant:
+// it receives signed bounty webhooks, stores each bounty durably before
+// acknowledging it, scans the artifact with the engine on a bounded worker
+// pool, computes the bid, and posts the answer to the bounty's response_url
+// before its expiration. Every fault along the way is answered `unknown`
+// with bid 0, never benign (DESIGN.md §4, §6).
+//
+// The pieces, one file each: bounty.go (the webhook body), signature.go,
+// server.go (the HTTP side), store*.go (bbolt with group commit), fetch.go,
+// bid.go, filter.go, answer.go (what is posted), poster.go, worker.go and
+// process.go (the pipeline), metrics.go, and service.go which ties them.
+package marketplace

@@ -1,0 +1,111 @@
+package marketplace
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// ListenAddrFile is written under the data directory with the address the
+// engine listens on (host:port), so scripts and tests can find an engine
+// started with listen = "127.0.0.1:0". It is removed on a clean exit.
+const ListenAddrFile = "listen.addr"
+
+// httpShutdownTimeout bounds waiting for webhook requests in progress.
+const httpShutdownTimeout = 5 * time.Second
+
+// Run takes part in the marketplace until ctx is cancelled: it listens,
+// resumes stored bounties, serves webhooks, and on cancellation stops
+// taking webhooks, answers what it can within the shutdown grace, closes
+// the store and returns. The caller stops the plugins after Run returns.
+func Run(ctx context.Context, opts Options) error {
+	s, err := New(opts)
+	if err != nil {
+		return err
+	}
+	var tlsCfg *tls.Config
+	if s.cfg.TLSCert != "" || s.cfg.TLSKey != "" {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
+		if err != nil {
+			s.store.Close()
+			return fmt.Errorf("marketplace: load TLS certificate: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.cfg.Listen)
+	if err != nil {
+		s.store.Close()
+		return fmt.Errorf("marketplace: listen on %s: %w", s.cfg.Listen, err)
+	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	addr := ln.Addr().String()
+	addrFile := filepath.Join(opts.DataDir, ListenAddrFile)
+	if err := writeFileAtomic(addrFile, []byte(addr+"\n")); err != nil {
+		s.log.Warn("cannot write the listen address file", "file", addrFile, "error", err)
+	}
+	defer os.Remove(addrFile)
+	scheme := "http"
+	if tlsCfg != nil {
+		scheme = "https"
+	}
+	s.log.Info("listening for marketplace webhooks", "addr", addr, "url", scheme+"://"+addr+"/")
+	if opts.OnListen != nil {
+		opts.OnListen(addr)
+	}
+
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+	s.Start()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		s.log.Info("shutting down: no more webhooks; finishing in-flight bounties", "grace", s.opts.ShutdownGrace)
+	case serveErr = <-served:
+		s.log.Error("webhook server stopped", "error", serveErr)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		s.log.Warn("webhook requests still open at shutdown", "error", err)
+	}
+	if err := s.Stop(); err != nil {
+		return fmt.Errorf("marketplace: close the bounty store: %w", err)
+	}
+	s.log.Info("marketplace stopped")
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("marketplace: serve: %w", serveErr)
+	}
+	return nil
+}
+
+// writeFileAtomic writes via a temp file and a rename, so a reader never
+// sees a half-written address.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename %s: %w", tmp, err)
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+package marketplace
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Webhook headers (DESIGN.md §6).
+const (
+	HeaderEvent     = "X-POLYSWARM-EVENT"
+	HeaderDelivery  = "X-POLYSWARM-DELIVERY"
+	HeaderSignature = "X-POLYSWARM-SIGNATURE"
+)
+
+// reply is every JSON answer of the webhook endpoint.
+type reply struct {
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Handler serves POST / (webhooks), GET / (liveness), GET /healthz
+// (readiness: 503 when no plugin is healthy) and GET /metrics.
+func (s *Service) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /{$}", s.webhook)
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		writeReply(w, http.StatusOK, reply{Status: "OK"})
+	})
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	return mux
+}
+
+func (s *Service) healthz(w http.ResponseWriter, _ *http.Request) {
+	if s.opts.Healthy != nil && !s.opts.Healthy() {
+		writeReply(w, http.StatusServiceUnavailable, reply{Status: "UNHEALTHY", Reason: "no scanner plugin is healthy"})
+		return
+	}
+	writeReply(w, http.StatusOK, reply{Status: "OK"})
+}
+
+func (s *Service) webhook(w http.ResponseWriter, r *http.Request) {
+	event := strings.ToLower(strings.TrimSpace(r.Header.Get(HeaderEvent)))
+	code := s.serveWebhook(w, r, event)
+	label := event
+	if label != "ping" && label != "bounty" {
+		label = "other" // bounded label values
+	}
+	s.metrics.webhooks.WithLabelValues(label, strconv.Itoa(code)).Inc()
+}
+
+// serveWebhook checks, in order: the body fits (413), it is signed (400)
+// by one of the secrets (401), the event is known (400). Only then is the
+// body looked at.
+func (s *Service) serveWebhook(w http.ResponseWriter, r *http.Request, event string) int {
+	fail := func(code int, reason string) int {
+		writeReply(w, code, reply{Status: "ERROR", Reason: reason})
+		return code
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodySize))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return fail(http.StatusRequestEntityTooLarge, "body is over the size limit")
+		}
+		return fail(http.StatusBadRequest, "cannot read the body: "+err.Error())
+	}
+	sig := r.Header.Get(HeaderSignature)
+	if strings.TrimSpace(sig) == "" {
+		return fail(http.StatusBadRequest, "missing "+HeaderSignature)
+	}
+	if !verifySignature(s.cfg.WebhookSecrets, body, sig) {
+		return fail(http.StatusUnauthorized, "signature does not match")
+	}
+
+	switch event {
+	case "ping":
+		writeReply(w, http.StatusOK, reply{Status: "OK"})
+		return http.StatusOK
+	case "bounty":
+	case "":
+		return fail(http.StatusBadRequest, "missing "+HeaderEvent)
+	default:
+		return fail(http.StatusBadRequest, "unsupported event "+truncate(event, 40)+" (want ping or bounty)")
+	}
+
+	b, err := ParseBounty(body)
+	if err != nil {
+		return fail(http.StatusBadRequest, err.Error())
+	}
+	delivery := strings.TrimSpace(r.Header.Get(HeaderDelivery))
+	isNew, err := s.store.Put(r.Context(), b, delivery, s.now())
+	if err != nil {
+		s.log.Error("cannot store a bounty: refusing it so the marketplace retries", "bounty", b.ID, "phase", b.Phase, "error", err)
+		return fail(http.StatusServiceUnavailable, "cannot store the bounty")
+	}
+	if isNew {
+		s.metrics.received.WithLabelValues(string(b.Phase)).Inc()
+		s.log.Debug("bounty accepted", "bounty", b.ID, "phase", b.Phase, "delivery", delivery, "expiration", b.Expiration)
+		s.dispatch(task{key: string(b.Key()), b: b})
+	} else {
+		s.metrics.duplicates.Inc()
+		s.log.Debug("redelivered bounty acknowledged", "bounty", b.ID, "phase", b.Phase, "delivery", delivery)
+	}
+	writeReply(w, http.StatusAccepted, reply{Status: "ACCEPTED"})
+	return http.StatusAccepted
+}
+
+func writeReply(w http.ResponseWriter, code int, r reply) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(r)
+}

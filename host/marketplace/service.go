@@ -1,0 +1,258 @@
+package marketplace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/microengine/microengine/host/config"
+	"github.com/microengine/microengine/host/engine"
+)
+
+// Scanner is what the marketplace needs of the engine: *engine.Engine, or a
+// fake in tests. Scan must honour ctx's deadline and never fail: faults are
+// an unknown Result.
+type Scanner interface {
+	Scan(ctx context.Context, a engine.Artifact) engine.Result
+}
+
+// ScanFunc adapts a function to Scanner.
+type ScanFunc func(ctx context.Context, a engine.Artifact) engine.Result
+
+// Scan calls f.
+func (f ScanFunc) Scan(ctx context.Context, a engine.Artifact) engine.Result { return f(ctx, a) }
+
+// Options configure a Service.
+type Options struct {
+	// Config is the marketplace block; zero fields take their defaults.
+	Config *config.Marketplace
+	// DataDir holds bounties.db, tmp/ (downloads) and listen.addr.
+	DataDir string
+	Scanner Scanner
+	// Healthy backs /healthz (503 when false). Nil: always healthy.
+	Healthy func() bool
+	// Registry receives the metrics and is served on /metrics. Nil: a
+	// private registry.
+	Registry *prometheus.Registry
+	Logger   hclog.Logger
+	// Version is the host's version, sent as metadata.scanner.version.
+	Version string
+	// ShutdownGrace bounds how long in-flight and queued bounties may
+	// still be answered after shutdown begins. Default 10s. What is not
+	// done by then stays open in the store and is resumed at next start.
+	ShutdownGrace time.Duration
+	// HTTPClient downloads artifacts and posts answers. Nil: one with
+	// MaxRedirects applied. Tests pass their server's client.
+	HTTPClient *http.Client
+	// OnListen is called by Run with the address actually listened on
+	// (useful with listen = "127.0.0.1:0").
+	OnListen func(addr string)
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+}
+
+// Service is one marketplace participant: the webhook handler, the store,
+// the workers. Run drives it; tests use New, Handler, Start and Stop.
+type Service struct {
+	cfg     config.Marketplace
+	opts    Options
+	log     hclog.Logger
+	now     func() time.Time
+	store   *Store
+	filters *Filters
+	fetcher *fetcher
+	poster  *poster
+	metrics *metrics
+	reg     *prometheus.Registry
+
+	queue chan task // to the scanning workers
+	quick chan task // to the posters of early unknown answers
+
+	inflightMu sync.Mutex
+	inflight   map[string]struct{} // queued or being processed; bounded by the queues and pools
+
+	scanEWMA atomic.Int64 // recent fetch+scan time, ns: predicts whether a scan can finish
+
+	hardCtx    context.Context // cancelled when the shutdown grace is over
+	hardCancel context.CancelFunc
+	drain      chan struct{} // closed when shutdown begins
+	wg         sync.WaitGroup
+	startOnce  sync.Once
+	stopOnce   sync.Once
+}
+
+type task struct {
+	key string
+	b   Bounty
+}
+
+// withDefaults fills unset fields, so a hand-built config (tests) works.
+func withDefaults(c config.Marketplace) config.Marketplace {
+	setDefault(&c.MaxBodySize, 1<<20)
+	setDefault(&c.Workers, 4)
+	setDefault(&c.QueueSize, 1024)
+	setDefault(&c.SafetyMargin, 2*time.Second)
+	setDefault(&c.MaxArtifactSize, 64<<20)
+	setDefault(&c.FetchTimeout, 20*time.Second)
+	setDefault(&c.Retention, 7*24*time.Hour)
+	if c.MaxRedirects < 0 {
+		c.MaxRedirects = 0
+	}
+	if c.Bid.Strategy == "" {
+		c.Bid.Strategy = "default"
+	}
+	return c
+}
+
+func setDefault[T int | int64 | time.Duration](p *T, def T) {
+	if *p <= 0 {
+		*p = def
+	}
+}
+
+// New opens the store and builds the service. Nothing runs until Start.
+func New(opts Options) (*Service, error) {
+	if opts.Config == nil {
+		return nil, errors.New("marketplace: no marketplace block in the configuration")
+	}
+	if opts.Scanner == nil {
+		return nil, errors.New("marketplace: no scanner")
+	}
+	if opts.DataDir == "" {
+		return nil, errors.New("marketplace: no data directory")
+	}
+	cfg := withDefaults(*opts.Config)
+	if len(cfg.WebhookSecrets) == 0 {
+		return nil, errors.New("marketplace: no webhook secret: every delivery must be verified")
+	}
+	for _, sec := range cfg.WebhookSecrets {
+		if sec == "" {
+			return nil, errors.New("marketplace: an empty webhook secret would verify nothing")
+		}
+	}
+	filters, err := NewFilters(cfg.Filters)
+	if err != nil {
+		return nil, fmt.Errorf("marketplace: %w", err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.ShutdownGrace <= 0 {
+		opts.ShutdownGrace = 10 * time.Second
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	tmp := filepath.Join(opts.DataDir, "tmp")
+	if err := os.MkdirAll(tmp, 0o750); err != nil {
+		return nil, fmt.Errorf("marketplace: create %s: %w", tmp, err)
+	}
+	removeLeftovers(tmp, opts.Logger)
+	client := opts.HTTPClient
+	if client == nil {
+		client = newHTTPClient(cfg.MaxRedirects, nil)
+	}
+
+	s := &Service{
+		cfg: cfg, opts: opts, log: opts.Logger, now: opts.Now, filters: filters, reg: opts.Registry,
+		fetcher:  &fetcher{client: client, tmpDir: tmp, maxSize: cfg.MaxArtifactSize},
+		poster:   &poster{client: client, minBackoff: 100 * time.Millisecond, maxBackoff: 2 * time.Second, attemptTimeout: 10 * time.Second},
+		queue:    make(chan task, cfg.QueueSize),
+		quick:    make(chan task, cfg.QueueSize),
+		inflight: map[string]struct{}{},
+		drain:    make(chan struct{}),
+	}
+	s.hardCtx, s.hardCancel = context.WithCancel(context.Background())
+	s.metrics, err = newMetrics(opts.Registry,
+		func() float64 { return float64(len(s.queue)) },
+		func() float64 { s.inflightMu.Lock(); defer s.inflightMu.Unlock(); return float64(len(s.inflight)) })
+	if err != nil {
+		return nil, fmt.Errorf("marketplace: register metrics: %w", err)
+	}
+	s.store, err = OpenStore(filepath.Join(opts.DataDir, StoreFile))
+	if err != nil {
+		return nil, fmt.Errorf("marketplace: %w", err)
+	}
+	return s, nil
+}
+
+// removeLeftovers deletes downloads a crash left behind: their bounties are
+// still open in the store and will be fetched again.
+func removeLeftovers(dir string, log hclog.Logger) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "artifact-") {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				log.Warn("cannot remove a leftover download", "file", e.Name(), "error", err)
+			}
+		}
+	}
+}
+
+// Store is the service's bounty store.
+func (s *Service) Store() *Store { return s.store }
+
+// Start launches the workers, the early-answer posters and the janitor,
+// which resumes every stored bounty that is still open.
+func (s *Service) Start() {
+	s.startOnce.Do(func() {
+		for range s.cfg.Workers {
+			s.wg.Add(1)
+			go s.worker(s.queue, true)
+		}
+		for range max(2, s.cfg.Workers) {
+			s.wg.Add(1)
+			go s.worker(s.quick, false)
+		}
+		s.wg.Add(1)
+		go s.janitor()
+	})
+}
+
+// Stop begins the shutdown: no more resuming, the workers finish what is
+// queued within the grace, then whatever is left is abandoned (it stays
+// open in the store) and the store is closed. Call it after the HTTP
+// server has stopped taking webhooks.
+func (s *Service) Stop() error {
+	var err error
+	s.stopOnce.Do(func() {
+		close(s.drain)
+		done := make(chan struct{})
+		go func() { s.wg.Wait(); close(done) }()
+		grace := time.NewTimer(s.opts.ShutdownGrace)
+		defer grace.Stop()
+		select {
+		case <-done:
+		case <-grace.C:
+			s.log.Warn("shutdown grace is over: abandoning in-flight bounties; they stay open and are resumed at next start",
+				"in_flight", s.inFlightCount())
+			s.hardCancel()
+			<-done
+		}
+		s.hardCancel()
+		err = s.store.Close()
+	})
+	return err
+}
+
+func (s *Service) inFlightCount() int {
+	s.inflightMu.Lock()
+	defer s.inflightMu.Unlock()
+	return len(s.inflight)
+}

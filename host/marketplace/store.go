@@ -1,0 +1,193 @@
+package marketplace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// StoreFile is the bounty store's name under the data directory.
+const StoreFile = "bounties.db"
+
+// Buckets. bounties holds one Record per bounty key; open and done are
+// indexes ordered by time (expiration, resp. finish) so resuming and pruning
+// never scan the whole store; deliveries maps X-POLYSWARM-DELIVERY ids to
+// bounty keys for redelivery dedupe.
+var (
+	bucketBounties   = []byte("bounties")
+	bucketOpen       = []byte("open")
+	bucketDone       = []byte("done")
+	bucketDeliveries = []byte("deliveries")
+)
+
+// ErrStoreBusy means another process (a running engine) holds the store.
+var ErrStoreBusy = errors.New("the bounty store is locked by another process (is the engine running?)")
+
+// ErrStoreClosed is returned for writes after Close.
+var ErrStoreClosed = errors.New("bounty store closed")
+
+// Store is the durable bounty store. Writes go through one writer goroutine
+// that groups whatever writes are waiting into a single transaction and one
+// fsync (group commit): under load many webhooks share a commit, and alone a
+// write is committed at once, with no batching delay.
+type Store struct {
+	db       *bolt.DB
+	readOnly bool
+
+	mu     sync.RWMutex // guards closed against sends on ops
+	closed bool
+	ops    chan *writeOp
+	wg     sync.WaitGroup
+}
+
+type writeOp struct {
+	apply func(tx *bolt.Tx) error
+	done  chan error
+}
+
+// maxBatch bounds one group commit, so a flood does not build one huge
+// transaction that every waiter waits for.
+const maxBatch = 512
+
+// OpenStore opens (creating it if needed) the store at path for writing. It
+// fails fast with ErrStoreBusy when another process holds it.
+func OpenStore(path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("create the store's folder: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: time.Second,
+		// The freelist is rebuilt on open rather than written at every
+		// commit: fewer pages per fsync.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("open %s: %w", path, ErrStoreBusy)
+		}
+		return nil, fmt.Errorf("open the bounty store %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketBounties, bucketOpen, bucketDone, bucketDeliveries} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("create bucket %s: %w", b, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("initialise the bounty store %s: %w", path, err)
+	}
+	s := &Store{db: db, ops: make(chan *writeOp, maxBatch)}
+	s.wg.Add(1)
+	go s.writer()
+	return s, nil
+}
+
+// OpenStoreReadOnly opens the store for reading, waiting at most timeout
+// for the lock: a running engine holds it exclusively, and then the error
+// wraps ErrStoreBusy.
+func OpenStoreReadOnly(path string, timeout time.Duration) (*Store, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("open the bounty store: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: timeout})
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("open %s: %w", path, ErrStoreBusy)
+		}
+		return nil, fmt.Errorf("open the bounty store %s: %w", path, err)
+	}
+	return &Store{db: db, readOnly: true}, nil
+}
+
+// Close waits for pending writes to commit and closes the database.
+func (s *Store) Close() error {
+	if !s.readOnly {
+		s.mu.Lock()
+		if !s.closed {
+			s.closed = true
+			close(s.ops)
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	}
+	return s.db.Close()
+}
+
+// write hands apply to the writer and waits until its batch is committed
+// (or ctx ends: the write may then still commit). When any write of a batch
+// fails the batch is rolled back and each write retried in its own
+// transaction, so one bad write fails alone: apply may run twice and must
+// derive everything it records from the transaction it is given.
+func (s *Store) write(ctx context.Context, apply func(tx *bolt.Tx) error) error {
+	op := &writeOp{apply: apply, done: make(chan error, 1)}
+	s.mu.RLock()
+	if s.closed || s.readOnly {
+		s.mu.RUnlock()
+		return ErrStoreClosed
+	}
+	select {
+	case s.ops <- op:
+		s.mu.RUnlock()
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return ctx.Err()
+	}
+	select {
+	case err := <-op.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Store) writer() {
+	defer s.wg.Done()
+	batch := make([]*writeOp, 0, maxBatch)
+	for op := range s.ops {
+		batch = append(batch[:0], op)
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case more, ok := <-s.ops:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, more)
+			default:
+				break drain
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+func (s *Store) commit(batch []*writeOp) {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, op := range batch {
+			if err := op.apply(tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil || len(batch) == 1 {
+		for _, op := range batch {
+			op.done <- err
+		}
+		return
+	}
+	for _, op := range batch {
+		op.done <- s.db.Update(op.apply)
+	}
+}

@@ -1,0 +1,199 @@
+package marketplace
+
+import (
+	"context"
+	"time"
+)
+
+// janitorInterval is how often stored open bounties are looked at: expired
+// ones are recorded, ones that found no room in the queues are retried.
+const janitorInterval = time.Second
+
+// dispatch routes a stored bounty to a worker. A bounty that cannot be
+// scanned before its expiration (its share of the queue ahead would take
+// longer than the time left) goes to the early lane and is answered unknown
+// at once: an unknown answer beats none. When both are full the bounty
+// stays open in the store and the janitor's next sweep retries it.
+func (s *Service) dispatch(t task) {
+	if !s.claim(t.key) {
+		return // already queued or being processed
+	}
+	if s.cannotFinish(t.b) {
+		select {
+		case s.quick <- t:
+			return
+		default:
+		}
+	}
+	select {
+	case s.queue <- t:
+		return
+	default:
+	}
+	select {
+	case s.quick <- t:
+		return
+	default:
+	}
+	s.release(t.key)
+	s.log.Warn("queues are full: the bounty waits in the store", "bounty", t.b.ID, "phase", t.b.Phase)
+}
+
+// cannotFinish predicts from recent scan times whether the queue ahead
+// plus a scan fit before the expiration less the safety margin.
+func (s *Service) cannotFinish(b Bounty) bool {
+	left := b.Expiration.Add(-s.cfg.SafetyMargin).Sub(s.now())
+	if left <= 0 {
+		return true
+	}
+	per := time.Duration(s.scanEWMA.Load())
+	if per <= 0 {
+		return false
+	}
+	rounds := len(s.queue)/s.cfg.Workers + 1
+	return per*time.Duration(rounds) > left
+}
+
+// observeScan folds a fetch+scan duration into the moving average.
+func (s *Service) observeScan(d time.Duration) {
+	for {
+		old := s.scanEWMA.Load()
+		next := int64(d)
+		if old > 0 {
+			next = old + (int64(d)-old)/5
+		}
+		if s.scanEWMA.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
+
+func (s *Service) claim(key string) bool {
+	s.inflightMu.Lock()
+	defer s.inflightMu.Unlock()
+	if _, ok := s.inflight[key]; ok {
+		return false
+	}
+	s.inflight[key] = struct{}{}
+	return true
+}
+
+func (s *Service) release(key string) {
+	s.inflightMu.Lock()
+	delete(s.inflight, key)
+	s.inflightMu.Unlock()
+}
+
+func (s *Service) isInflight(key string) bool {
+	s.inflightMu.Lock()
+	defer s.inflightMu.Unlock()
+	_, ok := s.inflight[key]
+	return ok
+}
+
+// worker takes tasks until shutdown, then finishes what is queued (each
+// bounty is still only worked on while its expiration allows) and returns.
+// scan is false for the early lane, which answers unknown without a scan.
+func (s *Service) worker(q chan task, scan bool) {
+	defer s.wg.Done()
+	for {
+		select {
+		case t := <-q:
+			s.process(t, scan)
+		case <-s.drain:
+			for {
+				select {
+				case t := <-q:
+					s.process(t, scan)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// janitor resumes open bounties (at start: everything a crash or a stop
+// left), records the ones that expired, retries the ones the queues had no
+// room for, and prunes the audit trail past its retention.
+func (s *Service) janitor() {
+	defer s.wg.Done()
+	s.sweep(true)
+	s.prune()
+	tick := time.NewTicker(janitorInterval)
+	defer tick.Stop()
+	pruneEvery := min(s.cfg.Retention/10, 10*time.Minute)
+	lastPrune := s.now()
+	for {
+		select {
+		case <-s.drain:
+			return
+		case <-tick.C:
+			s.sweep(false)
+			if s.now().Sub(lastPrune) >= pruneEvery {
+				s.prune()
+				lastPrune = s.now()
+			}
+		}
+	}
+}
+
+// sweepBatch bounds what one sweep takes in hand.
+const sweepBatch = 1024
+
+func (s *Service) sweep(resume bool) {
+	now := s.now()
+	var expired, waiting [][]byte
+	err := s.store.OpenKeys(func(key []byte, exp time.Time) bool {
+		if s.isInflight(string(key)) {
+			return true
+		}
+		if !now.Before(exp) {
+			expired = append(expired, append([]byte(nil), key...))
+		} else {
+			waiting = append(waiting, append([]byte(nil), key...))
+		}
+		return len(expired)+len(waiting) < sweepBatch
+	})
+	if err != nil {
+		s.log.Error("cannot read open bounties", "error", err)
+		return
+	}
+	if resume && len(expired)+len(waiting) > 0 {
+		s.log.Info("resuming stored bounties", "open", len(waiting), "expired_meanwhile", len(expired))
+	}
+	for _, key := range expired {
+		s.finishExpired(key, "expired before it could be processed")
+	}
+	for _, key := range waiting {
+		r, ok, err := s.store.Get(key)
+		if err != nil || !ok || r.State != StateOpen {
+			continue
+		}
+		s.dispatch(task{key: string(key), b: r.Bounty})
+	}
+}
+
+func (s *Service) finishExpired(key []byte, reason string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done, err := s.store.Finish(ctx, key, Outcome{State: StateExpired, At: s.now(), Reason: reason})
+	if err != nil {
+		s.log.Error("cannot record an expired bounty", "error", err)
+		return
+	}
+	if done {
+		s.metrics.expired.Inc()
+	}
+}
+
+func (s *Service) prune() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n, err := s.store.Prune(ctx, s.now().Add(-s.cfg.Retention))
+	if err != nil {
+		s.log.Error("cannot prune the bounty store", "error", err)
+	} else if n > 0 {
+		s.log.Info("pruned answered bounties past their retention", "count", n, "retention", s.cfg.Retention)
+	}
+}
