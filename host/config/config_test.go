@@ -355,6 +355,15 @@ func TestFunctions(t *testing.T) {
 		t.Errorf("file: secrets %q", got)
 	}
 
+	// abspath() resolves against the config file's folder, not the cwd.
+	cfg, diags = parse(`abspath("run/clamd.sock")`)
+	if len(diags) > 0 {
+		t.Fatalf("abspath: %v", positions(diags))
+	}
+	if got, want := cfg.Marketplace.WebhookSecrets, filepath.Join(dir, "run", "clamd.sock"); !slices.Equal(got, []string{want}) {
+		t.Errorf("abspath: %q, want %q", got, want)
+	}
+
 	_, diags = parse(`file("nope.txt")`)
 	wantDiags(t, diags, []string{"3:20: Error in function call"})
 	_, diags = parse(`shell("id")`)

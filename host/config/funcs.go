@@ -12,7 +12,7 @@ import (
 )
 
 // NewEvalContext returns the context engine.hcl is evaluated in. It has no
-// variables and three functions:
+// variables and four functions:
 //
 //   - env("NAME") is the environment variable NAME, or "" when it is unset.
 //     Unset is not an error here: the attribute that needs a value (such as
@@ -20,6 +20,9 @@ import (
 //     which says more than "variable not set" at the call would.
 //   - file("PATH") is the content of a file, PATH relative to dir (the
 //     config file's folder).
+//   - abspath("PATH") is PATH made absolute against the config file's
+//     folder, for paths handed to a plugin (which runs in the host's working
+//     folder, not the config's): address = "unix://${abspath("run/clamd.sock")}".
 //   - trimspace(S) drops leading and trailing white space, for secrets kept
 //     in files that end with a newline: trimspace(file("secret")).
 //
@@ -49,6 +52,18 @@ func NewEvalContext(dir string) *hcl.EvalContext {
 						return cty.NilVal, fmt.Errorf("read file: %w", err)
 					}
 					return cty.StringVal(string(b)), nil
+				},
+			}),
+			"abspath": function.New(&function.Spec{
+				Description: "The path made absolute against the config file's folder.",
+				Params:      []function.Parameter{{Name: "path", Type: cty.String}},
+				Type:        function.StaticReturnType(cty.String),
+				Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+					p := args[0].AsString()
+					if !filepath.IsAbs(p) {
+						p = filepath.Join(dir, p)
+					}
+					return cty.StringVal(filepath.Clean(p)), nil
 				},
 			}),
 			"trimspace": function.New(&function.Spec{

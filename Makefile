@@ -1,0 +1,61 @@
+# microengine — `make run` shows the engine working end to end; `make test`
+# runs every test. Both install what they need (clamd) when it is missing.
+
+GO        ?= go
+BIN       := bin
+PLUGINS   := eicar clamav
+VERSION   ?= 0.1.0
+# Pinned code generators for `make proto` (protoc itself is Debian's).
+PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
+TOOLS     := $(CURDIR)/build/tools
+
+.PHONY: all build deps test unit e2e run proto lint clean bench conformance
+
+all: build
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/microengine ./host/cmd/microengine
+	@for p in $(PLUGINS); do \
+		echo "$(GO) build -o $(BIN)/microengine-plugin-$$p ./plugins/$$p"; \
+		$(GO) build -o $(BIN)/microengine-plugin-$$p ./plugins/$$p || exit 1; \
+	done
+
+deps:
+	@scripts/ensure-clamd.sh
+
+# Every test: unit and integration tests (real plugins, a private clamd the
+# tests start themselves), then the slower end-to-end tests.
+test: deps build lint unit e2e
+
+unit:
+	$(GO) test -count=1 ./...
+
+e2e:
+	$(GO) test -count=1 -tags e2e -timeout 15m ./test/e2e/...
+
+# Starts a private clamd, the engine and the marketplace simulator on a
+# sample set, and prints the scoreboard.
+run: deps build
+	@scripts/run.sh
+
+conformance: deps build
+	$(GO) test -count=1 -run 'Conformance' ./shared/conformance/... ./plugins/...
+
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./plugins/clamav/... ./host/marketplace/...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+proto:
+	@command -v protoc >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq protobuf-compiler; } || \
+		{ echo "protoc is missing: sudo apt-get install -y protobuf-compiler"; exit 1; }
+	GOBIN=$(TOOLS) GOFLAGS= $(GO) install $(PROTOC_GEN_GO)
+	GOBIN=$(TOOLS) GOFLAGS= $(GO) install $(PROTOC_GEN_GO_GRPC)
+	PATH=$(TOOLS):$$PATH protoc --go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative shared/proto/scanner.proto
+
+clean:
+	rm -rf $(BIN) build

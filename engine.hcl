@@ -1,0 +1,44 @@
+# microengine's default configuration: the eicar and clamav plugins against
+# the private clamd that `make run` and `make test` start (never the system
+# service). `microengine validate -config engine.hcl` checks it.
+
+engine {
+  data_dir  = "./build/data"
+  log_level = "info"
+  swap      = "watch" # replace a plugin when its binary changes on disk
+}
+
+plugin "eicar" {
+  path    = "./bin/microengine-plugin-eicar"
+  timeout = "10s"
+}
+
+plugin "clamav" {
+  path    = "./bin/microengine-plugin-clamav"
+  timeout = "30s"
+  config {
+    # The private clamd of `make run` (scripts/run.sh starts it here).
+    # A system clamd on Debian listens at unix:///run/clamav/clamd.ctl.
+    address         = "unix://${abspath("build/clamd/clamd.sock")}"
+    max_stream_size = "25M"
+  }
+}
+
+marketplace {
+  listen = "127.0.0.1:8080"
+  # For the local simulator only. In production:
+  #   webhook_secret = env("WEBHOOK_SECRET")
+  # (a list such as [env("NEW_SECRET"), env("OLD_SECRET")] rotates secrets).
+  webhook_secret = "local-simulator-secret"
+
+  bid {
+    strategy = "default"
+  }
+
+  # An image is never worth scanning for this engine: answer unknown, bid 0.
+  filter "reject" {
+    field = "mimetype"
+    op    = "startswith"
+    value = "image/"
+  }
+}
