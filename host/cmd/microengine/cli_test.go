@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/microengine/microengine/internal/testbin"
+)
+
+const eicar = `X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*`
+
+type builtBins struct {
+	host, eicar, clamav, stdout, wrongVersion string
+}
+
+var (
+	buildOnce sync.Once
+	bins      builtBins
+	buildErr  error
+	binDir    string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+func build(t *testing.T) builtBins {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "cli-test-")
+		if buildErr != nil {
+			return
+		}
+		for _, b := range []struct {
+			dst *string
+			pkg string
+		}{
+			{&bins.host, "./host/cmd/microengine"},
+			{&bins.eicar, "./plugins/eicar"},
+			{&bins.clamav, "./plugins/clamav"},
+			{&bins.stdout, "./shared/conformance/testdata/broken/stdout"},
+			{&bins.wrongVersion, "./shared/conformance/testdata/broken/wrongversion"},
+		} {
+			if *b.dst, buildErr = testbin.Build(binDir, filepath.Base(b.pkg), b.pkg); buildErr != nil {
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return bins
+}
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// run runs the real host binary and returns stdout, stderr and the exit code.
+func run(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(build(t).host, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func eicarConfig(t *testing.T, dir, extra string) string {
+	return writeFile(t, dir, "engine.hcl", fmt.Sprintf("plugin \"eicar\" {\n  path = %q\n%s}\n", build(t).eicar, extra))
+}
+
+func TestScanOutputAndExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	cfg := eicarConfig(t, dir, "")
+	bad := writeFile(t, dir, "eicar.com", eicar)
+	clean := writeFile(t, dir, "clean.txt", "nothing to see\n")
+
+	out, _, code := run(t, "", "scan", "-config", cfg, bad, clean)
+	want := bad + ": EICAR-Test-File FOUND\n" + clean + ": OK\n"
+	if out != want || code != 1 {
+		t.Fatalf("scan eicar+clean: exit %d, output\n%s\nwant exit 1 and\n%s", code, out, want)
+	}
+	if out, _, code = run(t, "", "scan", "-config", cfg, clean); code != 0 {
+		t.Fatalf("scan clean: exit %d (%s), want 0", code, out)
+	}
+	out, _, code = run(t, "", "scan", "-config", cfg, filepath.Join(dir, "missing"))
+	if code != 2 || !strings.Contains(out, "UNKNOWN (") {
+		t.Fatalf("scan missing file: exit %d, %q; want exit 2 and UNKNOWN (reason)", code, out)
+	}
+
+	// stdin, as JSON: one compact object per line, logs never on stdout.
+	out, _, code = run(t, eicar, "scan", "-json", "-log-level", "debug", "-config", cfg, "-")
+	var rec struct {
+		Path          string `json:"path"`
+		Verdict       string `json:"verdict"`
+		MalwareFamily string `json:"malware_family"`
+		Plugins       []struct {
+			Name, Verdict string
+			Family        string `json:"malware_family"`
+			Error         string `json:"error"`
+		} `json:"plugins"`
+	}
+	if err := json.Unmarshal([]byte(out), &rec); err != nil || strings.Count(out, "\n") != 1 {
+		t.Fatalf("-json output is not one JSON line: %v\n%s", err, out)
+	}
+	if rec.Path != "-" || rec.Verdict != "malicious" || rec.MalwareFamily != "EICAR-Test-File" || len(rec.Plugins) != 1 || rec.Plugins[0].Name != "eicar" || code != 1 {
+		t.Fatalf("stdin scan: %+v exit %d", rec, code)
+	}
+}
+
+// TestValidatePointsAtTheLine checks faults found by the host and by the
+// plugin itself both come out as FILE:LINE:COL.
+func TestValidatePointsAtTheLine(t *testing.T) {
+	b := build(t)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, src, want string
+	}{
+		{"unknown attribute", "plugin \"eicar\" {\n  path = %q\n  colour = \"red\"\n}\n", ":3:3: error:"},
+		{"plugin config type (host's check)", "plugin \"eicar\" {\n  path = %q\n  config {\n    strict = \"very\"\n  }\n}\n", ":4:14: error:"},
+		{"plugin config value (plugin's own check)", "plugin \"clamav\" {\n  path = %q\n  config {\n    address = \"ftp://nowhere\"\n  }\n}\n", ":4:15: error:"},
+		{"bad duration", "plugin \"eicar\" {\n  path = %q\n  timeout = \"soon\"\n}\n", ":3:13: error:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bin := b.eicar
+			if strings.Contains(tc.src, "clamav") {
+				bin = b.clamav
+			}
+			cfg := writeFile(t, dir, strings.ReplaceAll(tc.name, " ", "_")+".hcl", fmt.Sprintf(tc.src, bin))
+			_, stderr, code := run(t, "", "validate", "-config", cfg)
+			if code != 1 || !strings.HasPrefix(stderr, cfg+tc.want) {
+				t.Fatalf("validate: exit %d, stderr:\n%s\nwant exit 1 and a first line starting %q", code, stderr, cfg+tc.want)
+			}
+		})
+	}
+	_, _, code := run(t, "", "validate", "-config", eicarConfig(t, dir, ""))
+	if code != 0 {
+		t.Fatalf("a good config: exit %d", code)
+	}
+}
+
+func TestRefusesMisbehavingPlugins(t *testing.T) {
+	b := build(t)
+	for _, tc := range []struct{ name, bin, want string }{
+		{"junk on stdout", b.stdout, "Unrecognized remote plugin message"},
+		{"wrong protocol version", b.wrongVersion, "incompatible API version with plugin. Plugin version: 2, Client versions: [1]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := writeFile(t, dir, "engine.hcl", fmt.Sprintf("plugin \"x\" {\n  path = %q\n}\n", tc.bin))
+			clean := writeFile(t, dir, "clean", "x")
+			_, stderr, code := run(t, "", "scan", "-config", cfg, clean)
+			if code != 2 || !strings.Contains(stderr, tc.want) || !strings.Contains(stderr, `plugin "x" cannot start`) {
+				t.Fatalf("exit %d, stderr:\n%s\nwant exit 2 and %q", code, stderr, tc.want)
+			}
+		})
+	}
+}
+
+// TestPluginsDieWithTheHost kills the host with SIGKILL (no chance to clean
+// up) while its plugins run, and checks no plugin process survives it.
+func TestPluginsDieWithTheHost(t *testing.T) {
+	dir := t.TempDir()
+	cfg := eicarConfig(t, dir, "")
+	cmd := exec.Command(build(t).host, "scan", "-config", cfg, "-")
+	stdin, err := cmd.StdinPipe() // never closed: the host waits on stdin with its plugins running
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var plugins []int
+	deadline := time.Now().Add(10 * time.Second)
+	for len(plugins) == 0 && time.Now().Before(deadline) {
+		plugins = childrenOf(t, cmd.Process.Pid)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(plugins) == 0 {
+		cmd.Process.Kill()
+		t.Fatal("the host started no plugin process")
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	deadline = time.Now().Add(3 * time.Second)
+	for _, pid := range plugins {
+		for alive(pid) {
+			if time.Now().After(deadline) {
+				syscall.Kill(pid, syscall.SIGKILL)
+				t.Fatalf("plugin process %d outlived its killed host by 3s", pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+func childrenOf(t *testing.T, parent int) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, ok := parentOf(pid); ok && ppid == parent {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+func parentOf(pid int) (int, bool) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	line, _ := bufio.NewReader(f).ReadString('\n')
+	i := strings.LastIndexByte(line, ')')
+	if i < 0 {
+		return 0, false
+	}
+	fields := strings.Fields(line[i+1:])
+	if len(fields) < 2 {
+		return 0, false
+	}
+	ppid, err := strconv.Atoi(fields[1])
+	return ppid, err == nil
+}
+
+// alive treats a zombie as dead: it has exited, only unreaped.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
+}
