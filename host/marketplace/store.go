@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -45,6 +46,8 @@ type Store struct {
 	closed bool
 	ops    chan *writeOp
 	wg     sync.WaitGroup
+
+	commits, writes atomic.Int64
 }
 
 type writeOp struct {
@@ -172,7 +175,13 @@ func (s *Store) writer() {
 	}
 }
 
+// Commits returns how many write transactions (fsyncs) the writer made
+// and how many writes they carried: their ratio is the group-commit gain.
+func (s *Store) Commits() (commits, writes int64) { return s.commits.Load(), s.writes.Load() }
+
 func (s *Store) commit(batch []*writeOp) {
+	s.commits.Add(1)
+	s.writes.Add(int64(len(batch)))
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		for _, op := range batch {
 			if err := op.apply(tx); err != nil {
