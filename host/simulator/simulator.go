@@ -114,14 +114,14 @@ type bounty struct {
 }
 
 type sim struct {
-	opts    Options
-	base    string // the simulator's own URL
-	client  *http.Client
-	mu      sync.Mutex
+	opts     Options
+	base     string // the simulator's own URL
+	client   *http.Client
+	mu       sync.Mutex
 	bounties []bounty
-	errors  []string
-	pending int // accepted, not yet answered
-	changed chan struct{}
+	errors   []string
+	pending  int // accepted, not yet answered
+	changed  chan struct{}
 }
 
 // Run plays one simulation and returns its scoreboard. ctx cancels it
@@ -141,9 +141,9 @@ func Run(ctx context.Context, opts Options) (*Scoreboard, error) {
 	}
 	s := &sim{
 		opts: opts, base: "http://" + ln.Addr().String(),
-		client:  &http.Client{Transport: transport, Timeout: 30 * time.Second},
+		client:   &http.Client{Transport: transport, Timeout: 30 * time.Second},
 		bounties: make([]bounty, opts.Count),
-		changed: make(chan struct{}, 1),
+		changed:  make(chan struct{}, 1),
 	}
 	srv := &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
