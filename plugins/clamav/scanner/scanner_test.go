@@ -1,0 +1,727 @@
+package scanner
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/microengine/microengine/internal/devclamd"
+	"github.com/microengine/microengine/shared"
+)
+
+// Markers of the shipped signatures, split so this file matches none.
+const markerPrefix = "MICROENGINE-TEST-"
+
+var (
+	markerAlpha  = markerPrefix + "MARKER-ALPHA"
+	markerBravo  = markerPrefix + "MARKER-BRAVO"
+	markerZipped = markerPrefix + "MARKER-ZIPPED"
+)
+
+const (
+	familyAlpha  = "MicroEngine.Test.Marker.Alpha.UNOFFICIAL"
+	familyBravo  = "MicroEngine.Test.Marker.Bravo.UNOFFICIAL"
+	familyZipped = "MicroEngine.Test.Marker.Zipped.UNOFFICIAL"
+)
+
+func testLogger(t *testing.T) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: t.Name(), Level: hclog.Warn, Output: testWriter{t}})
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// configured returns a scanner configured with address plus extra JSON
+// attributes (`"timeout":"1s"`...).
+func configured(t *testing.T, address string, extra ...string) *Scanner {
+	t.Helper()
+	s := New(testLogger(t))
+	raw := fmt.Sprintf(`{"address":%q`, address)
+	for _, e := range extra {
+		raw += "," + e
+	}
+	raw += "}"
+	if err := s.Configure(context.Background(), []byte(raw)); err != nil {
+		t.Fatalf("Configure(%s): %v", raw, err)
+	}
+	return s
+}
+
+func file(content []byte) shared.Artifact {
+	return shared.Artifact{ID: "test", Type: shared.ArtifactFile, Size: int64(len(content)), Content: bytes.NewReader(content)}
+}
+
+// unsized is an artifact whose size is not announced.
+func unsized(r io.Reader) shared.Artifact {
+	return shared.Artifact{ID: "test", Type: shared.ArtifactFile, Size: -1, Content: r}
+}
+
+func scan(t *testing.T, s *Scanner, a shared.Artifact) shared.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	r, err := s.Scan(ctx, a)
+	if err != nil {
+		t.Fatalf("Scan: %v", err)
+	}
+	return r
+}
+
+func wantUnknown(t *testing.T, r shared.Result, reasonHas string) {
+	t.Helper()
+	if r.Verdict != shared.VerdictUnknown {
+		t.Fatalf("verdict %s (%+v), want unknown", r.Verdict, r)
+	}
+	if !strings.Contains(r.Reason, reasonHas) {
+		t.Errorf("reason %q does not say %q", r.Reason, reasonHas)
+	}
+	t.Logf("unknown: %s", r.Reason)
+}
+
+func zipOf(t *testing.T, name string, content []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, err := zw.Create(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(content)
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func randomBytes(n int, seed uint64) []byte {
+	b := make([]byte, n)
+	r := rand.New(rand.NewPCG(seed, 7))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// chunked yields at most n bytes per Read, as the host's stream may.
+type chunked struct {
+	r io.Reader
+	n int
+}
+
+func (c *chunked) Read(p []byte) (int, error) {
+	if len(p) > c.n {
+		p = p[:c.n]
+	}
+	return c.r.Read(p)
+}
+
+// zeros is an endless reader of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+func TestScanVerdicts(t *testing.T) {
+	d := devclamd.StartT(t, devclamd.Options{})
+	s := configured(t, d.Address())
+	filler := randomBytes(600<<10, 1)
+	straddle := append(append(bytes.Clone(filler[:256<<10-7]), markerBravo...), filler[:5000]...)
+
+	malicious := []struct {
+		name, family string
+		content      []byte
+	}{
+		{"EICAR", EICARFamily, EICAR()},
+		{"marker alpha", familyAlpha, []byte("a " + markerAlpha + " b")},
+		{"marker bravo across a chunk boundary", familyBravo, straddle},
+		{"zipped marker", familyZipped, zipOf(t, "inner.txt", []byte("x "+markerZipped+" y"))},
+		{"zipped EICAR", EICARFamily, zipOf(t, "eicar.com", EICAR())},
+	}
+	for _, tt := range malicious {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, n := range []int{1, 3, 1 << 20} {
+				a := file(tt.content)
+				a.Content = &chunked{r: bytes.NewReader(tt.content), n: n}
+				r := scan(t, s, a)
+				if r.Verdict != shared.VerdictMalicious || r.MalwareFamily != tt.family || r.Confidence != 1.0 || r.Heuristic {
+					t.Fatalf("reads of %d bytes: %+v, want malicious %s with confidence 1", n, r, tt.family)
+				}
+				if r.BytesScanned != int64(len(tt.content)) {
+					t.Errorf("reads of %d bytes: BytesScanned %d, want %d", n, r.BytesScanned, len(tt.content))
+				}
+				if r.Metadata[MetaVendorVersion] == "" {
+					t.Errorf("reads of %d bytes: metadata %v lacks %s", n, r.Metadata, MetaVendorVersion)
+				}
+			}
+		})
+	}
+
+	benign := []struct {
+		name    string
+		content []byte
+	}{
+		{"empty", nil},
+		{"text", []byte("hello, world\n")},
+		{"random", filler},
+		{"bare zip-only marker", []byte("x " + markerZipped + " y")},
+		{"benign sample", Samples()[1].Content},
+	}
+	for _, tt := range benign {
+		t.Run(tt.name, func(t *testing.T) {
+			r := scan(t, s, file(tt.content))
+			if r.Verdict != shared.VerdictBenign || r.Confidence != 1.0 || r.BytesScanned != int64(len(tt.content)) {
+				t.Fatalf("%+v, want benign with confidence 1 for %d bytes", r, len(tt.content))
+			}
+			// And the same unannounced.
+			if r := scan(t, s, unsized(bytes.NewReader(tt.content))); r.Verdict != shared.VerdictBenign {
+				t.Fatalf("size -1: %+v, want benign", r)
+			}
+		})
+	}
+
+	t.Run("samples", func(t *testing.T) {
+		for _, sample := range Samples() {
+			r := scan(t, s, file(sample.Content))
+			if r.Verdict != sample.Verdict || r.MalwareFamily != sample.MalwareFamily {
+				t.Errorf("sample %s: %s %q, want %s %q", sample.Name, r.Verdict, r.MalwareFamily, sample.Verdict, sample.MalwareFamily)
+			}
+		}
+	})
+
+	t.Run("url artifacts are not scanned", func(t *testing.T) {
+		u := []byte("http://example.com/" + markerAlpha)
+		r := scan(t, s, shared.Artifact{ID: "u", Type: shared.ArtifactURL, Size: int64(len(u)), Content: bytes.NewReader(u)})
+		wantUnknown(t, r, "files only")
+	})
+}
+
+func TestConfidenceApplies(t *testing.T) {
+	d := devclamd.StartT(t, devclamd.Options{})
+	s := configured(t, d.Address(), `"confidence":0.6`)
+	if r := scan(t, s, file(EICAR())); r.Verdict != shared.VerdictMalicious || r.Confidence != 0.6 {
+		t.Errorf("EICAR: %+v, want malicious with confidence 0.6", r)
+	}
+	if r := scan(t, s, file([]byte("clean"))); r.Verdict != shared.VerdictBenign || r.Confidence != 0.6 {
+		t.Errorf("clean: %+v, want benign with confidence 0.6", r)
+	}
+}
+
+func TestInfoAndHealth(t *testing.T) {
+	d := devclamd.StartT(t, devclamd.Options{})
+	s := configured(t, d.Address())
+	ctx := context.Background()
+
+	h, err := s.Health(ctx)
+	if err != nil || !h.Healthy || h.VendorVersion == "" || !strings.Contains(h.Message, "PONG") {
+		t.Fatalf("Health = %+v, %v; want healthy with a vendor version", h, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Name != "clamav" || info.Vendor != "ClamAV" || info.VendorVersion != h.VendorVersion || !info.HasBackend {
+		t.Errorf("Info = %+v", info)
+	}
+	// Our private database has no official daily version.
+	if info.SignaturesVersion != "" {
+		t.Errorf("SignaturesVersion = %q without an official database", info.SignaturesVersion)
+	}
+	if !info.Supports(shared.ArtifactFile) || info.Supports(shared.ArtifactURL) {
+		t.Errorf("artifact types %v, want file only", info.ArtifactTypes)
+	}
+	if len(info.Samples) != 2 || info.Samples[0].Verdict != shared.VerdictMalicious || len(info.Samples[0].Content) != 68 {
+		t.Errorf("samples %+v", info.Samples)
+	}
+}
+
+func TestFirstScanCarriesVersions(t *testing.T) {
+	// No Info or Health before: the very first result still names the
+	// engine version.
+	d := devclamd.StartT(t, devclamd.Options{})
+	s := configured(t, d.Address())
+	if r := scan(t, s, file([]byte("x"))); r.Metadata[MetaVendorVersion] == "" {
+		t.Errorf("first result's metadata %v lacks %s", r.Metadata, MetaVendorVersion)
+	}
+}
+
+func TestMaxStreamSize(t *testing.T) {
+	t.Run("announced size over the limit is not sent", func(t *testing.T) {
+		l := listenCounting(t, nil)
+		s := configured(t, l.address, `"max_stream_size":1024`)
+		r := scan(t, s, file(make([]byte, 1025)))
+		wantUnknown(t, r, "max_stream_size")
+		if n := l.accepted.Load(); n != 0 {
+			t.Errorf("clamd got %d connections for an artifact over max_stream_size", n)
+		}
+	})
+
+	d := devclamd.StartT(t, devclamd.Options{StreamMaxLength: 8 << 20})
+	s := configured(t, d.Address(), `"max_stream_size":"1M"`)
+	t.Run("unannounced size over the limit", func(t *testing.T) {
+		r := scan(t, s, unsized(io.LimitReader(zeros{}, 1<<20+1)))
+		wantUnknown(t, r, "max_stream_size")
+		if r.BytesScanned > 1<<20 {
+			t.Errorf("sent %d bytes past max_stream_size", r.BytesScanned)
+		}
+	})
+	t.Run("exactly the limit is scanned", func(t *testing.T) {
+		if r := scan(t, s, unsized(io.LimitReader(zeros{}, 1<<20))); r.Verdict != shared.VerdictBenign {
+			t.Errorf("%+v, want benign", r)
+		}
+	})
+}
+
+func TestClamdStreamMaxLengthBelowOurLimit(t *testing.T) {
+	// max_stream_size set wrongly above clamd's StreamMaxLength: clamd
+	// refuses, and the answer must be unknown, never benign.
+	d := devclamd.StartT(t, devclamd.Options{StreamMaxLength: 1 << 20})
+	s := configured(t, d.Address(), `"max_stream_size":"100M"`)
+	for _, size := range []int64{1<<20 + 1, 4 << 20, 50 << 20} {
+		r := scan(t, s, shared.Artifact{ID: "big", Type: shared.ArtifactFile, Size: size, Content: io.LimitReader(zeros{}, size)})
+		wantUnknown(t, r, "StreamMaxLength")
+		r = scan(t, s, unsized(io.LimitReader(zeros{}, size)))
+		wantUnknown(t, r, "StreamMaxLength")
+	}
+}
+
+func TestScanLimitIsUnknown(t *testing.T) {
+	// With AlertExceedsMax clamd reports the limits it hit; what it did
+	// not examine is not benign.
+	d := devclamd.StartT(t, devclamd.Options{Config: []string{"MaxFileSize 1K", "MaxScanSize 1K"}})
+	s := configured(t, d.Address())
+	r := scan(t, s, file(randomBytes(4096, 2)))
+	wantUnknown(t, r, "Heuristics.Limits.Exceeded")
+	if r.MalwareFamily != "" {
+		t.Errorf("a limit is not a malware family: %q", r.MalwareFamily)
+	}
+}
+
+func TestClamdNotRunning(t *testing.T) {
+	dir, err := os.MkdirTemp("", "noclamd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	s := configured(t, "unix://"+filepath.Join(dir, "clamd.sock"))
+	ctx := context.Background()
+
+	start := time.Now()
+	r := scan(t, s, file([]byte("hello")))
+	wantUnknown(t, r, "cannot connect")
+	if elapsed := time.Since(start); elapsed > 2*time.Second {
+		t.Errorf("scan with clamd down took %s", elapsed)
+	}
+	h, err := s.Health(ctx)
+	if err != nil || h.Healthy {
+		t.Errorf("Health = %+v, %v; want unhealthy", h, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.Name != "clamav" {
+		t.Errorf("Info with clamd down = %+v, %v; want an answer", info, err)
+	}
+}
+
+func TestClamdKilledMidStream(t *testing.T) {
+	d := devclamd.StartT(t, devclamd.Options{StreamMaxLength: 64 << 20})
+	s := configured(t, d.Address(), `"max_stream_size":"64M"`)
+	// The content kills clamd once 2 MiB have been read from it, and then
+	// goes on.
+	var once sync.Once
+	r := &killer{r: io.LimitReader(zeros{}, 32<<20), after: 2 << 20, kill: func() { once.Do(d.Kill) }}
+	res := scan(t, s, shared.Artifact{ID: "k", Type: shared.ArtifactFile, Size: 32 << 20, Content: r})
+	wantUnknown(t, res, "clamd")
+	if h, _ := s.Health(context.Background()); h.Healthy {
+		t.Errorf("Health after clamd died = %+v, want unhealthy", h)
+	}
+}
+
+type killer struct {
+	r     io.Reader
+	n     int64
+	after int64
+	kill  func()
+}
+
+func (k *killer) Read(p []byte) (int, error) {
+	if k.n >= k.after {
+		k.kill()
+	}
+	n, err := k.r.Read(p)
+	k.n += int64(n)
+	return n, err
+}
+
+// slowReader yields a small chunk every interval until ctx ends, like a
+// host stream that is still arriving; it fails once ctx is done, as the
+// gRPC stream does.
+type slowReader struct {
+	ctx      context.Context
+	interval time.Duration
+}
+
+func (r slowReader) Read(p []byte) (int, error) {
+	select {
+	case <-r.ctx.Done():
+		return 0, r.ctx.Err()
+	case <-time.After(r.interval):
+	}
+	n := min(len(p), 1024)
+	clear(p[:n])
+	return n, nil
+}
+
+func TestCancelledScanReturnsPromptly(t *testing.T) {
+	d := devclamd.StartT(t, devclamd.Options{})
+	s := configured(t, d.Address())
+
+	t.Run("while the content is arriving", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(200*time.Millisecond, cancel)
+		start := time.Now()
+		r, err := s.Scan(ctx, unsized(slowReader{ctx: ctx, interval: time.Millisecond}))
+		if elapsed := time.Since(start); elapsed > 200*time.Millisecond+time.Second {
+			t.Errorf("returned %s after the cancel", elapsed-200*time.Millisecond)
+		}
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Scan = %+v, %v; want context.Canceled", r, err)
+		}
+	})
+
+	t.Run("while clamd does not read", func(t *testing.T) {
+		release := make(chan struct{})
+		l := listenCounting(t, func(net.Conn) { <-release })
+		t.Cleanup(func() { close(release) })
+		s := configured(t, l.address, `"max_stream_size":"1G"`)
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(200*time.Millisecond, cancel)
+		start := time.Now()
+		_, err := s.Scan(ctx, unsized(io.LimitReader(zeros{}, 1<<30)))
+		if elapsed := time.Since(start); elapsed > 200*time.Millisecond+time.Second {
+			t.Errorf("returned %s after the cancel", elapsed-200*time.Millisecond)
+		}
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("err = %v, want context.Canceled", err)
+		}
+	})
+
+	t.Run("the next scan is answered", func(t *testing.T) {
+		if r := scan(t, s, file(EICAR())); r.Verdict != shared.VerdictMalicious {
+			t.Errorf("%+v", r)
+		}
+	})
+}
+
+func TestTimeoutIsUnknown(t *testing.T) {
+	// clamd takes the stream and never answers: the per-call timeout
+	// makes it unknown (the host's own deadline has not passed).
+	release := make(chan struct{})
+	l := listenCounting(t, func(conn net.Conn) {
+		readInstream(conn)
+		<-release
+	})
+	t.Cleanup(func() { close(release) })
+	s := configured(t, l.address, `"timeout":"300ms"`)
+	start := time.Now()
+	r := scan(t, s, file([]byte("hello")))
+	wantUnknown(t, r, "timeout")
+	if elapsed := time.Since(start); elapsed > 1300*time.Millisecond {
+		t.Errorf("took %s with a 300ms timeout", elapsed)
+	}
+}
+
+func TestRetryOnceWhenClamdIsBack(t *testing.T) {
+	dir, err := os.MkdirTemp("", "retry")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "clamd.sock")
+	s := configured(t, "unix://"+sock)
+
+	// clamd comes back 50ms after the first attempt was refused.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(50 * time.Millisecond)
+		ln, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer ln.Close()
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		if readCommand(conn) != "zINSTREAM" {
+			t.Error("the retry did not send INSTREAM")
+			return
+		}
+		if st := readInstream(conn); st.terminated && string(st.content) == "hello" {
+			io.WriteString(conn, "stream: OK\x00")
+		}
+	}()
+	r := scan(t, s, file([]byte("hello")))
+	<-done
+	if r.Verdict != shared.VerdictBenign {
+		t.Errorf("%+v, want benign after one retry", r)
+	}
+
+	// Without time left for a pause and a second try, no retry.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	r, err = s.Scan(ctx, file([]byte("hello")))
+	if err != nil || r.Verdict != shared.VerdictUnknown {
+		t.Errorf("Scan = %+v, %v; want unknown", r, err)
+	}
+	if elapsed := time.Since(start); elapsed > 50*time.Millisecond {
+		t.Errorf("took %s: it waited to retry without the time to", elapsed)
+	}
+}
+
+func TestConcurrentScans(t *testing.T) {
+	d := devclamd.StartT(t, devclamd.Options{})
+	s := configured(t, d.Address(), `"max_connections":8`)
+	cases := []struct {
+		content []byte
+		verdict shared.Verdict
+		family  string
+	}{
+		{EICAR(), shared.VerdictMalicious, EICARFamily},
+		{[]byte("clean " + fmt.Sprint(time.Now().UnixNano())), shared.VerdictBenign, ""},
+		{[]byte(markerAlpha), shared.VerdictMalicious, familyAlpha},
+		{randomBytes(300<<10, 3), shared.VerdictBenign, ""},
+	}
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 5 {
+				c := cases[(i+j)%len(cases)]
+				a := file(c.content)
+				a.Content = &chunked{r: bytes.NewReader(c.content), n: []int{3, 4096, 1 << 20}[(i+j)%3]}
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				r, err := s.Scan(ctx, a)
+				cancel()
+				if err != nil || r.Verdict != c.verdict || r.MalwareFamily != c.family {
+					t.Errorf("scan %d.%d: %+v, %v; want %s %q", i, j, r, err, c.verdict, c.family)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestMaxConnectionsLimitsConcurrency(t *testing.T) {
+	var cur, peak atomic.Int32
+	l := listenCounting(t, func(conn net.Conn) {
+		n := cur.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		readInstream(conn)
+		time.Sleep(50 * time.Millisecond)
+		cur.Add(-1)
+		io.WriteString(conn, "stream: OK\x00")
+	})
+	s := configured(t, l.address, `"max_connections":2`)
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r := scan(t, s, file([]byte("x"))); r.Verdict != shared.VerdictBenign {
+				t.Errorf("%+v", r)
+			}
+		}()
+	}
+	wg.Wait()
+	if p := peak.Load(); p != 2 {
+		t.Errorf("peak concurrent clamd connections %d, want 2", p)
+	}
+}
+
+func TestConfigureIsIdempotentAndSafeDuringScans(t *testing.T) {
+	d := devclamd.StartT(t, devclamd.Options{})
+	s := New(testLogger(t))
+	cfgA := []byte(fmt.Sprintf(`{"address":%q,"max_connections":4}`, d.Address()))
+	cfgB := []byte(fmt.Sprintf(`{"address":%q,"max_connections":3,"timeout":"10s"}`, d.Address()))
+	ctx := context.Background()
+	if err := s.Configure(ctx, cfgA); err != nil {
+		t.Fatal(err)
+	}
+	before := s.current.Load()
+	if err := s.Configure(ctx, cfgA); err != nil {
+		t.Fatal(err)
+	}
+	if s.current.Load() != before {
+		t.Error("the same config twice replaced the scanner's state")
+	}
+
+	// A bad config changes nothing.
+	if err := s.Configure(ctx, []byte(`{"address":"nowhere"}`)); err == nil {
+		t.Fatal("a bad address was accepted")
+	}
+	if s.current.Load() != before {
+		t.Error("a rejected config replaced the scanner's state")
+	}
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			cfg := cfgA
+			if i%2 == 1 {
+				cfg = cfgB
+			}
+			if err := s.Configure(ctx, cfg); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 25 {
+				if r := scan(t, s, file(EICAR())); r.Verdict != shared.VerdictMalicious {
+					t.Errorf("scanner %d: %+v", i, r)
+				}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+}
+
+// countingListener is a stand-in clamd: it answers PING and VERSION itself
+// and hands each INSTREAM connection, command read, to a handler.
+type countingListener struct {
+	address string
+	// accepted counts INSTREAM connections.
+	accepted atomic.Int32
+}
+
+func listenCounting(t *testing.T, handle func(net.Conn)) *countingListener {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "fakeclamd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "clamd.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &countingListener{address: "unix://" + path}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer conn.Close()
+				switch readCommand(conn) {
+				case "zPING":
+					io.WriteString(conn, "PONG\x00")
+				case "zVERSION":
+					io.WriteString(conn, "ClamAV 1.4.6\x00")
+				case "zINSTREAM":
+					l.accepted.Add(1)
+					if handle != nil {
+						handle(conn)
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+		os.RemoveAll(dir)
+	})
+	return l
+}
+
+// readCommand reads a NUL-terminated command and returns it without the
+// NUL.
+func readCommand(conn net.Conn) string {
+	var b []byte
+	one := make([]byte, 1)
+	for len(b) < 64 {
+		if _, err := conn.Read(one); err != nil || one[0] == 0 {
+			break
+		}
+		b = append(b, one[0])
+	}
+	return string(b)
+}
+
+type instream struct {
+	content    []byte
+	terminated bool
+}
+
+// readInstream reads the chunks of an INSTREAM whose command was read, as
+// clamd does.
+func readInstream(conn net.Conn) instream {
+	var st instream
+	var hdr [4]byte
+	for {
+		if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+			return st
+		}
+		n := binary.BigEndian.Uint32(hdr[:])
+		if n == 0 {
+			st.terminated = true
+			return st
+		}
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(conn, buf); err != nil {
+			return st
+		}
+		st.content = append(st.content, buf...)
+	}
+}
