@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+
+	"github.com/microengine/microengine/shared"
+)
+
+// pluginBinary is the plugin built by TestMain, launched by the tests as
+// the host launches it.
+var pluginBinary string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "clamav-plugin-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "temp folder:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	pluginBinary = filepath.Join(dir, "microengine-plugin-clamav")
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "the go command is needed to build the plugin:", err)
+		return 1
+	}
+	build := exec.Command(gobin, "build", "-o", pluginBinary, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build the clamav plugin:", err)
+		return 1
+	}
+	defer plugin.CleanupClients()
+	return m.Run()
+}
+
+// launched is a running plugin process and its scanner.
+type launched struct {
+	client  *plugin.Client
+	scanner *shared.GRPCClient
+}
+
+// pid is the plugin's process id.
+func (l *launched) pid() int { return l.client.ReattachConfig().Pid }
+
+// launch starts the plugin binary through shared.NewClient, as the host
+// does, and kills it when the test ends.
+func launch(tb testing.TB) *launched {
+	tb.Helper()
+	c, err := shared.NewClient(shared.LaunchConfig{
+		Path:   pluginBinary,
+		Logger: hclog.New(&hclog.LoggerOptions{Name: "host", Level: hclog.Warn, Output: os.Stderr}),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		done := make(chan struct{})
+		go func() { c.Kill(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			tb.Error("the plugin did not stop within 5s of Kill")
+		}
+	})
+	s, err := shared.Dispense(c)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &launched{client: c, scanner: s}
+}
+
+func configure(tb testing.TB, s shared.Scanner, configJSON string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Configure(ctx, []byte(configJSON)); err != nil {
+		tb.Fatalf("Configure(%s): %v", configJSON, err)
+	}
+}

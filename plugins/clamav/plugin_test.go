@@ -1,0 +1,159 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/microengine/microengine/internal/devclamd"
+	"github.com/microengine/microengine/plugins/clamav/scanner"
+	"github.com/microengine/microengine/shared"
+)
+
+func fileArtifact(content []byte) shared.Artifact {
+	return shared.Artifact{ID: "t", Type: shared.ArtifactFile, Size: int64(len(content)), Content: bytes.NewReader(content)}
+}
+
+func scanOver(t *testing.T, s *shared.GRPCClient, a shared.Artifact) shared.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	r, err := s.Scan(ctx, a)
+	if err != nil {
+		t.Fatalf("Scan over gRPC: %v", err)
+	}
+	return r
+}
+
+// TestPluginBinary drives the built plugin over go-plugin's gRPC, as the
+// host does, against a private clamd.
+func TestPluginBinary(t *testing.T) {
+	d := devclamd.StartT(t, devclamd.Options{})
+	p := launch(t)
+	s := p.scanner
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	t.Run("config faults name their fields", func(t *testing.T) {
+		err := s.Configure(ctx, []byte(`{"address":"nowhere","timeout":"soon","colour":"red"}`))
+		var ce *shared.ConfigError
+		if !errors.As(err, &ce) {
+			t.Fatalf("Configure = %v, want a *shared.ConfigError", err)
+		}
+		got := map[string]bool{}
+		for _, f := range ce.Fields {
+			got[f.Field] = true
+		}
+		if !got["address"] || !got["timeout"] || !got["colour"] || len(got) != 3 {
+			t.Errorf("faults in %v, want address, timeout and colour", ce.Fields)
+		}
+	})
+
+	configure(t, s, fmt.Sprintf(`{"address":%q,"max_stream_size":"1M"}`, d.Address()))
+
+	t.Run("Info and Health", func(t *testing.T) {
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Name != "clamav" || info.Version != scanner.Version || info.VendorVersion == "" || !info.HasBackend ||
+			!info.Supports(shared.ArtifactFile) || info.Supports(shared.ArtifactURL) || len(info.ConfigSchema) != 5 {
+			t.Errorf("Info = %+v", info)
+		}
+		h, err := s.Health(ctx)
+		if err != nil || !h.Healthy || h.VendorVersion != info.VendorVersion {
+			t.Errorf("Health = %+v, %v", h, err)
+		}
+	})
+
+	t.Run("samples under every chunking", func(t *testing.T) {
+		for _, sample := range scanner.Samples() {
+			for _, n := range []int{1, 3, 64 << 10, shared.MaxChunkSize} {
+				r := scanOver(t, s.WithChunkSize(n), fileArtifact(sample.Content))
+				if r.Verdict != sample.Verdict || r.MalwareFamily != sample.MalwareFamily {
+					t.Errorf("%s in %d-byte chunks: %+v, want %s %q", sample.Name, n, r, sample.Verdict, sample.MalwareFamily)
+				}
+				if r.Metadata[scanner.MetaVendorVersion] == "" {
+					t.Errorf("%s: metadata %v lacks %s", sample.Name, r.Metadata, scanner.MetaVendorVersion)
+				}
+			}
+		}
+	})
+
+	t.Run("empty file is benign", func(t *testing.T) {
+		if r := scanOver(t, s, fileArtifact(nil)); r.Verdict != shared.VerdictBenign {
+			t.Errorf("%+v", r)
+		}
+	})
+
+	t.Run("over max_stream_size is unknown", func(t *testing.T) {
+		big := bytes.Repeat([]byte("a"), 1<<20+1)
+		r := scanOver(t, s, fileArtifact(big))
+		if r.Verdict != shared.VerdictUnknown || !strings.Contains(r.Reason, "max_stream_size") {
+			t.Errorf("announced: %+v", r)
+		}
+		a := fileArtifact(big)
+		a.Size = -1
+		if r := scanOver(t, s, a); r.Verdict != shared.VerdictUnknown {
+			t.Errorf("unannounced: %+v", r)
+		}
+	})
+
+	t.Run("short stream is never benign", func(t *testing.T) {
+		a := fileArtifact([]byte("hello"))
+		a.Size = 100
+		r, err := s.Scan(ctx, a)
+		if err == nil && r.Verdict == shared.VerdictBenign {
+			t.Errorf("a stream 95 bytes short of its size was answered %+v", r)
+		}
+	})
+
+	t.Run("cancelled scan returns promptly", func(t *testing.T) {
+		cctx, ccancel := context.WithCancel(ctx)
+		time.AfterFunc(300*time.Millisecond, ccancel)
+		start := time.Now()
+		r, err := s.Scan(cctx, shared.Artifact{ID: "endless", Type: shared.ArtifactFile, Size: -1, Content: &trickle{ctx: cctx}})
+		if elapsed := time.Since(start) - 300*time.Millisecond; elapsed > time.Second {
+			t.Errorf("returned %s after the cancel", elapsed)
+		}
+		if err == nil && r.Verdict == shared.VerdictBenign {
+			t.Errorf("a cancelled scan was answered %+v", r)
+		}
+		// The plugin is still fine.
+		if r := scanOver(t, s, fileArtifact(scanner.EICAR())); r.Verdict != shared.VerdictMalicious {
+			t.Errorf("after a cancel: %+v", r)
+		}
+	})
+
+	t.Run("clamd gone", func(t *testing.T) {
+		d.Kill()
+		if r := scanOver(t, s, fileArtifact([]byte("hello"))); r.Verdict != shared.VerdictUnknown {
+			t.Errorf("scan with clamd dead: %+v, want unknown", r)
+		}
+		if h, err := s.Health(ctx); err != nil || h.Healthy {
+			t.Errorf("Health with clamd dead = %+v, %v; want unhealthy", h, err)
+		}
+	})
+}
+
+// trickle is an endless stream that yields 4 KiB every few milliseconds
+// until its context ends, like an artifact still being downloaded.
+type trickle struct{ ctx context.Context }
+
+func (r *trickle) Read(p []byte) (int, error) {
+	select {
+	case <-r.ctx.Done():
+		return 0, r.ctx.Err()
+	case <-time.After(2 * time.Millisecond):
+	}
+	n := min(len(p), 4096)
+	clear(p[:n])
+	return n, nil
+}
+
+var _ io.Reader = (*trickle)(nil)
