@@ -3,6 +3,7 @@ package conformance
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -259,5 +260,5 @@ func checkBackendScans(ctx context.Context, e *env) outcome {
 		}
 		got = append(got, fmt.Sprintf("%s: %s", it.name, a))
 	}
-	return p.outcome("%v", got)
+	return p.outcome("%s", strings.Join(got, "; "))
 }

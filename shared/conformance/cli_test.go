@@ -1,0 +1,174 @@
+package conformance
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func runMain(t *testing.T, resolve Resolver, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Main(t.Context(), args, &out, &errb, resolve)
+	return out.String(), errb.String(), code
+}
+
+var summaryRe = regexp.MustCompile(`(?m)^(\d+) passed, (\d+) failed, (\d+) skipped$`)
+
+func TestMainHealthyPlugin(t *testing.T) {
+	out, errs, code := runMain(t, nil, bin("eicar"))
+	if code != ExitOK {
+		t.Fatalf("exit %d\n%s%s", code, out, errs)
+	}
+	// One line per check, then the tally.
+	for _, c := range Checks() {
+		re := regexp.MustCompile(`(?m)^(PASS|SKIP) ` + regexp.QuoteMeta(c.ID) + ` +` + string(c.Level) + ` +`)
+		if !re.MatchString(out) {
+			t.Errorf("no line for %s:\n%s", c.ID, out)
+		}
+	}
+	m := summaryRe.FindStringSubmatch(out)
+	if m == nil || m[2] != "0" || m[3] != "2" {
+		t.Errorf("summary %q:\n%s", m, out)
+	}
+	if !strings.Contains(out, "\nCONFORMANT\n") {
+		t.Errorf("no verdict:\n%s", out)
+	}
+}
+
+func TestMainBrokenPlugin(t *testing.T) {
+	out, _, code := runMain(t, nil, "-run", "^(HANDSHAKE|STDOUT)-", bin("stdout"))
+	if code != ExitFailed {
+		t.Errorf("exit %d, want %d", code, ExitFailed)
+	}
+	line := regexp.MustCompile(`(?m)^FAIL STDOUT-001 +MUST +.*: expected the handshake line as the first line on stdout; got the plugin wrote "starting the stdout plugin" to stdout.*$`)
+	if !line.MatchString(out) {
+		t.Errorf("no FAIL line for STDOUT-001:\n%s", out)
+	}
+	if m := summaryRe.FindStringSubmatch(out); m == nil || m[1] != "0" || m[2] != "2" || m[3] != "3" {
+		t.Errorf("summary %q:\n%s", m, out)
+	}
+	if !strings.Contains(out, "NOT CONFORMANT: HANDSHAKE-001, STDOUT-001") {
+		t.Errorf("no verdict:\n%s", out)
+	}
+}
+
+// A SHOULD failure fails only with -strict.
+func TestMainStrict(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"-run", "STDOUT-002", bin("chatty")}, ExitOK},
+		{[]string{"-strict", "-run", "STDOUT-002", bin("chatty")}, ExitFailed},
+	} {
+		out, _, code := runMain(t, nil, tc.args...)
+		if code != tc.code || !strings.Contains(out, "FAIL STDOUT-002") {
+			t.Errorf("%v: exit %d, want %d\n%s", tc.args, code, tc.code, out)
+		}
+	}
+}
+
+func TestMainJSON(t *testing.T) {
+	out, _, code := runMain(t, nil, "-json", "-run", "^SCAN-", bin("allbenign"))
+	if code != ExitFailed {
+		t.Errorf("exit %d", code)
+	}
+	var r Report
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	res, ok := r.Result("SCAN-002")
+	if r.OK || !ok || res.Status != Fail || res.Level != MUST || res.Expected == "" || !strings.Contains(res.Actual, "benign") {
+		t.Errorf("report: %+v", r)
+	}
+	if r.Plugin.Name != "allbenign" || r.Failed != 1 || r.Passed+r.Failed+r.Skipped != len(r.Results) {
+		t.Errorf("report: %+v", r)
+	}
+}
+
+func TestMainResolveAndFlags(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "up")
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var gotFile, gotName string
+	resolve := func(file, name string) (Config, error) {
+		gotFile, gotName = file, name
+		return Config{Plugin: bin("backend"), PluginConfig: []byte(`{"backend": "/nonexistent"}`)}, nil
+	}
+	// -plugin-config replaces the resolved config; -stop-backend runs a
+	// shell command.
+	out, errs, code := runMain(t, resolve,
+		"-plugin", "backend",
+		"-plugin-config", `{"backend": "`+marker+`"}`,
+		"-stop-backend", "rm "+marker,
+		"-run", "HEALTH-002|BACKEND")
+	if code != ExitOK || gotFile != "engine.hcl" || gotName != "backend" {
+		t.Fatalf("exit %d, resolved (%q, %q)\n%s%s", code, gotFile, gotName, out, errs)
+	}
+	for _, id := range []string{"HEALTH-002", "BACKEND-001", "BACKEND-002"} {
+		if !strings.Contains(out, "PASS "+id) {
+			t.Errorf("%s did not pass:\n%s", id, out)
+		}
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the stop command did not run: %v", err)
+	}
+
+	_, errs, code = runMain(t, func(string, string) (Config, error) { return Config{}, errors.New("no plugin \"x\"") }, "-config", "e.hcl", "-plugin", "x")
+	if code != ExitUsage || !strings.Contains(errs, `no plugin "x"`) {
+		t.Errorf("resolve error: exit %d, %q", code, errs)
+	}
+}
+
+func TestMainUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		resolve Resolver
+		want    string
+	}{
+		{nil, nil, "give a plugin binary PATH"},
+		{[]string{"a", "b"}, nil, "one plugin at a time"},
+		{[]string{"-config", "e.hcl", "-plugin", "x"}, nil, "-config is not supported by this build"},
+		{[]string{"-config", "e.hcl", "-plugin", "x", "path"}, nil, "not both"},
+		{[]string{"-plugin-config", "[1]", "p"}, nil, "not a JSON object"},
+		{[]string{"-run", "(", "p"}, nil, "-run"},
+		{[]string{"-large-size", "lots", "p"}, nil, "-large-size"},
+		{[]string{"-no-such-flag"}, nil, "flag provided but not defined"},
+	} {
+		_, errs, code := runMain(t, tc.resolve, tc.args...)
+		if code != ExitUsage || !strings.Contains(errs, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, errs, ExitUsage, tc.want)
+		}
+	}
+}
+
+func TestMainList(t *testing.T) {
+	out, _, code := runMain(t, nil, "-list")
+	if code != ExitOK || strings.Count(out, "\n") != len(Checks()) || !strings.Contains(out, "CANCEL-001") {
+		t.Errorf("exit %d:\n%s", code, out)
+	}
+	out, _, _ = runMain(t, nil, "-list", "-json")
+	var checks []CheckInfo
+	if err := json.Unmarshal([]byte(out), &checks); err != nil || len(checks) != len(Checks()) {
+		t.Errorf("-list -json: %v\n%s", err, out)
+	}
+}
+
+// An interrupted run skips what is left and still reports.
+func TestMainInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	var out bytes.Buffer
+	code := Main(ctx, []string{bin("eicar")}, &out, &bytes.Buffer{}, nil)
+	if m := summaryRe.FindStringSubmatch(out.String()); code != ExitOK || m == nil || m[1] != "0" || m[2] != "0" {
+		t.Errorf("exit %d:\n%s", code, out.String())
+	}
+}
