@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"net/http"
 	"os"
@@ -20,19 +19,44 @@ type fetcher struct {
 	maxSize int64
 }
 
-// spooled is a downloaded artifact. Close removes it.
-type spooled struct {
-	f    *os.File
-	size int64
+// spool is one worker's download file, reused from bounty to bounty:
+// creating and removing a file per bounty costs more than the rest of a
+// small bounty's handling. It is unlinked as soon as it is created, so a
+// crash leaves nothing behind in the tmp folder.
+type spool struct {
+	dir string
+	f   *os.File
 }
 
-func (s *spooled) Close() error {
-	name := s.f.Name()
-	err := s.f.Close()
-	if rmErr := os.Remove(name); rmErr != nil && err == nil {
-		err = rmErr
+func (s *spool) file() (*os.File, error) {
+	if s.f != nil {
+		return s.f, nil
 	}
-	return err
+	f, err := os.CreateTemp(s.dir, "artifact-*")
+	if err != nil {
+		return nil, fmt.Errorf("create temp file: %w", err)
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("unlink temp file: %w", err)
+	}
+	s.f = f
+	return f, nil
+}
+
+// reset empties the file (its disk space is freed at once); on failure the
+// file is dropped and the next bounty makes a new one.
+func (s *spool) reset() {
+	if s.f != nil && s.f.Truncate(0) != nil {
+		s.close()
+	}
+}
+
+func (s *spool) close() {
+	if s.f != nil {
+		s.f.Close()
+		s.f = nil
+	}
 }
 
 // newHTTPClient is the client for downloads and answers. Redirects are
@@ -56,51 +80,46 @@ func newHTTPClient(maxRedirects int, base http.RoundTripper) *http.Client {
 	}
 }
 
-// fetch streams uri into a temp file, checking the size limit as it goes
-// and the sha256 when one is given (lowercase hex). Every failure is an
-// error: the caller answers unknown.
-func (f *fetcher) fetch(ctx context.Context, uri, wantSHA256 string) (*spooled, error) {
+// fetch streams uri into the spool file, checking the size limit as it
+// goes and the sha256 when one is given (lowercase hex), and returns the
+// size. Every failure is an error: the caller answers unknown.
+func (f *fetcher) fetch(ctx context.Context, sp *spool, uri, wantSHA256 string) (int64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, uri, nil)
 	if err != nil {
-		return nil, fmt.Errorf("build request: %w", err)
+		return 0, fmt.Errorf("build request: %w", err)
 	}
 	resp, err := f.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("download artifact: %w", err)
+		return 0, fmt.Errorf("download artifact: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		// Drain a little so the connection can be reused.
 		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
-		return nil, fmt.Errorf("download artifact: HTTP %s", resp.Status)
+		return 0, fmt.Errorf("download artifact: HTTP %s", resp.Status)
 	}
 	if resp.ContentLength > f.maxSize {
-		return nil, fmt.Errorf("artifact is %d bytes, over the %d-byte limit", resp.ContentLength, f.maxSize)
+		return 0, fmt.Errorf("artifact is %d bytes, over the %d-byte limit", resp.ContentLength, f.maxSize)
 	}
 
-	tmp, err := os.CreateTemp(f.tmpDir, "artifact-*")
+	file, err := sp.file()
 	if err != nil {
-		return nil, fmt.Errorf("create temp file: %w", err)
+		return 0, err
 	}
-	sp := &spooled{f: tmp}
-	var h hash.Hash = sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(resp.Body, f.maxSize+1))
+	sp.reset()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(io.NewOffsetWriter(file, 0), h), io.LimitReader(resp.Body, f.maxSize+1))
 	switch {
 	case err != nil:
-		err = fmt.Errorf("download artifact: %w", err)
+		return 0, fmt.Errorf("download artifact: %w", err)
 	case n > f.maxSize:
-		err = fmt.Errorf("artifact is over the %d-byte limit", f.maxSize)
+		return 0, fmt.Errorf("artifact is over the %d-byte limit", f.maxSize)
 	case resp.ContentLength >= 0 && n != resp.ContentLength:
-		err = fmt.Errorf("download artifact: got %d of %d bytes", n, resp.ContentLength)
+		return 0, fmt.Errorf("download artifact: got %d of %d bytes", n, resp.ContentLength)
 	case wantSHA256 != "" && hex.EncodeToString(h.Sum(nil)) != wantSHA256:
-		err = fmt.Errorf("sha256 mismatch: the bounty says %s, the download is %s", wantSHA256, hex.EncodeToString(h.Sum(nil)))
+		return 0, fmt.Errorf("sha256 mismatch: the bounty says %s, the download is %s", wantSHA256, hex.EncodeToString(h.Sum(nil)))
 	}
-	if err != nil {
-		sp.Close()
-		return nil, err
-	}
-	sp.size = n
-	return sp, nil
+	return n, nil
 }
 
 // errNoTime means the deadline left no time to do the work.

@@ -18,8 +18,15 @@ import (
 // process takes one stored bounty to its end: expired, answered or failed.
 // When scan is false (the early lane) it answers unknown without a scan.
 // Whatever goes wrong is answered unknown, bid 0: never benign.
-func (s *Service) process(t task, scan bool) {
-	defer s.release(t.key)
+func (s *Service) process(t task, scan bool, sp *spool) {
+	// The claim is released once the outcome is committed (deliver hands
+	// that to the store), so no sweep can queue the bounty again meanwhile.
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			s.release(t.key)
+		}
+	}()
 	if s.hardCtx.Err() != nil {
 		return // the shutdown grace is over: it stays open for the next start
 	}
@@ -44,7 +51,7 @@ func (s *Service) process(t task, scan bool) {
 
 	var res engine.Result
 	if scan {
-		res = s.evaluate(log, b)
+		res = s.evaluate(log, b, sp)
 	} else {
 		s.metrics.early.Inc()
 		res = unknownResult("no scan could finish before the expiration: answered unknown at once")
@@ -53,7 +60,7 @@ func (s *Service) process(t task, scan bool) {
 		log.Info("shutdown: bounty left open for the next start")
 		return
 	}
-	s.deliver(log, key, rec, res)
+	handedOff = s.deliver(log, t.key, rec, res)
 }
 
 func unknownResult(format string, args ...any) engine.Result {
@@ -61,7 +68,7 @@ func unknownResult(format string, args ...any) engine.Result {
 }
 
 // evaluate fetches and scans, within expiration − safety margin.
-func (s *Service) evaluate(log hclog.Logger, b Bounty) engine.Result {
+func (s *Service) evaluate(log hclog.Logger, b Bounty, sp *spool) engine.Result {
 	deadline := b.Expiration.Add(-s.cfg.SafetyMargin)
 	if !s.now().Before(deadline) {
 		s.metrics.early.Inc()
@@ -87,8 +94,9 @@ func (s *Service) evaluate(log hclog.Logger, b Bounty) engine.Result {
 		content, size = strings.NewReader(b.ArtifactURI), int64(len(b.ArtifactURI))
 	} else {
 		fctx, fcancel := context.WithTimeout(ctx, s.cfg.FetchTimeout)
-		sp, err := s.fetcher.fetch(fctx, b.ArtifactURI, b.SHA256)
+		n, err := s.fetcher.fetch(fctx, sp, b.ArtifactURI, b.SHA256)
 		fcancel()
+		defer sp.reset()
 		outcome := "ok"
 		if err != nil {
 			outcome = "error"
@@ -98,8 +106,7 @@ func (s *Service) evaluate(log hclog.Logger, b Bounty) engine.Result {
 			log.Warn("cannot fetch the artifact: answering unknown", "error", err)
 			return unknownResult("fetch: %v", err)
 		}
-		defer sp.Close()
-		content, size = sp.f, sp.size
+		content, size = sp.f, n
 		log.Debug("artifact fetched", "bytes", size, "took", time.Since(start))
 	}
 
@@ -148,14 +155,16 @@ func (s *Service) answerFor(b Bounty, res engine.Result) *Answer {
 }
 
 // deliver posts the answer until it is accepted or the bounty expires, and
-// records the outcome.
-func (s *Service) deliver(log hclog.Logger, key []byte, rec Record, res engine.Result) {
+// records the outcome without waiting for the commit: the worker moves on,
+// and the claim on the bounty is released by the store once committed.
+// It reports whether it handed the claim over.
+func (s *Service) deliver(log hclog.Logger, key string, rec Record, res engine.Result) bool {
 	b := rec.Bounty
 	answer := s.answerFor(b, res)
 	body, err := json.Marshal(answer)
 	if err != nil { // cannot happen with these types; never post a guess
 		log.Error("cannot encode the answer", "error", err)
-		return
+		return false
 	}
 	ctx, cancel := context.WithDeadline(s.hardCtx, b.Expiration)
 	attempts, err := s.poster.post(ctx, b.ResponseURL, body, func(n int, err error) {
@@ -164,7 +173,7 @@ func (s *Service) deliver(log hclog.Logger, key []byte, rec Record, res engine.R
 	cancel()
 	if err != nil && s.hardCtx.Err() != nil {
 		log.Info("shutdown while posting: bounty left open for the next start")
-		return
+		return false
 	}
 
 	out := Outcome{State: StateAnswered, At: s.now(), Answer: answer, Reason: res.Reason, Plugins: res.Plugins, PostAttempts: attempts}
@@ -172,12 +181,13 @@ func (s *Service) deliver(log hclog.Logger, key []byte, rec Record, res engine.R
 		out.State = StateFailed
 		out.Reason = joinNonEmpty("; ", res.Reason, err.Error())
 	}
-	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer fcancel()
-	if _, ferr := s.store.Finish(fctx, key, out); ferr != nil {
-		// The answer went out; at worst it is posted again after a restart.
-		log.Error("cannot record the bounty's outcome", "error", ferr)
-	}
+	s.store.FinishAsync([]byte(key), out, func(_ bool, ferr error) {
+		if ferr != nil {
+			// The answer went out; at worst it is posted again after a restart.
+			log.Error("cannot record the bounty's outcome", "error", ferr)
+		}
+		s.release(key)
+	})
 
 	bid := ""
 	if answer.Bid != nil {
@@ -186,7 +196,7 @@ func (s *Service) deliver(log hclog.Logger, key []byte, rec Record, res engine.R
 	if err != nil {
 		s.metrics.failed.WithLabelValues(string(answer.Verdict)).Inc()
 		log.Error("could not post the answer before the expiration", "verdict", answer.Verdict, "attempts", attempts, "error", err)
-		return
+		return true
 	}
 	took := out.At.Sub(rec.ReceivedAt)
 	s.metrics.answered.WithLabelValues(string(answer.Verdict), string(b.Phase)).Inc()
@@ -202,6 +212,7 @@ func (s *Service) deliver(log hclog.Logger, key []byte, rec Record, res engine.R
 		args = append(args, "reason", res.Reason)
 	}
 	log.Info("answered", args...)
+	return true
 }
 
 func joinNonEmpty(sep string, parts ...string) string {

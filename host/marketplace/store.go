@@ -52,7 +52,9 @@ type Store struct {
 
 type writeOp struct {
 	apply func(tx *bolt.Tx) error
-	done  chan error
+	// done is called by the writer goroutine once the batch is committed
+	// (or failed): it must be quick and must not write to the store.
+	done func(error)
 }
 
 // maxBatch bounds one group commit, so a flood does not build one huge
@@ -133,22 +135,35 @@ func (s *Store) Close() error {
 // transaction, so one bad write fails alone: apply may run twice and must
 // derive everything it records from the transaction it is given.
 func (s *Store) write(ctx context.Context, apply func(tx *bolt.Tx) error) error {
-	op := &writeOp{apply: apply, done: make(chan error, 1)}
+	result := make(chan error, 1)
+	if err := s.enqueue(ctx, &writeOp{apply: apply, done: func(err error) { result <- err }}); err != nil {
+		return err
+	}
+	select {
+	case err := <-result:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// writeAsync hands apply to the writer and returns at once; done is called
+// from the writer goroutine after the commit.
+func (s *Store) writeAsync(apply func(tx *bolt.Tx) error, done func(error)) {
+	if err := s.enqueue(context.Background(), &writeOp{apply: apply, done: done}); err != nil {
+		done(err)
+	}
+}
+
+func (s *Store) enqueue(ctx context.Context, op *writeOp) error {
 	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if s.closed || s.readOnly {
-		s.mu.RUnlock()
 		return ErrStoreClosed
 	}
 	select {
 	case s.ops <- op:
-		s.mu.RUnlock()
-	case <-ctx.Done():
-		s.mu.RUnlock()
-		return ctx.Err()
-	}
-	select {
-	case err := <-op.done:
-		return err
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -192,11 +207,12 @@ func (s *Store) commit(batch []*writeOp) {
 	})
 	if err == nil || len(batch) == 1 {
 		for _, op := range batch {
-			op.done <- err
+			op.done(err)
 		}
 		return
 	}
 	for _, op := range batch {
-		op.done <- s.db.Update(op.apply)
+		s.commits.Add(1)
+		op.done(s.db.Update(op.apply))
 	}
 }

@@ -124,8 +124,28 @@ func (s *Store) Put(ctx context.Context, b Bounty, delivery string, now time.Tim
 // nothing) when the bounty is no longer open, so a bounty is finished once.
 func (s *Store) Finish(ctx context.Context, key []byte, o Outcome) (bool, error) {
 	var done bool
-	err := s.write(ctx, func(tx *bolt.Tx) error {
-		done = false
+	err := s.write(ctx, finishOp(key, o, &done))
+	if err != nil {
+		return false, fmt.Errorf("record outcome: %w", err)
+	}
+	return done, nil
+}
+
+// FinishAsync is Finish without waiting: done is called from the store's
+// writer goroutine once the outcome is committed, and must be quick.
+func (s *Store) FinishAsync(key []byte, o Outcome, done func(finished bool, err error)) {
+	var finished bool
+	s.writeAsync(finishOp(key, o, &finished), func(err error) {
+		if err != nil {
+			err = fmt.Errorf("record outcome: %w", err)
+		}
+		done(finished && err == nil, err)
+	})
+}
+
+func finishOp(key []byte, o Outcome, done *bool) func(tx *bolt.Tx) error {
+	return func(tx *bolt.Tx) error {
+		*done = false
 		bounties := tx.Bucket(bucketBounties)
 		raw := bounties.Get(key)
 		if raw == nil {
@@ -146,13 +166,9 @@ func (s *Store) Finish(ctx context.Context, key []byte, o Outcome) (bool, error)
 		if err := tx.Bucket(bucketDone).Put(timeKey(r.FinishedAt, key), nil); err != nil {
 			return fmt.Errorf("index finished bounty: %w", err)
 		}
-		done = true
+		*done = true
 		return putRecord(bounties, key, r)
-	})
-	if err != nil {
-		return false, fmt.Errorf("record outcome: %w", err)
 	}
-	return done, nil
 }
 
 func putRecord(b *bolt.Bucket, key []byte, r Record) error {

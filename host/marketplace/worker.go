@@ -96,15 +96,17 @@ func (s *Service) isInflight(key string) bool {
 // scan is false for the early lane, which answers unknown without a scan.
 func (s *Service) worker(q chan task, scan bool) {
 	defer s.wg.Done()
+	sp := &spool{dir: s.fetcher.tmpDir}
+	defer sp.close()
 	for {
 		select {
 		case t := <-q:
-			s.process(t, scan)
+			s.process(t, scan, sp)
 		case <-s.drain:
 			for {
 				select {
 				case t := <-q:
-					s.process(t, scan)
+					s.process(t, scan, sp)
 				default:
 					return
 				}

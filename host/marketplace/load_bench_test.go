@@ -1,0 +1,122 @@
+package marketplace_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/microengine/microengine/host/config"
+	"github.com/microengine/microengine/host/engine"
+	"github.com/microengine/microengine/host/marketplace"
+	"github.com/microengine/microengine/host/simulator"
+	"github.com/microengine/microengine/shared"
+)
+
+// BenchmarkLoad drives the whole marketplace side (signed webhooks, the
+// fsync'd store, the workers, artifact downloads to temp files, answers
+// posted back) with the simulator at a fixed rate, with a scanner that
+// answers at once, so what is measured is the marketplace machinery. One
+// iteration is one fixed-rate run: use -benchtime 1x.
+//
+//	go test -run '^$' -bench Load -benchtime 1x ./host/marketplace/
+//
+// Reported: bounties/s answered, the share answered unknown for lack of
+// time, p50/p99 bounty-to-answer latency as the
+// simulator sees it (webhook sent → answer received), heap in use and the
+// process's peak RSS (engine and simulator share the process), and the
+// store's writes per fsync'd commit.
+func BenchmarkLoad(b *testing.B) {
+	for _, tc := range []struct {
+		rate    float64
+		seconds float64
+	}{{200, 5}, {1000, 3}} {
+		b.Run(fmt.Sprintf("rate=%g", tc.rate), func(b *testing.B) {
+			for range b.N {
+				benchLoad(b, tc.rate, tc.seconds)
+			}
+		})
+	}
+}
+
+func fastScanner(_ context.Context, a engine.Artifact) engine.Result {
+	data, err := io.ReadAll(io.NewSectionReader(a.Content, 0, a.Size))
+	pr := engine.PluginResult{Name: "fast", Version: "1", Supported: true, Verdict: shared.VerdictBenign, Confidence: 0.8}
+	if err != nil {
+		pr.Verdict, pr.Error = shared.VerdictUnknown, err.Error()
+	} else if bytes.Contains(data, []byte("EICAR-STANDARD")) {
+		pr.Verdict, pr.MalwareFamily = shared.VerdictMalicious, "EICAR"
+	}
+	return engine.Compose([]engine.PluginResult{pr})
+}
+
+func benchLoad(b *testing.B, rate, seconds float64) {
+	dir := b.TempDir()
+	if d := os.Getenv("MICROENGINE_BENCH_DIR"); d != "" { // to measure another disk
+		var err error
+		if dir, err = os.MkdirTemp(d, "bench-"); err != nil {
+			b.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+	}
+	svc, err := marketplace.New(marketplace.Options{
+		Config:  &config.Marketplace{WebhookSecrets: []string{"bench"}, Workers: runtime.GOMAXPROCS(0) * 2},
+		DataDir: dir, Scanner: marketplace.ScanFunc(fastScanner), Version: "bench",
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(svc.Handler())
+	svc.Start()
+	defer func() { srv.Close(); svc.Stop() }()
+
+	count := int(rate * seconds)
+	b.ResetTimer()
+	sb, err := simulator.Run(context.Background(), simulator.Options{
+		URL: srv.URL + "/", Secret: "bench", Count: count, Rate: rate, Expiry: 30 * time.Second, Concurrency: 256,
+	})
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Past what the machine sustains, bounties that cannot be scanned in
+	// time are answered unknown (by design); anything else is a failure.
+	if !sb.OK() || sb.Correct+sb.Unknown != count {
+		var out strings.Builder
+		sb.WriteText(&out)
+		b.Fatalf("not every bounty was answered right:\n%s", out.String())
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	commits, writes := svc.Store().Commits()
+	b.ReportMetric(float64(sb.Answered)/sb.Seconds, "bounties/s")
+	b.ReportMetric(sb.Latency.P50, "p50-ms")
+	b.ReportMetric(sb.Latency.P99, "p99-ms")
+	b.ReportMetric(sb.Latency.Max, "max-ms")
+	b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MiB")
+	b.ReportMetric(peakRSSMiB(), "peak-rss-MiB")
+	b.ReportMetric(float64(writes)/float64(max(commits, 1)), "writes/commit")
+	b.ReportMetric(100*float64(sb.Unknown)/float64(count), "unknown-%")
+}
+
+// peakRSSMiB reads VmHWM from /proc (Linux); 0 elsewhere.
+func peakRSSMiB() float64 {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
