@@ -217,11 +217,16 @@ func (s *Store) OpenKeys(fn func(key []byte, expiration time.Time) bool) error {
 	})
 }
 
-// List calls fn for every stored bounty in id order until fn returns false.
-func (s *Store) List(fn func(Record) bool) error {
+// List calls fn for every stored bounty in id order (newest first when
+// newestFirst: marketplace ids grow over time) until fn returns false.
+func (s *Store) List(newestFirst bool, fn func(Record) bool) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketBounties).Cursor()
-		for k, raw := c.First(); k != nil; k, raw = c.Next() {
+		first, next := c.First, c.Next
+		if newestFirst {
+			first, next = c.Last, c.Prev
+		}
+		for k, raw := first(); k != nil; k, raw = next() {
 			var r Record
 			if err := json.Unmarshal(raw, &r); err != nil {
 				return fmt.Errorf("decode stored bounty %x: %w", k, err)
@@ -284,6 +289,6 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time) (int, error) {
 // Counts returns how many stored bounties are in each state.
 func (s *Store) Counts() (map[State]int, error) {
 	counts := map[State]int{}
-	err := s.List(func(r Record) bool { counts[r.State]++; return true })
+	err := s.List(false, func(r Record) bool { counts[r.State]++; return true })
 	return counts, err
 }

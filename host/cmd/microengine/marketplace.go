@@ -142,13 +142,14 @@ func reloadOnHUP(ctx context.Context, reload func(context.Context) error, log hc
 // engine runs, so the store is opened read-only with a short timeout and a
 // running engine is reported as busy (its /metrics has the live counts).
 func runBounties(_ context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("bounties", stderr, "bounties -config FILE [-json] [-state STATE] [-limit N]")
+	fs := newFlagSet("bounties", stderr, "bounties -config FILE [-json] [-state STATE] [-limit N] [-oldest-first]")
 	var cf configFlags
 	cf.register(fs)
 	dataDir := fs.String("data", "", "data directory holding bounties.db (default: engine.data_dir of -config)")
 	asJSON := fs.Bool("json", false, "print one JSON object per line")
 	state := fs.String("state", "", "only bounties in this state: open, answered, expired or failed")
 	limit := fs.Int("limit", 0, "print at most N bounties (0: all)")
+	oldest := fs.Bool("oldest-first", false, "list in id order from the oldest (default: newest first)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -178,7 +179,7 @@ func runBounties(_ context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintln(tw, "ID\tPHASE\tSTATE\tVERDICT\tBID\tRECEIVED\tFINISHED\tPLUGINS\tREASON")
 	}
 	n := 0
-	err = store.List(func(r marketplace.Record) bool {
+	err = store.List(!*oldest, func(r marketplace.Record) bool {
 		if *state != "" && string(r.State) != *state {
 			return true
 		}
