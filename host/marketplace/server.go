@@ -1,6 +1,8 @@
 package marketplace
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -94,7 +96,7 @@ func (s *Service) serveWebhook(w http.ResponseWriter, r *http.Request, event str
 	if err != nil {
 		return fail(http.StatusBadRequest, err.Error())
 	}
-	delivery := strings.TrimSpace(r.Header.Get(HeaderDelivery))
+	delivery := deliveryKey(r.Header.Get(HeaderDelivery))
 	isNew, err := s.store.Put(r.Context(), b, delivery, s.now())
 	if err != nil {
 		s.log.Error("cannot store a bounty: refusing it so the marketplace retries", "bounty", b.ID, "phase", b.Phase, "error", err)
@@ -110,6 +112,17 @@ func (s *Service) serveWebhook(w http.ResponseWriter, r *http.Request, event str
 	}
 	writeReply(w, http.StatusAccepted, reply{Status: "ACCEPTED"})
 	return http.StatusAccepted
+}
+
+// deliveryKey bounds what a delivery id costs the store: ids are UUIDs in
+// practice, and a longer one is kept as its hash.
+func deliveryKey(id string) string {
+	id = strings.TrimSpace(id)
+	if len(id) <= 128 {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 func writeReply(w http.ResponseWriter, code int, r reply) {

@@ -82,14 +82,20 @@ func TestStorePrune(t *testing.T) {
 	defer s.Close()
 	now := time.Now()
 	old := now.Add(-8 * 24 * time.Hour)
-	for i := range int64(600) { // more than one prune chunk
-		s.Put(ctx, testBounty(i, old), fmt.Sprint("d", i), old)
-		at := old
-		if i%2 == 1 {
-			at = now
-		}
-		s.Finish(ctx, bountyKey(i, PhaseAssertion), Outcome{State: StateAnswered, At: at})
+	var wg sync.WaitGroup
+	for i := range int64(600) { // more than one prune chunk; concurrent, so group-committed
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Put(ctx, testBounty(i, old), fmt.Sprint("d", i), old)
+			at := old
+			if i%2 == 1 {
+				at = now
+			}
+			s.Finish(ctx, bountyKey(i, PhaseAssertion), Outcome{State: StateAnswered, At: at})
+		}()
 	}
+	wg.Wait()
 	s.Put(ctx, testBounty(1000, now.Add(time.Minute)), "open", now)
 	n, err := s.Prune(ctx, now.Add(-7*24*time.Hour))
 	if err != nil || n != 300 {
