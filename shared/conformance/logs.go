@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -43,6 +44,13 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 	}
 	t.partial = append([]byte(nil), data...)
 	return len(p), nil
+}
+
+// add records one line.
+func (t *tailBuffer) add(line string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.push(line)
 }
 
 func (t *tailBuffer) push(line string) {
@@ -93,31 +101,57 @@ func (c *stdoutCapture) snapshot() ([]byte, int64) {
 	return append([]byte(nil), c.head...), c.total
 }
 
-// captureLogger is the logger handed to shared.NewClient. It tells the
-// plugin's stray stdout apart from its stderr: NewClient asks it for one
-// standard writer forced to Warn (SyncStdout) and one forced to Info
-// (SyncStderr), and the Warn one is teed into the stdout capture. The
-// conformance tests' "chatty" plugin fails if that coupling ever breaks.
+// captureLogger is the logger handed to shared.NewClient. It logs at the
+// configured level to Config.LogOutput, and on the side it keeps:
+//
+//   - the plugin's own last words at every level (go-plugin re-emits a
+//     plugin's stderr through a sub-logger, plain lines at Debug), and
+//     go-plugin's note of the exit status, for crash reports;
+//   - the plugin's stray stdout: NewClient asks for one standard writer
+//     forced to Warn (SyncStdout) and one forced to Info (SyncStderr), and
+//     the Warn one is teed into the stdout capture. The conformance tests'
+//     "chatty" plugin fails if that coupling ever breaks.
 type captureLogger struct {
-	hclog.Logger
+	hclog.InterceptLogger
 	stdout io.Writer
 }
 
-func newCaptureLogger(out io.Writer, level hclog.Level, stdout io.Writer) hclog.Logger {
-	return &captureLogger{
-		Logger: hclog.New(&hclog.LoggerOptions{
-			Name:   "conformance",
-			Output: out,
-			Level:  level,
-		}),
-		stdout: stdout,
-	}
+const rootLogger = "conformance"
+
+func newCaptureLogger(out io.Writer, level hclog.Level, tail *tailBuffer, stdout io.Writer) hclog.Logger {
+	l := hclog.NewInterceptLogger(&hclog.LoggerOptions{
+		Name:   rootLogger,
+		Output: out,
+		Level:  level,
+	})
+	l.RegisterSink(tailSink{tail})
+	return &captureLogger{InterceptLogger: l, stdout: stdout}
 }
 
 func (l *captureLogger) StandardWriter(opts *hclog.StandardLoggerOptions) io.Writer {
-	w := l.Logger.StandardWriter(opts)
+	w := l.InterceptLogger.StandardWriter(opts)
 	if opts != nil && opts.ForceLevel == hclog.Warn {
 		return io.MultiWriter(l.stdout, w)
 	}
 	return w
+}
+
+// tailSink keeps the lines worth quoting when a plugin dies.
+type tailSink struct{ tail *tailBuffer }
+
+func (s tailSink) Accept(name string, level hclog.Level, msg string, args ...any) {
+	switch {
+	case name == rootLogger+".stdio":
+		return // go-plugin's own chatter about the stdio stream
+	case name == rootLogger && msg != "plugin process exited":
+		return
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "[%s] %s", strings.ToUpper(level.String()), msg)
+	for i := 0; i+1 < len(args); i += 2 {
+		if k := fmt.Sprint(args[i]); k != "timestamp" && k != "@module" && k != "plugin" && k != "id" {
+			fmt.Fprintf(&b, " %s=%v", k, args[i+1])
+		}
+	}
+	s.tail.add(b.String())
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"regexp"
 	"strings"
 	"time"
@@ -278,7 +277,7 @@ func (r *runner) launch() (*session, error) {
 	s := &session{
 		r:    r,
 		logs: logs,
-		log:  newCaptureLogger(io.MultiWriter(logs, r.cfg.LogOutput), r.cfg.LogLevel, r.stdout),
+		log:  newCaptureLogger(r.cfg.LogOutput, r.cfg.LogLevel, logs, r.stdout),
 	}
 	client, err := shared.NewClient(shared.LaunchConfig{
 		Path:         r.cfg.Plugin,

@@ -105,8 +105,11 @@ func (s *session) callErr(ctx context.Context, what string, timeout time.Duratio
 	if err == nil {
 		return nil
 	}
-	if ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
-		if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+	// The plugin's side sees the deadline (gRPC sends it along) a moment
+	// before ours does and may answer DeadlineExceeded first: what counts
+	// is that the call ran for its whole timeout.
+	if errors.Is(err, context.DeadlineExceeded) {
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < deadlineSlack {
 			s.taint(what + " outlived its timeout")
 			return fmt.Errorf("%s did not answer within %s: %w", what, timeout, err)
 		}
@@ -117,6 +120,10 @@ func (s *session) callErr(ctx context.Context, what string, timeout time.Duratio
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
+
+// deadlineSlack is how early the plugin may notice a deadline before the
+// host does.
+const deadlineSlack = 100 * time.Millisecond
 
 func (s *session) taint(why string) {
 	s.mu.Lock()
