@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,11 +79,13 @@ func benchLoad(b *testing.B, rate, seconds float64) {
 	defer func() { srv.Close(); svc.Stop() }()
 
 	count := int(rate * seconds)
+	cpuBefore := cpuTime()
 	b.ResetTimer()
 	sb, err := simulator.Run(context.Background(), simulator.Options{
 		URL: srv.URL + "/", Secret: "bench", Count: count, Rate: rate, Expiry: 30 * time.Second, Concurrency: 256,
 	})
 	b.StopTimer()
+	cpu := cpuTime() - cpuBefore
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -104,6 +107,18 @@ func benchLoad(b *testing.B, rate, seconds float64) {
 	b.ReportMetric(peakRSSMiB(), "peak-rss-MiB")
 	b.ReportMetric(float64(writes)/float64(max(commits, 1)), "writes/commit")
 	b.ReportMetric(100*float64(sb.Unknown)/float64(count), "unknown-%")
+	// CPU per bounty (engine and simulator together) is the figure that
+	// holds when other processes share the cores and stretch the latency.
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(count), "cpu-ms/bounty")
+}
+
+// cpuTime is the process's user + system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // peakRSSMiB reads VmHWM from /proc (Linux); 0 elsewhere.

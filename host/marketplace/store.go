@@ -52,6 +52,7 @@ type Store struct {
 
 type writeOp struct {
 	apply func(tx *bolt.Tx) error
+	async bool // nobody waits for it: it may wait a little for company
 	// done is called by the writer goroutine once the batch is committed
 	// (or failed): it must be quick and must not write to the store.
 	done func(error)
@@ -73,6 +74,9 @@ func OpenStore(path string) (*Store, error) {
 		// commit: fewer pages per fsync.
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
+		// Growing the map makes the writer wait for every reader; start
+		// it large (address space only) so that is rare.
+		InitialMmapSize: 64 << 20,
 	})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
@@ -150,7 +154,7 @@ func (s *Store) write(ctx context.Context, apply func(tx *bolt.Tx) error) error 
 // writeAsync hands apply to the writer and returns at once; done is called
 // from the writer goroutine after the commit.
 func (s *Store) writeAsync(apply func(tx *bolt.Tx) error, done func(error)) {
-	if err := s.enqueue(context.Background(), &writeOp{apply: apply, done: done}); err != nil {
+	if err := s.enqueue(context.Background(), &writeOp{apply: apply, async: true, done: done}); err != nil {
 		done(err)
 	}
 }
@@ -169,25 +173,68 @@ func (s *Store) enqueue(ctx context.Context, op *writeOp) error {
 	}
 }
 
+// asyncDelay is how long a batch holding only asynchronous writes (which
+// nobody waits for) may wait for company: outcomes then share a commit with
+// each other or with the next webhook's bounty instead of costing an fsync
+// each. A synchronous write ends the wait at once.
+const asyncDelay = 5 * time.Millisecond
+
 func (s *Store) writer() {
 	defer s.wg.Done()
 	batch := make([]*writeOp, 0, maxBatch)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for op := range s.ops {
 		batch = append(batch[:0], op)
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case more, ok := <-s.ops:
-				if !ok {
-					break drain
+		open := s.drainInto(&batch)
+		if open && !anySync(batch) && len(batch) < maxBatch {
+			timer.Reset(asyncDelay)
+		wait:
+			for len(batch) < maxBatch {
+				select {
+				case more, ok := <-s.ops:
+					if !ok {
+						break wait
+					}
+					batch = append(batch, more)
+					if !more.async {
+						s.drainInto(&batch)
+						break wait
+					}
+				case <-timer.C:
+					break wait
 				}
-				batch = append(batch, more)
-			default:
-				break drain
 			}
+			timer.Stop()
 		}
 		s.commit(batch)
 	}
+}
+
+// drainInto adds the writes already waiting, without blocking. It reports
+// false when the queue is closed.
+func (s *Store) drainInto(batch *[]*writeOp) bool {
+	for len(*batch) < maxBatch {
+		select {
+		case more, ok := <-s.ops:
+			if !ok {
+				return false
+			}
+			*batch = append(*batch, more)
+		default:
+			return true
+		}
+	}
+	return true
+}
+
+func anySync(batch []*writeOp) bool {
+	for _, op := range batch {
+		if !op.async {
+			return true
+		}
+	}
+	return false
 }
 
 // Commits returns how many write transactions (fsyncs) the writer made
