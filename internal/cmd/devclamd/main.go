@@ -70,6 +70,10 @@ func run() error {
 		}
 		defer os.Remove(file)
 	}
+	if filepath.Dir(d.SocketPath()) != d.Dir() {
+		fmt.Fprintf(os.Stderr, "devclamd: %s is too long a path for a unix socket; the socket is %s instead\n",
+			filepath.Join(d.Dir(), "clamd.sock"), d.SocketPath())
+	}
 	fmt.Fprintf(os.Stderr, "devclamd: clamd pid %d ready at %s (config %s); Ctrl-C stops it\n", d.Pid(), d.Address(), d.ConfigPath())
 
 	select {

@@ -18,7 +18,7 @@ func eicar() []byte {
 
 const markerPrefix = "MICROENGINE-TEST-"
 
-var (
+const (
 	markerAlpha  = markerPrefix + "MARKER-ALPHA"
 	markerBravo  = markerPrefix + "MARKER-BRAVO"
 	markerZipped = markerPrefix + "MARKER-ZIPPED"

@@ -27,7 +27,7 @@ import (
 // Markers of the shipped signatures, split so this file matches none.
 const markerPrefix = "MICROENGINE-TEST-"
 
-var (
+const (
 	markerAlpha  = markerPrefix + "MARKER-ALPHA"
 	markerBravo  = markerPrefix + "MARKER-BRAVO"
 	markerZipped = markerPrefix + "MARKER-ZIPPED"
