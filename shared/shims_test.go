@@ -1,0 +1,191 @@
+package shared
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-plugin"
+)
+
+// testScanner's behaviour is set per test; the shims between it and the
+// client are the real gRPC ones, in process.
+type testScanner struct {
+	scan      func(ctx context.Context, a Artifact) (Result, error)
+	configure func(raw []byte) error
+}
+
+func (s *testScanner) Info(context.Context) (Info, error) {
+	return Info{Name: "test", Version: "1.0.0", ArtifactTypes: []ArtifactType{ArtifactFile}}, nil
+}
+func (s *testScanner) Configure(_ context.Context, raw []byte) error { return s.configure(raw) }
+func (s *testScanner) Health(context.Context) (Health, error)       { return Health{Healthy: true}, nil }
+func (s *testScanner) Scan(ctx context.Context, a Artifact) (Result, error) {
+	return s.scan(ctx, a)
+}
+
+func connect(t *testing.T, impl Scanner) *GRPCClient {
+	t.Helper()
+	client, _ := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{PluginName: &ScannerPlugin{Impl: impl}})
+	t.Cleanup(func() { client.Close() })
+	raw, err := client.Dispense(PluginName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw.(*GRPCClient)
+}
+
+// readAllBenign reads everything and calls it benign: the shim must still
+// refuse that answer when the stream was not what its header announced.
+func readAllBenign(_ context.Context, a Artifact) (Result, error) {
+	n, err := io.Copy(io.Discard, a.Content)
+	if err != nil {
+		return Unknown("read: %v", err), nil
+	}
+	return Result{Verdict: VerdictBenign, Confidence: 1, BytesScanned: n}, nil
+}
+
+type failingReader struct{ n int }
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if f.n <= 0 {
+		return 0, errors.New("disk on fire")
+	}
+	n := min(len(p), f.n)
+	f.n -= n
+	return n, nil
+}
+
+func TestBenignNeedsTheWholeAnnouncedStream(t *testing.T) {
+	var got []byte
+	c := connect(t, &testScanner{scan: func(ctx context.Context, a Artifact) (Result, error) {
+		b, err := io.ReadAll(a.Content)
+		if err != nil {
+			return Unknown("read: %v", err), nil
+		}
+		got = b
+		return Result{Verdict: VerdictBenign, Confidence: 1}, nil
+	}})
+	ctx := context.Background()
+	content := bytes.Repeat([]byte("0123456789"), 100_000) // 1,000,000 bytes
+
+	for _, size := range []int{1, 3, 4096, MaxChunkSize} {
+		want := content
+		if size < 10 {
+			want = content[:30_000] // a message per byte is slow; the boundaries are what matter
+		}
+		res, err := c.WithChunkSize(size).Scan(ctx, Artifact{Type: ArtifactFile, Size: int64(len(want)), Content: bytes.NewReader(want)})
+		if err != nil || res.Verdict != VerdictBenign || !bytes.Equal(got, want) {
+			t.Fatalf("chunk size %d: %v %+v, content intact %v", size, err, res, bytes.Equal(got, want))
+		}
+	}
+
+	res, err := c.Scan(ctx, Artifact{Type: ArtifactFile, Size: 2_000_000, Content: bytes.NewReader(content)})
+	if err != nil || res.Verdict != VerdictUnknown || !strings.Contains(res.Reason, "1000000 of 2000000") {
+		t.Fatalf("short stream: %v %+v; want unknown naming the shortfall", err, res)
+	}
+	res, err = c.Scan(ctx, Artifact{Type: ArtifactFile, Size: 10, Content: bytes.NewReader(content)})
+	if err != nil || res.Verdict != VerdictUnknown {
+		t.Fatalf("overlong stream: %v %+v; want unknown", err, res)
+	}
+}
+
+func TestEarlyBenignIsCheckedAgainstTheRest(t *testing.T) {
+	c := connect(t, &testScanner{scan: func(ctx context.Context, a Artifact) (Result, error) {
+		buf := make([]byte, 16) // decides from the first bytes only
+		io.ReadFull(a.Content, buf)
+		return Result{Verdict: VerdictBenign, Confidence: 1}, nil
+	}})
+	content := make([]byte, 300_000)
+	res, err := c.Scan(context.Background(), Artifact{Type: ArtifactFile, Size: int64(len(content)), Content: bytes.NewReader(content)})
+	if err != nil || res.Verdict != VerdictBenign {
+		t.Fatalf("complete stream: %v %+v; want benign", err, res)
+	}
+	res, err = c.Scan(context.Background(), Artifact{Type: ArtifactFile, Size: 400_000, Content: bytes.NewReader(content)})
+	if err != nil || res.Verdict != VerdictUnknown {
+		t.Fatalf("short stream, scanner decided early: %v %+v; want unknown", err, res)
+	}
+}
+
+func TestContentReadErrorIsNotTheEnd(t *testing.T) {
+	c := connect(t, &testScanner{scan: readAllBenign})
+	// Unknown size: without a cancel, the plugin would see a clean end of
+	// stream and could call the first 100 KiB benign.
+	res, err := c.Scan(context.Background(), Artifact{Type: ArtifactFile, Size: -1, Content: &failingReader{n: 100 << 10}})
+	if err == nil || !strings.Contains(err.Error(), "disk on fire") {
+		t.Fatalf("read error: %v %+v; want the scan to fail with the read error", err, res)
+	}
+}
+
+func TestInvalidAnswersBecomeUnknown(t *testing.T) {
+	for _, tc := range []struct {
+		res  Result
+		want Verdict
+		conf float64
+	}{
+		{Result{Verdict: "clean"}, VerdictUnknown, 0},
+		{Result{Verdict: ""}, VerdictUnknown, 0},
+		{Result{Verdict: VerdictMalicious, Confidence: 7}, VerdictMalicious, 1},
+		{Result{Verdict: VerdictMalicious, Confidence: -1}, VerdictMalicious, 0},
+	} {
+		c := connect(t, &testScanner{scan: func(ctx context.Context, a Artifact) (Result, error) {
+			io.Copy(io.Discard, a.Content)
+			return tc.res, nil
+		}})
+		res, err := c.Scan(context.Background(), Artifact{Type: ArtifactFile, Size: 1, Content: strings.NewReader("x")})
+		if err != nil || res.Verdict != tc.want || res.Confidence != tc.conf {
+			t.Errorf("scanner answered %+v: got %+v %v; want %s with confidence %v", tc.res, res, err, tc.want, tc.conf)
+		}
+	}
+}
+
+func TestCancellationReachesThePlugin(t *testing.T) {
+	c := connect(t, &testScanner{scan: func(ctx context.Context, a Artifact) (Result, error) {
+		<-ctx.Done()
+		return Result{}, ctx.Err()
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := c.Scan(ctx, Artifact{Type: ArtifactFile, Size: 1, Content: strings.NewReader("x")})
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 2*time.Second {
+		t.Fatalf("after %s: %v; want context.DeadlineExceeded promptly", time.Since(start), err)
+	}
+}
+
+func TestConfigErrorsCrossTheBoundary(t *testing.T) {
+	c := connect(t, &testScanner{configure: func(raw []byte) error {
+		if string(raw) == `{"ok":true}` {
+			return nil
+		}
+		return (&ConfigError{}).Add("address", "want unix:// or tcp://").Add("", "whole block is odd")
+	}})
+	if err := c.Configure(context.Background(), []byte(`{"ok":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Configure(context.Background(), []byte(`{"address":"ftp://x"}`))
+	var ce *ConfigError
+	if !errors.As(err, &ce) || len(ce.Fields) != 2 || ce.Fields[0].Field != "address" {
+		t.Fatalf("got %#v; want a ConfigError with both faults", err)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{
+		"0": 0, "4096": 4096, "25M": 25 << 20, "25m": 25 << 20, "100MiB": 100 << 20,
+		"1GiB": 1 << 30, "1G": 1 << 30, "25MB": 25_000_000, " 64 KiB ": 64 << 10, "2K": 2048,
+	} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "M", "-1", "1.5M", "10 parsecs", "99999999999999999999", "9000000000T"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) accepted", in)
+		}
+	}
+}
