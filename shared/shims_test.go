@@ -23,7 +23,7 @@ func (s *testScanner) Info(context.Context) (Info, error) {
 	return Info{Name: "test", Version: "1.0.0", ArtifactTypes: []ArtifactType{ArtifactFile}}, nil
 }
 func (s *testScanner) Configure(_ context.Context, raw []byte) error { return s.configure(raw) }
-func (s *testScanner) Health(context.Context) (Health, error)       { return Health{Healthy: true}, nil }
+func (s *testScanner) Health(context.Context) (Health, error)        { return Health{Healthy: true}, nil }
 func (s *testScanner) Scan(ctx context.Context, a Artifact) (Result, error) {
 	return s.scan(ctx, a)
 }
