@@ -179,6 +179,8 @@ func (s *Scanner) Configure(_ context.Context, configJSON []byte) error {
 
 // Health reaches clamd: PING must answer PONG. It also re-reads VERSION, so
 // a signature update shows in Info and results, and STATS for the message.
+// These short calls do not take a max_connections slot: a plugin busy with
+// long scans must still answer its health checks.
 func (s *Scanner) Health(ctx context.Context) (shared.Health, error) {
 	st := s.current.Load()
 	addr := st.client.Address().String()
@@ -213,8 +215,9 @@ func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, e
 		// we had streamed 25 MiB for nothing.
 		return s.unknown(a, 0, "not scanned: the artifact is %d bytes, more than max_stream_size (%d)", a.Size, st.cfg.MaxStreamSize), nil
 	}
-	if a.Content == nil && a.Size > 0 {
-		return s.unknown(a, 0, "not scanned: the artifact announces %d bytes but has no content", a.Size), nil
+	if a.Content == nil && a.Size != 0 {
+		// Only an artifact known to be empty may come without content.
+		return s.unknown(a, 0, "not scanned: the artifact has no content (announced size %d)", a.Size), nil
 	}
 
 	select {

@@ -209,6 +209,16 @@ func TestScanVerdicts(t *testing.T) {
 		}
 	})
 
+	t.Run("no content", func(t *testing.T) {
+		if r := scan(t, s, shared.Artifact{ID: "nil", Type: shared.ArtifactFile, Size: 0}); r.Verdict != shared.VerdictBenign {
+			t.Errorf("empty artifact without a reader: %+v, want benign", r)
+		}
+		for _, size := range []int64{-1, 10} {
+			r := scan(t, s, shared.Artifact{ID: "nil", Type: shared.ArtifactFile, Size: size})
+			wantUnknown(t, r, "no content")
+		}
+	})
+
 	t.Run("url artifacts are not scanned", func(t *testing.T) {
 		u := []byte("http://example.com/" + markerAlpha)
 		r := scan(t, s, shared.Artifact{ID: "u", Type: shared.ArtifactURL, Size: int64(len(u)), Content: bytes.NewReader(u)})
