@@ -135,7 +135,7 @@ func checkCancel(ctx context.Context, e *env) outcome {
 	if err := e.nextScanPrompt(ctx, s, baseline, "cancelled"); err != nil {
 		p.add("%v", err)
 	}
-	return p.outcome("returned %s after the cancellation (%s); the next scan was answered promptly", took.Round(time.Millisecond), a)
+	return p.outcome("returned %s after the cancellation (%s); the next scan was answered promptly", took.Round(time.Microsecond), a)
 }
 
 func checkDeadline(ctx context.Context, e *env) outcome {
