@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -122,5 +121,3 @@ func (f *fetcher) fetch(ctx context.Context, sp *spool, uri, wantSHA256 string) 
 	return n, nil
 }
 
-// errNoTime means the deadline left no time to do the work.
-var errNoTime = errors.New("not enough time left before the expiration")
