@@ -120,4 +120,3 @@ func (f *fetcher) fetch(ctx context.Context, sp *spool, uri, wantSHA256 string) 
 	}
 	return n, nil
 }
-
