@@ -67,6 +67,7 @@ func infoToProto(i Info) *proto.InfoResponse {
 	for _, s := range i.Samples {
 		out.Samples = append(out.Samples, &proto.Sample{
 			Name: s.Name, Content: s.Content, Verdict: verdictToProto(s.Verdict), MalwareFamily: s.MalwareFamily,
+			Type: artifactTypeToProto(s.Type),
 		})
 	}
 	return out
@@ -91,6 +92,7 @@ func infoFromProto(p *proto.InfoResponse) Info {
 	for _, s := range p.Samples {
 		out.Samples = append(out.Samples, Sample{
 			Name: s.Name, Content: s.Content, Verdict: verdictFromProto(s.Verdict), MalwareFamily: s.MalwareFamily,
+			Type: artifactTypeFromProto(s.Type),
 		})
 	}
 	return out

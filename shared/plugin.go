@@ -108,8 +108,12 @@ func NewClient(cfg LaunchConfig) (*plugin.Client, error) {
 		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
-		Logger:           logger,
-		StartTimeout:     start,
+		// cmd.Env already starts from os.Environ(); without this go-plugin
+		// appends it again and the host's own values would override what
+		// we set for the plugin (MICROENGINE_LOG_LEVEL, cfg.Env).
+		SkipHostEnv:  true,
+		Logger:       logger,
+		StartTimeout: start,
 		// A plugin's stray stdout and stderr lines (after the handshake)
 		// land in the host's log under the plugin's name.
 		SyncStdout: logger.StandardWriter(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}),
@@ -117,7 +121,9 @@ func NewClient(cfg LaunchConfig) (*plugin.Client, error) {
 		GRPCDialOptions: []grpc.DialOption{
 			grpc.WithInitialWindowSize(WindowSize),
 			grpc.WithInitialConnWindowSize(WindowSize),
-			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxMessageSize)),
+			// Info may carry samples, so its reply may exceed gRPC's 4 MiB
+			// default; scans only ever receive a small response.
+			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxMessageSize), grpc.MaxCallRecvMsgSize(16<<20)),
 		},
 	}
 	if cfg.SHA256 != "" {

@@ -61,7 +61,10 @@ type Artifact struct {
 	// ends short or long of it is a fault (the verdict becomes unknown).
 	Size     int64
 	Metadata map[string]string
-	Content  io.Reader
+	// Content is read by the host's shim in the calling goroutine: a
+	// host-side reader must not block past the scan's context, or
+	// cancellation waits for it.
+	Content io.Reader
 }
 
 // Result is a scanner's answer for one artifact.
@@ -110,7 +113,9 @@ const (
 // Sample is content a plugin vouches for: the conformance suite scans it and
 // expects the stated verdict (and family, when one is given).
 type Sample struct {
-	Name          string
+	Name string
+	// Type is the artifact type of the sample; empty means file.
+	Type          ArtifactType
 	Content       []byte
 	Verdict       Verdict
 	MalwareFamily string

@@ -247,6 +247,8 @@ type Sample struct {
 	Content       []byte                 `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
 	Verdict       Verdict                `protobuf:"varint,3,opt,name=verdict,proto3,enum=microengine.scanner.v1.Verdict" json:"verdict,omitempty"`
 	MalwareFamily string                 `protobuf:"bytes,4,opt,name=malware_family,json=malwareFamily,proto3" json:"malware_family,omitempty"`
+	// Empty (unspecified) means file.
+	Type          ArtifactType `protobuf:"varint,5,opt,name=type,proto3,enum=microengine.scanner.v1.ArtifactType" json:"type,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -307,6 +309,13 @@ func (x *Sample) GetMalwareFamily() string {
 		return x.MalwareFamily
 	}
 	return ""
+}
+
+func (x *Sample) GetType() ArtifactType {
+	if x != nil {
+		return x.Type
+	}
+	return ArtifactType_ARTIFACT_TYPE_UNSPECIFIED
 }
 
 type InfoResponse struct {
@@ -919,12 +928,13 @@ const file_shared_proto_scanner_proto_rawDesc = "" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1a\n" +
 	"\brequired\x18\x03 \x01(\bR\brequired\x12\x18\n" +
 	"\adefault\x18\x04 \x01(\tR\adefault\x12 \n" +
-	"\vdescription\x18\x05 \x01(\tR\vdescription\"\x98\x01\n" +
+	"\vdescription\x18\x05 \x01(\tR\vdescription\"\xd2\x01\n" +
 	"\x06Sample\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acontent\x18\x02 \x01(\fR\acontent\x129\n" +
 	"\averdict\x18\x03 \x01(\x0e2\x1f.microengine.scanner.v1.VerdictR\averdict\x12%\n" +
-	"\x0emalware_family\x18\x04 \x01(\tR\rmalwareFamily\"\x9c\x03\n" +
+	"\x0emalware_family\x18\x04 \x01(\tR\rmalwareFamily\x128\n" +
+	"\x04type\x18\x05 \x01(\x0e2$.microengine.scanner.v1.ArtifactTypeR\x04type\"\x9c\x03\n" +
 	"\fInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
@@ -1028,28 +1038,29 @@ var file_shared_proto_scanner_proto_goTypes = []any{
 }
 var file_shared_proto_scanner_proto_depIdxs = []int32{
 	1,  // 0: microengine.scanner.v1.Sample.verdict:type_name -> microengine.scanner.v1.Verdict
-	0,  // 1: microengine.scanner.v1.InfoResponse.artifact_types:type_name -> microengine.scanner.v1.ArtifactType
-	3,  // 2: microengine.scanner.v1.InfoResponse.config_schema:type_name -> microengine.scanner.v1.ConfigField
-	4,  // 3: microengine.scanner.v1.InfoResponse.samples:type_name -> microengine.scanner.v1.Sample
-	7,  // 4: microengine.scanner.v1.ConfigureResponse.errors:type_name -> microengine.scanner.v1.FieldError
-	0,  // 5: microengine.scanner.v1.ScanHeader.type:type_name -> microengine.scanner.v1.ArtifactType
-	14, // 6: microengine.scanner.v1.ScanHeader.metadata:type_name -> microengine.scanner.v1.ScanHeader.MetadataEntry
-	11, // 7: microengine.scanner.v1.ScanRequest.header:type_name -> microengine.scanner.v1.ScanHeader
-	1,  // 8: microengine.scanner.v1.ScanResponse.verdict:type_name -> microengine.scanner.v1.Verdict
-	15, // 9: microengine.scanner.v1.ScanResponse.metadata:type_name -> microengine.scanner.v1.ScanResponse.MetadataEntry
-	2,  // 10: microengine.scanner.v1.Scanner.Info:input_type -> microengine.scanner.v1.InfoRequest
-	6,  // 11: microengine.scanner.v1.Scanner.Configure:input_type -> microengine.scanner.v1.ConfigureRequest
-	9,  // 12: microengine.scanner.v1.Scanner.Health:input_type -> microengine.scanner.v1.HealthRequest
-	12, // 13: microengine.scanner.v1.Scanner.Scan:input_type -> microengine.scanner.v1.ScanRequest
-	5,  // 14: microengine.scanner.v1.Scanner.Info:output_type -> microengine.scanner.v1.InfoResponse
-	8,  // 15: microengine.scanner.v1.Scanner.Configure:output_type -> microengine.scanner.v1.ConfigureResponse
-	10, // 16: microengine.scanner.v1.Scanner.Health:output_type -> microengine.scanner.v1.HealthResponse
-	13, // 17: microengine.scanner.v1.Scanner.Scan:output_type -> microengine.scanner.v1.ScanResponse
-	14, // [14:18] is the sub-list for method output_type
-	10, // [10:14] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	0,  // 1: microengine.scanner.v1.Sample.type:type_name -> microengine.scanner.v1.ArtifactType
+	0,  // 2: microengine.scanner.v1.InfoResponse.artifact_types:type_name -> microengine.scanner.v1.ArtifactType
+	3,  // 3: microengine.scanner.v1.InfoResponse.config_schema:type_name -> microengine.scanner.v1.ConfigField
+	4,  // 4: microengine.scanner.v1.InfoResponse.samples:type_name -> microengine.scanner.v1.Sample
+	7,  // 5: microengine.scanner.v1.ConfigureResponse.errors:type_name -> microengine.scanner.v1.FieldError
+	0,  // 6: microengine.scanner.v1.ScanHeader.type:type_name -> microengine.scanner.v1.ArtifactType
+	14, // 7: microengine.scanner.v1.ScanHeader.metadata:type_name -> microengine.scanner.v1.ScanHeader.MetadataEntry
+	11, // 8: microengine.scanner.v1.ScanRequest.header:type_name -> microengine.scanner.v1.ScanHeader
+	1,  // 9: microengine.scanner.v1.ScanResponse.verdict:type_name -> microengine.scanner.v1.Verdict
+	15, // 10: microengine.scanner.v1.ScanResponse.metadata:type_name -> microengine.scanner.v1.ScanResponse.MetadataEntry
+	2,  // 11: microengine.scanner.v1.Scanner.Info:input_type -> microengine.scanner.v1.InfoRequest
+	6,  // 12: microengine.scanner.v1.Scanner.Configure:input_type -> microengine.scanner.v1.ConfigureRequest
+	9,  // 13: microengine.scanner.v1.Scanner.Health:input_type -> microengine.scanner.v1.HealthRequest
+	12, // 14: microengine.scanner.v1.Scanner.Scan:input_type -> microengine.scanner.v1.ScanRequest
+	5,  // 15: microengine.scanner.v1.Scanner.Info:output_type -> microengine.scanner.v1.InfoResponse
+	8,  // 16: microengine.scanner.v1.Scanner.Configure:output_type -> microengine.scanner.v1.ConfigureResponse
+	10, // 17: microengine.scanner.v1.Scanner.Health:output_type -> microengine.scanner.v1.HealthResponse
+	13, // 18: microengine.scanner.v1.Scanner.Scan:output_type -> microengine.scanner.v1.ScanResponse
+	15, // [15:19] is the sub-list for method output_type
+	11, // [11:15] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_shared_proto_scanner_proto_init() }
