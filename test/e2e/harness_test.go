@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -226,7 +227,7 @@ func (m *marketplace) newBounty(content []byte, expiresIn time.Duration) (bounty
 
 // engineProc is a running `microengine run`.
 type engineProc struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	cfg     string
 	url     string
@@ -292,7 +293,7 @@ marketplace {
 }
 
 // install copies a binary into place the atomic way: beside, then rename.
-func install(t *testing.T, src, dst string) {
+func install(t testing.TB, src, dst string) {
 	t.Helper()
 	b, err := os.ReadFile(src)
 	if err != nil {
@@ -306,7 +307,7 @@ func install(t *testing.T, src, dst string) {
 	}
 }
 
-func startEngine(t *testing.T, dir string) *engineProc {
+func startEngine(t testing.TB, dir string) *engineProc {
 	t.Helper()
 	addrFile := filepath.Join(dir, "data", "listen.addr")
 	os.Remove(addrFile)
@@ -421,4 +422,25 @@ func (e *engineProc) metric(name string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// childPIDs lists the processes whose parent is pid (the engine's plugins).
+func childPIDs(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
 }
