@@ -49,10 +49,10 @@ echo "==> the marketplace simulator: $COUNT bounties at $RATE/s from build/sampl
 status=0
 bin/microengine simulate -config engine.hcl -samples build/samples -count "$COUNT" -rate "$RATE" || status=$?
 echo
+echo "==> the audit trail it keeps: bin/microengine bounties -config engine.hcl -limit 5"
+bin/microengine bounties -config engine.hcl -limit 5 || true
+echo
 echo "==> stopping the engine (SIGTERM: in-flight bounties are answered first)"
 kill -TERM "${pids[1]}"
 wait "${pids[1]}" || true
-echo
-echo "==> the audit trail it kept: bin/microengine bounties -config engine.hcl -limit 5"
-bin/microengine bounties -config engine.hcl -limit 5 || true
 exit $status

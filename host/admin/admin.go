@@ -43,6 +43,13 @@ type Engine interface {
 	Reload(ctx context.Context) error
 }
 
+// BountyLister is implemented by an engine that takes part in the
+// marketplace: it lists the stored bounties (newest first when asked), each
+// as a JSON-encodable record, until fn returns false.
+type BountyLister interface {
+	ListBounties(newestFirst bool, fn func(record any) bool) error
+}
+
 // Serve answers admin requests on addr until ctx is done.
 func Serve(ctx context.Context, addr, configPath string, eng Engine, log hclog.Logger) error {
 	ln, err := listen(addr)
@@ -66,6 +73,22 @@ func Serve(ctx context.Context, addr, configPath string, eng Engine, log hclog.L
 		}
 		writeJSON(w, code, rep)
 	})
+	if lister, ok := eng.(BountyLister); ok {
+		// JSON lines, streamed: the audit trail can be long.
+		mux.HandleFunc("GET /v1/bounties", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			enc := json.NewEncoder(w)
+			var werr error
+			err := lister.ListBounties(r.URL.Query().Get("order") != "oldest", func(rec any) bool {
+				werr = enc.Encode(rec)
+				return werr == nil
+			})
+			if err != nil && werr == nil {
+				// Headers are gone; a final line tells the client it is cut.
+				_ = enc.Encode(map[string]string{"error": err.Error()})
+			}
+		})
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -159,6 +182,49 @@ func (c *Client) Reload(ctx context.Context) (ReloadReport, error) {
 	var rep ReloadReport
 	err := c.do(ctx, http.MethodPost, "/v1/reload", &rep)
 	return rep, err
+}
+
+// Bounties streams the running engine's stored bounties to fn, one JSON
+// record at a time, newest first unless oldestFirst.
+func (c *Client) Bounties(ctx context.Context, oldestFirst bool, fn func(json.RawMessage) bool) error {
+	order := "newest"
+	if oldestFirst {
+		order = "oldest"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/bounties?order="+order, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return fmt.Errorf("%w: %v", ErrNotRunning, err)
+		}
+		return fmt.Errorf("admin bounties: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("admin bounties: %s (is the engine taking part in the marketplace?)", resp.Status)
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("admin bounties: %w", err)
+		}
+		var cut struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(raw, &cut) == nil && cut.Error != "" {
+			return fmt.Errorf("admin bounties: %s", cut.Error)
+		}
+		if !fn(raw) {
+			return nil
+		}
+	}
 }
 
 func (c *Client) do(ctx context.Context, method, path string, out any) error {

@@ -60,8 +60,10 @@ type fakePlugin struct {
 	scan    func(ctx context.Context, a shared.Artifact) (shared.Result, error)
 }
 
-func (f fakePlugin) Name() string           { return f.name }
-func (f fakePlugin) Info() shared.Info      { return shared.Info{Name: f.name, Version: "1.0.0", ArtifactTypes: f.types} }
+func (f fakePlugin) Name() string { return f.name }
+func (f fakePlugin) Info() shared.Info {
+	return shared.Info{Name: f.name, Version: "1.0.0", ArtifactTypes: f.types}
+}
 func (f fakePlugin) Timeout() time.Duration { return f.timeout }
 func (f fakePlugin) Scan(ctx context.Context, a shared.Artifact) (shared.Result, error) {
 	return f.scan(ctx, a)

@@ -31,6 +31,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	if opts.OnStore != nil {
+		opts.OnStore(s.store)
+	}
 	var tlsCfg *tls.Config
 	if s.cfg.TLSCert != "" || s.cfg.TLSKey != "" {
 		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)

@@ -54,6 +54,9 @@ type Options struct {
 	// HTTPClient downloads artifacts and posts answers. Nil: one with
 	// MaxRedirects applied. Tests pass their server's client.
 	HTTPClient *http.Client
+	// OnStore is called by Run with the open bounty store, so the admin
+	// endpoint can list bounties while the engine holds the store's lock.
+	OnStore func(*Store)
 	// OnListen is called by Run with the address actually listened on
 	// (useful with listen = "127.0.0.1:0").
 	OnListen func(addr string)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"math/big"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -181,6 +182,25 @@ func TestBountyLifecycle(t *testing.T) {
 		mk.mu.Unlock()
 		eng.sendBounty(b)
 		checkAssertion(t, mk.waitAnswer(key, 15*time.Second), "malicious")
+	})
+
+	t.Run("the running engine lists its bounties", func(t *testing.T) {
+		b, key := mk.newBounty(samples.EICAR(), 15*time.Second)
+		eng.sendBounty(b)
+		mk.waitAnswer(key, 10*time.Second)
+		time.Sleep(200 * time.Millisecond) // the outcome is recorded just after the answer
+		out, err := exec.Command(bins.host, "bounties", "-json", "-limit", "1", "-config", eng.cfg).Output()
+		if err != nil {
+			t.Fatalf("microengine bounties: %v\n%s", err, out)
+		}
+		var rec struct {
+			Bounty struct{ ID int64 }       `json:"bounty"`
+			State  string                   `json:"state"`
+			Answer struct{ Verdict string } `json:"answer"`
+		}
+		if err := json.Unmarshal(out, &rec); err != nil || rec.Bounty.ID != b.ID || rec.State != "answered" || rec.Answer.Verdict != "malicious" {
+			t.Fatalf("newest stored bounty: %+v (%v); want %d answered malicious\n%s", rec, err, b.ID, out)
+		}
 	})
 
 	t.Run("arbitration is a vote without a bid", func(t *testing.T) {

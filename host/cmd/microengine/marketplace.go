@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -71,12 +72,13 @@ func runEngine(ctx context.Context, args []string, _, stderr io.Writer) int {
 	var side sync.WaitGroup
 	defer side.Wait()
 	defer stopSide()
+	var store atomic.Pointer[marketplace.Store] // set once the marketplace opens it
 	load := func() (*config.Config, hcl.Diagnostics) { return config.Load(cf.path) }
 	reload := func(rctx context.Context) error { return mgr.ReloadFromDisk(rctx, load) }
 	side.Add(1)
 	go func() {
 		defer side.Done()
-		if err := admin.Serve(sideCtx, cfg.Engine.Admin, cf.path, adminEngine{mgr, reload}, log.Named("admin")); err != nil {
+		if err := admin.Serve(sideCtx, cfg.Engine.Admin, cf.path, adminEngine{mgr, reload, &store}, log.Named("admin")); err != nil {
 			log.Error("admin endpoint stopped", "error", err)
 		}
 	}()
@@ -104,6 +106,7 @@ func runEngine(ctx context.Context, args []string, _, stderr io.Writer) int {
 		Logger:        log.Named("marketplace"),
 		Version:       version,
 		ShutdownGrace: *grace,
+		OnStore:       store.Store,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "run: %v\n", err)
@@ -112,13 +115,23 @@ func runEngine(ctx context.Context, args []string, _, stderr io.Writer) int {
 	return 0
 }
 
-// adminEngine adapts the manager to what the admin endpoint asks.
+// adminEngine adapts the manager and the bounty store to what the admin
+// endpoint asks.
 type adminEngine struct {
 	*pluginmgr.Manager
 	reload func(context.Context) error
+	store  *atomic.Pointer[marketplace.Store]
 }
 
 func (a adminEngine) Reload(ctx context.Context) error { return a.reload(ctx) }
+
+func (a adminEngine) ListBounties(newestFirst bool, fn func(any) bool) error {
+	s := a.store.Load()
+	if s == nil {
+		return errors.New("the bounty store is not open yet")
+	}
+	return s.List(newestFirst, func(r marketplace.Record) bool { return fn(r) })
+}
 
 // reloadOnHUP re-reads engine.hcl on SIGHUP, the classic daemon way.
 func reloadOnHUP(ctx context.Context, reload func(context.Context) error, log hclog.Logger) {
@@ -141,7 +154,7 @@ func reloadOnHUP(ctx context.Context, reload func(context.Context) error, log hc
 // runBounties lists the stored bounties. bbolt locks the store while the
 // engine runs, so the store is opened read-only with a short timeout and a
 // running engine is reported as busy (its /metrics has the live counts).
-func runBounties(_ context.Context, args []string, stdout, stderr io.Writer) int {
+func runBounties(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("bounties", stderr, "bounties -config FILE [-json] [-state STATE] [-limit N] [-oldest-first]")
 	var cf configFlags
 	cf.register(fs)
@@ -153,33 +166,13 @@ func runBounties(_ context.Context, args []string, stdout, stderr io.Writer) int
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	dir := *dataDir
-	if dir == "" {
-		cfg, ok := cf.load(stderr)
-		if !ok {
-			return 1
-		}
-		dir = cfg.Engine.DataDir
-	}
-	path := filepath.Join(dir, marketplace.StoreFile)
-	store, err := marketplace.OpenStoreReadOnly(path, 500*time.Millisecond)
-	if err != nil {
-		if errors.Is(err, marketplace.ErrStoreBusy) {
-			fmt.Fprintf(stderr, "bounties: %s is in use by a running engine; stop it to list the bounties (its /metrics shows live counts)\n", path)
-		} else {
-			fmt.Fprintf(stderr, "bounties: %v\n", err)
-		}
-		return 1
-	}
-	defer store.Close()
-
 	enc := json.NewEncoder(stdout)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	if !*asJSON {
 		fmt.Fprintln(tw, "ID\tPHASE\tSTATE\tVERDICT\tBID\tRECEIVED\tFINISHED\tPLUGINS\tREASON")
 	}
 	n := 0
-	err = store.List(!*oldest, func(r marketplace.Record) bool {
+	show := func(r marketplace.Record) bool {
 		if *state != "" && string(r.State) != *state {
 			return true
 		}
@@ -190,7 +183,8 @@ func runBounties(_ context.Context, args []string, stdout, stderr io.Writer) int
 			printBounty(tw, r)
 		}
 		return *limit <= 0 || n < *limit
-	})
+	}
+	err := listBounties(ctx, cf, *dataDir, !*oldest, show, stderr)
 	if !*asJSON {
 		tw.Flush()
 	}
@@ -199,6 +193,39 @@ func runBounties(_ context.Context, args []string, stdout, stderr io.Writer) int
 		return 1
 	}
 	return 0
+}
+
+// listBounties asks the running engine when there is one (it holds the
+// store's lock), else reads the store directly.
+func listBounties(ctx context.Context, cf configFlags, dataDir string, newestFirst bool, fn func(marketplace.Record) bool, stderr io.Writer) error {
+	if dataDir == "" {
+		cfg, ok := cf.load(stderr)
+		if !ok {
+			return errors.New("cannot read " + cf.path)
+		}
+		dataDir = cfg.Engine.DataDir
+		var decodeErr error
+		err := admin.NewClient(cfg.Engine.Admin).Bounties(ctx, !newestFirst, func(raw json.RawMessage) bool {
+			var r marketplace.Record
+			if decodeErr = json.Unmarshal(raw, &r); decodeErr != nil {
+				return false
+			}
+			return fn(r)
+		})
+		if !errors.Is(err, admin.ErrNotRunning) {
+			return errors.Join(err, decodeErr)
+		}
+	}
+	path := filepath.Join(dataDir, marketplace.StoreFile)
+	store, err := marketplace.OpenStoreReadOnly(path, 500*time.Millisecond)
+	if err != nil {
+		if errors.Is(err, marketplace.ErrStoreBusy) {
+			return fmt.Errorf("%s is in use by a running engine; give -config so it can be asked", path)
+		}
+		return err
+	}
+	defer store.Close()
+	return store.List(newestFirst, fn)
 }
 
 func printBounty(w io.Writer, r marketplace.Record) {
