@@ -30,7 +30,7 @@ const benignSample = "microengine clamav plugin: a clean sample, nothing to see 
 // scans them against the configured clamd.
 func Samples() []shared.Sample {
 	return []shared.Sample{
-		{Name: "eicar.com", Content: EICAR(), Verdict: shared.VerdictMalicious, MalwareFamily: EICARFamily},
-		{Name: "clean.txt", Content: []byte(benignSample), Verdict: shared.VerdictBenign},
+		{Name: "eicar.com", Type: shared.ArtifactFile, Content: EICAR(), Verdict: shared.VerdictMalicious, MalwareFamily: EICARFamily},
+		{Name: "clean.txt", Type: shared.ArtifactFile, Content: []byte(benignSample), Verdict: shared.VerdictBenign},
 	}
 }
