@@ -3,8 +3,9 @@
 
 GO        ?= go
 BIN       := bin
-PLUGINS   := eicar clamav
 VERSION   ?= 0.1.0
+# PLUGIN_VERSION, when set, stamps the plugin binaries (e.g. to try a hot swap).
+PLUGIN_VERSION ?=
 # Pinned code generators for `make proto` (protoc itself is Debian's).
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
@@ -14,12 +15,14 @@ TOOLS     := $(CURDIR)/build/tools
 
 all: build
 
+# Each binary's version variable, set from VERSION (plugins keep their own
+# when VERSION is not given on the command line).
+CLAMAV_VERSION_VAR := github.com/microengine/microengine/plugins/clamav/scanner.Version
+
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/microengine ./host/cmd/microengine
-	@for p in $(PLUGINS); do \
-		echo "$(GO) build -o $(BIN)/microengine-plugin-$$p ./plugins/$$p"; \
-		$(GO) build -o $(BIN)/microengine-plugin-$$p ./plugins/$$p || exit 1; \
-	done
+	$(GO) build $(if $(PLUGIN_VERSION),-ldflags "-X main.version=$(PLUGIN_VERSION)") -o $(BIN)/microengine-plugin-eicar ./plugins/eicar
+	$(GO) build $(if $(PLUGIN_VERSION),-ldflags "-X $(CLAMAV_VERSION_VAR)=$(PLUGIN_VERSION)") -o $(BIN)/microengine-plugin-clamav ./plugins/clamav
 
 deps:
 	@scripts/ensure-clamd.sh

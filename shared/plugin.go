@@ -63,7 +63,7 @@ func (p *ScannerPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
 }
 
 func (p *ScannerPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
-	return &GRPCClient{client: proto.NewScannerClient(c), chunkSize: DefaultChunkSize}, nil
+	return newGRPCClient(proto.NewScannerClient(c), DefaultChunkSize), nil
 }
 
 // LaunchConfig says how to start one plugin binary.

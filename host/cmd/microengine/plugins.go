@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -104,11 +103,11 @@ func printPlugins(w io.Writer, source string, rep admin.Report) {
 func healthWord(st pluginmgr.Status) string {
 	switch {
 	case !st.Up:
-		return "down (" + dash(st.LastError) + ")"
+		return "down (" + oneLine(dash(st.LastError), 100) + ")"
 	case st.Healthy:
 		return "healthy"
 	}
-	return "unhealthy (" + strings.TrimSpace(st.Health) + ")"
+	return "unhealthy (" + oneLine(st.Health, 100) + ")"
 }
 
 func dash(s string) string {
