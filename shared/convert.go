@@ -107,7 +107,9 @@ func resultToProto(r Result) *proto.ScanResponse {
 
 func resultFromProto(p *proto.ScanResponse) Result {
 	r := Result{
-		Verdict: verdictFromProto(p.Verdict), Confidence: p.Confidence, MalwareFamily: p.MalwareFamily,
+		// Clamped here too: a plugin need not be built on this package's
+		// server, and a NaN would break every JSON record downstream.
+		Verdict: verdictFromProto(p.Verdict), Confidence: ClampConfidence(p.Confidence), MalwareFamily: p.MalwareFamily,
 		Metadata: p.Metadata, Reason: p.Reason, Heuristic: p.Heuristic, BytesScanned: p.BytesScanned,
 	}
 	if r.Verdict == VerdictUnknown && r.Reason == "" && p.Verdict != proto.Verdict_VERDICT_UNKNOWN {

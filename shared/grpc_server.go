@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -41,7 +40,9 @@ func (s *grpcServer) Configure(ctx context.Context, req *proto.ConfigureRequest)
 		}
 		return resp, nil
 	default:
-		return &proto.ConfigureResponse{Errors: []*proto.FieldError{{Message: err.Error()}}}, nil
+		// Not a fault in the config (the plugin failed to apply it): an
+		// error, so the host does not blame a line of engine.hcl.
+		return nil, toStatus(err)
 	}
 }
 
@@ -92,12 +93,7 @@ func guardResult(r Result, content *chunkReader) Result {
 	default:
 		return Unknown("scanner answered an invalid verdict %q", r.Verdict)
 	}
-	if math.IsNaN(r.Confidence) || r.Confidence < 0 {
-		r.Confidence = 0
-	}
-	if r.Confidence > 1 {
-		r.Confidence = 1
-	}
+	r.Confidence = ClampConfidence(r.Confidence)
 	if r.Verdict != VerdictBenign {
 		return r
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -152,6 +153,39 @@ func Dispense(c *plugin.Client) (*GRPCClient, error) {
 		return nil, fmt.Errorf("plugin dispensed %T, not a scanner", raw)
 	}
 	return s, nil
+}
+
+// KillClient stops a plugin process within about twice timeout, whatever
+// state it is in. go-plugin's Kill waits without limit for the process's
+// pipes once it has force-killed it, so a wedged plugin must not hang the
+// host (or the conformance suite): past timeout the process gets SIGKILL,
+// and past another timeout the Kill call is abandoned.
+func KillClient(c *plugin.Client, timeout time.Duration, logger hclog.Logger) {
+	pid := 0
+	if rc := c.ReattachConfig(); rc != nil {
+		pid = rc.Pid
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Kill()
+	}()
+	select {
+	case <-done:
+		return
+	case <-time.After(timeout):
+	}
+	// Exited is checked so a pid that was reaped (and may be reused) is
+	// not signalled.
+	if pid > 0 && !c.Exited() {
+		logger.Warn("plugin did not stop in time; killing it", "pid", pid)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		logger.Error("plugin Kill still blocked; abandoning it", "pid", pid)
+	}
 }
 
 // FileSHA256 returns the hex sha256 of a file, as used by pins.

@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"strings"
 )
@@ -78,6 +79,17 @@ type Result struct {
 	// Reason explains an unknown verdict (or remarks on any other).
 	Reason       string
 	BytesScanned int64
+}
+
+// ClampConfidence bounds a confidence to [0, 1]; NaN counts as none.
+func ClampConfidence(c float64) float64 {
+	switch {
+	case math.IsNaN(c) || c < 0:
+		return 0
+	case c > 1:
+		return 1
+	}
+	return c
 }
 
 // Unknown is the answer for every fault: never benign.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -194,16 +195,8 @@ func Compose(results []PluginResult) Result {
 		case asked == 0:
 			out.Reason = "no enabled plugin scans this artifact type"
 		case len(reasons) > 0:
-			out.Reason = joinReasons(reasons)
+			out.Reason = strings.Join(reasons, "; ")
 		}
 	}
 	return out
-}
-
-func joinReasons(rs []string) string {
-	s := rs[0]
-	for _, r := range rs[1:] {
-		s += "; " + r
-	}
-	return s
 }

@@ -47,7 +47,7 @@ func ComputeBid(strategy config.Bid, rules Rules, verdict shared.Verdict, confid
 	case "custom":
 		minMul, maxMul = positiveOr1(strategy.MinMultiplier), positiveOr1(strategy.MaxMultiplier)
 	}
-	c := clamp01(confidence)
+	c := shared.ClampConfidence(confidence)
 
 	low := new(big.Rat).Mul(new(big.Rat).SetInt(lo), ratOf(minMul))
 	high := new(big.Rat).Mul(new(big.Rat).SetInt(hi), ratOf(maxMul))
@@ -79,15 +79,4 @@ func positiveOr1(f float64) float64 {
 		return f
 	}
 	return 1
-}
-
-// clamp01 bounds a confidence to [0, 1]; NaN counts as no confidence.
-func clamp01(c float64) float64 {
-	switch {
-	case math.IsNaN(c) || c < 0:
-		return 0
-	case c > 1:
-		return 1
-	}
-	return c
 }

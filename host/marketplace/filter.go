@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/microengine/microengine/host/config"
+	"github.com/microengine/microengine/shared"
 )
 
 // Confidence modifiers of the favor and penalize filters, as in
@@ -108,7 +109,7 @@ func (fs *Filters) Adjust(fields map[string]string, confidence float64) float64 
 			c *= penalizeFactor
 		}
 	}
-	return clamp01(c)
+	return shared.ClampConfidence(c)
 }
 
 func (f filter) String() string { return fmt.Sprintf("%s %s %q", f.Field, f.Op, f.Value) }

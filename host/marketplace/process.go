@@ -141,7 +141,7 @@ func sanitize(ctx context.Context, res engine.Result) engine.Result {
 	if res.Verdict != shared.VerdictMalicious && res.Verdict != shared.VerdictBenign {
 		res.Confidence = 0
 	}
-	res.Confidence = clamp01(res.Confidence)
+	res.Confidence = shared.ClampConfidence(res.Confidence)
 	return res
 }
 
@@ -183,8 +183,11 @@ func (s *Service) deliver(log hclog.Logger, key string, rec Record, res engine.R
 	}
 	s.store.FinishAsync([]byte(key), out, func(_ bool, ferr error) {
 		if ferr != nil {
-			// The answer went out; at worst it is posted again after a restart.
-			log.Error("cannot record the bounty's outcome", "error", ferr)
+			// The answer went out. Keeping the claim stops the sweep from
+			// scanning and posting it again every second; after a restart
+			// it is posted once more at worst.
+			log.Error("cannot record the bounty's outcome; it stays claimed until restart", "error", ferr)
+			return
 		}
 		s.release(key)
 	})

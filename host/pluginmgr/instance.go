@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -74,7 +73,7 @@ func launch(ctx context.Context, spec launchSpec, requireHealthy bool) (*instanc
 	ok := false
 	defer func() {
 		if !ok {
-			killClient(client, spec.logger, defaultKillTimeout)
+			shared.KillClient(client, defaultKillTimeout, spec.logger)
 		}
 	}()
 	scanner, err := shared.Dispense(client)
@@ -193,26 +192,3 @@ const (
 	callTimeout        = 10 * time.Second
 	defaultKillTimeout = 5 * time.Second
 )
-
-// killClient bounds go-plugin's Kill (which waits for the process without a
-// limit once it force-kills) and SIGKILLs the process if it overruns.
-func killClient(c *plugin.Client, logger hclog.Logger, timeout time.Duration) {
-	pid := 0
-	if rc := c.ReattachConfig(); rc != nil {
-		pid = rc.Pid
-	}
-	done := make(chan struct{})
-	go func() {
-		c.Kill()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(timeout):
-		if pid > 0 {
-			logger.Warn("plugin did not stop in time; killing it", "pid", pid)
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-		<-done
-	}
-}

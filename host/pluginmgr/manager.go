@@ -62,10 +62,15 @@ type Manager struct {
 
 	reloadMu sync.Mutex // one reload at a time
 
-	mu    sync.RWMutex
-	cfg   *config.Config
-	slots map[string]*slot
-	order []string
+	// bg tracks old processes draining after a swap or removal; Close
+	// waits for them.
+	bg sync.WaitGroup
+
+	mu     sync.RWMutex
+	cfg    *config.Config
+	slots  map[string]*slot
+	order  []string
+	closed bool
 }
 
 var _ engine.Plugins = (*Manager)(nil)
@@ -84,18 +89,14 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger, opts Opti
 		diags = append(diags, r.diags()...)
 	}
 	if diags.HasErrors() {
-		for _, r := range results {
-			if r.inst != nil {
-				killClient(r.inst.client, logger, m.opts.KillTimeout)
-			}
-		}
+		m.killLaunched(results)
 		return nil, diags
 	}
 	for _, r := range results {
-		m.slots[r.plugin.Name] = newSlot(r.plugin.Name, r.spec, r.plugin.Timeout, r.inst, m.opts, m.metrics, m.pluginLog(r.plugin.Name))
+		m.slots[r.plugin.Name] = newSlot(r.plugin.Name, r.spec, r.plugin.Timeout, r.inst, m.opts, m.metrics, &m.bg, m.pluginLog(r.plugin.Name))
 		m.order = append(m.order, r.plugin.Name)
 	}
-	return m, nil
+	return m, diags // warnings only
 }
 
 func enabled(cfg *config.Config) []config.Plugin {
@@ -164,6 +165,15 @@ func (m *Manager) launchAll(ctx context.Context, cfg *config.Config, plugins []c
 	return results
 }
 
+// killLaunched stops the processes of a launch that is being refused.
+func (m *Manager) killLaunched(results []launchResult) {
+	for _, r := range results {
+		if r.inst != nil {
+			shared.KillClient(r.inst.client, m.opts.KillTimeout, m.log)
+		}
+	}
+}
+
 // Plugins lists the enabled plugins in config order.
 func (m *Manager) Plugins() []engine.Plugin {
 	m.mu.RLock()
@@ -199,7 +209,7 @@ func (m *Manager) Close() {
 	defer m.reloadMu.Unlock()
 	m.mu.Lock()
 	slots := m.slots
-	m.slots, m.order = map[string]*slot{}, nil
+	m.slots, m.order, m.closed = map[string]*slot{}, nil, true
 	m.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, s := range slots {
@@ -210,6 +220,7 @@ func (m *Manager) Close() {
 		}(s)
 	}
 	wg.Wait()
+	m.bg.Wait()
 }
 
 // ReloadError reports a reload that was refused as a whole.
@@ -229,8 +240,11 @@ func (m *Manager) Reload(ctx context.Context, cfg *config.Config) error {
 	defer m.reloadMu.Unlock()
 
 	m.mu.RLock()
-	current := m.slots
+	current, closed := m.slots, m.closed
 	m.mu.RUnlock()
+	if closed {
+		return errors.New("reload: the plugin manager is closed")
+	}
 
 	var changed []config.Plugin
 	for _, p := range enabled(cfg) {
@@ -248,11 +262,7 @@ func (m *Manager) Reload(ctx context.Context, cfg *config.Config) error {
 		}
 	}
 	if diags.HasErrors() {
-		for _, r := range results {
-			if r.inst != nil {
-				killClient(r.inst.client, m.log, m.opts.KillTimeout)
-			}
-		}
+		m.killLaunched(results)
 		return &ReloadError{Diags: diags}
 	}
 
@@ -281,7 +291,7 @@ func (m *Manager) Reload(ctx context.Context, cfg *config.Config) error {
 			s.setSwapErr(nil)
 			m.metrics.swaps.WithLabelValues(p.Name).Inc()
 		case relaunched:
-			s = newSlot(p.Name, r.spec, p.Timeout, r.inst, m.opts, m.metrics, m.pluginLog(p.Name))
+			s = newSlot(p.Name, r.spec, p.Timeout, r.inst, m.opts, m.metrics, &m.bg, m.pluginLog(p.Name))
 			m.log.Info("plugin added", "plugin", p.Name, "pid", r.inst.pid)
 		default:
 			s.mu.Lock()
@@ -298,7 +308,11 @@ func (m *Manager) Reload(ctx context.Context, cfg *config.Config) error {
 	for name, s := range current {
 		if _, kept := next[name]; !kept {
 			m.log.Info("plugin removed; draining", "plugin", name)
-			go s.close()
+			m.bg.Add(1)
+			go func() {
+				defer m.bg.Done()
+				s.close()
+			}()
 		}
 	}
 	return errors.Join(failed...)

@@ -19,6 +19,9 @@ type slot struct {
 	log     hclog.Logger
 	metrics *metrics
 	opts    Options
+	// bg counts the manager's background work (draining old processes), so
+	// the manager's Close can wait for every process to be gone.
+	bg *sync.WaitGroup
 
 	mu       sync.Mutex
 	spec     launchSpec
@@ -35,9 +38,9 @@ type slot struct {
 	done chan struct{}
 }
 
-func newSlot(name string, spec launchSpec, timeout time.Duration, first *instance, opts Options, m *metrics, log hclog.Logger) *slot {
+func newSlot(name string, spec launchSpec, timeout time.Duration, first *instance, opts Options, m *metrics, bg *sync.WaitGroup, log hclog.Logger) *slot {
 	s := &slot{
-		name: name, log: log, metrics: m, opts: opts,
+		name: name, log: log, metrics: m, opts: opts, bg: bg,
 		spec: spec, timeout: timeout, cur: first, ready: make(chan struct{}),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -103,9 +106,9 @@ func (s *slot) acquire(ctx context.Context) (*instance, error) {
 		select {
 		case <-ready:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("plugin %s is unavailable (%s): %w", s.name, orDash(lastErr), ctx.Err())
+			return nil, fmt.Errorf("plugin %s is unavailable (%s): %w", s.name, lastErrOr(lastErr), ctx.Err())
 		case <-wait.C:
-			return nil, fmt.Errorf("plugin %s is unavailable: %s: %w", s.name, orDash(lastErr), shared.ErrPluginUnavailable)
+			return nil, fmt.Errorf("plugin %s is unavailable: %s: %w", s.name, lastErrOr(lastErr), shared.ErrPluginUnavailable)
 		}
 	}
 }
@@ -122,6 +125,23 @@ func (s *slot) poke() {
 func (s *slot) setCurrent(inst *instance, spec *launchSpec, timeout time.Duration) *instance {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.installLocked(inst, spec, timeout)
+}
+
+// replaceIf installs next only while want is still current: the supervisor
+// (relaunch, drop) and a reload (swap) act on the slot concurrently, and
+// neither may replace a process the other just installed.
+func (s *slot) replaceIf(want, next *instance) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur != want {
+		return false
+	}
+	s.installLocked(next, nil, 0)
+	return true
+}
+
+func (s *slot) installLocked(inst *instance, spec *launchSpec, timeout time.Duration) *instance {
 	old := s.cur
 	s.cur = inst
 	if inst != nil {
@@ -154,7 +174,8 @@ func (s *slot) supervise() {
 	defer exitPoll.Stop()
 	health := time.NewTicker(s.opts.HealthInterval)
 	defer health.Stop()
-	failures := 0 // consecutive failed health checks
+	failures := 0 // consecutive failed health checks of checked
+	var checked *instance
 	// streak counts failures (crashes soon after start, failed launches)
 	// in a row; it sets the backoff, so a plugin that keeps dying is not
 	// relaunched in a tight loop.
@@ -179,6 +200,9 @@ func (s *slot) supervise() {
 		case <-exitPoll.C:
 		case <-health.C:
 			if cur := s.current(); cur != nil {
+				if cur != checked { // failures count against one process only
+					checked, failures = cur, 0
+				}
 				if s.checkHealth(cur) {
 					failures = 0
 				} else if failures++; failures >= 2 {
@@ -209,11 +233,15 @@ func (s *slot) supervise() {
 			s.fail(fmt.Errorf("relaunch failed (next try in %s): %w", delay, err))
 			continue
 		}
+		if !s.replaceIf(nil, inst) {
+			// A reload swapped a process in while this one started.
+			shared.KillClient(inst.client, s.opts.KillTimeout, s.log)
+			continue
+		}
 		s.mu.Lock()
 		s.restarts++
 		s.mu.Unlock()
 		s.metrics.restarts.WithLabelValues(s.name).Inc()
-		s.setCurrent(inst, nil, 0)
 		s.log.Info("plugin relaunched", "pid", inst.pid, "version", inst.info.Version)
 	}
 }
@@ -226,16 +254,11 @@ func (s *slot) current() *instance {
 
 // drop takes a dead or hung process out of service and kills it.
 func (s *slot) drop(inst *instance, why error) {
-	s.mu.Lock()
-	if s.cur == inst {
-		s.mu.Unlock()
-		s.setCurrent(nil, nil, 0)
-	} else {
-		s.mu.Unlock()
+	if s.replaceIf(inst, nil) {
+		s.fail(why)
 	}
-	s.fail(why)
 	inst.retire()
-	killClient(inst.client, s.log, s.opts.KillTimeout)
+	shared.KillClient(inst.client, s.opts.KillTimeout, s.log)
 }
 
 func (s *slot) checkHealth(inst *instance) bool {
@@ -261,7 +284,11 @@ func (s *slot) swapTo(inst *instance, spec launchSpec, timeout time.Duration) {
 	old := s.setCurrent(inst, &spec, timeout)
 	s.log.Info("plugin swapped", "pid", inst.pid, "version", inst.info.Version, "sha256", inst.sha256)
 	if old != nil {
-		go s.retireAfterDrain(old)
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			s.retireAfterDrain(old)
+		}()
 	}
 }
 
@@ -271,7 +298,7 @@ func (s *slot) retireAfterDrain(old *instance) {
 	case <-time.After(s.opts.DrainTimeout):
 		s.log.Warn("old plugin process did not drain in time; stopping it", "pid", old.pid)
 	}
-	killClient(old.client, s.log, s.opts.KillTimeout)
+	shared.KillClient(old.client, s.opts.KillTimeout, s.log)
 	s.log.Debug("plugin process stopped", "pid", old.pid)
 }
 
@@ -309,7 +336,7 @@ func boolGauge(b bool) float64 {
 	return 0
 }
 
-func orDash(s string) string {
+func lastErrOr(s string) string {
 	if s == "" {
 		return "starting"
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/microengine/microengine/shared"
@@ -337,15 +338,7 @@ func (r *runner) dropSession() {
 const killTimeout = 5 * time.Second
 
 func killClient(c *plugin.Client) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c.Kill()
-	}()
-	select {
-	case <-done:
-	case <-time.After(killTimeout):
-	}
+	shared.KillClient(c, killTimeout, hclog.NewNullLogger())
 }
 
 // launchError keeps go-plugin's error for errors.Is but shows only its

@@ -89,8 +89,8 @@ func printPlugins(w io.Writer, source string, rep admin.Report) {
 		if !st.StartedAt.IsZero() {
 			started = st.StartedAt.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\n", st.Name, dash(st.Version), dash(st.VendorVersion),
-			dash(st.SignaturesVersion), healthWord(st), st.PID, dash(sum), started, st.Restarts)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\n", st.Name, orDash(st.Version), orDash(st.VendorVersion),
+			orDash(st.SignaturesVersion), healthWord(st), st.PID, orDash(sum), started, st.Restarts)
 	}
 	tw.Flush()
 	for _, st := range rep.Plugins {
@@ -103,18 +103,11 @@ func printPlugins(w io.Writer, source string, rep admin.Report) {
 func healthWord(st pluginmgr.Status) string {
 	switch {
 	case !st.Up:
-		return "down (" + oneLine(dash(st.LastError), 100) + ")"
+		return "down (" + oneLine(orDash(st.LastError), 100) + ")"
 	case st.Healthy:
 		return "healthy"
 	}
 	return "unhealthy (" + oneLine(st.Health, 100) + ")"
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 // runReload asks a running engine to re-read engine.hcl and swap what
