@@ -240,3 +240,45 @@ func TestNoPluginOutlivesTheEngine(t *testing.T) {
 		waitGone(t, pid, 3*time.Second)
 	}
 }
+
+// TestReloadCommand runs an engine with swap = "reload": a new binary is
+// ignored until `microengine reload`, and a broken engine.hcl is refused
+// whole with the running plugins untouched.
+func TestReloadCommand(t *testing.T) {
+	clamd := devclamd.StartT(t, devclamd.Options{})
+	dir := engineDir(t, clamd, "")
+	cfgPath := filepath.Join(dir, "engine.hcl")
+	src, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withSwap := strings.Replace(string(src), "engine {\n", "engine {\n  swap = \"reload\"\n", 1)
+	os.WriteFile(cfgPath, []byte(withSwap), 0o644)
+	eng := startEngine(t, dir)
+	before := eng.plugins()["eicar"]
+
+	install(t, bins.eicarV2, filepath.Join(dir, "plugins", "microengine-plugin-eicar"))
+	time.Sleep(1500 * time.Millisecond)
+	if now := eng.plugins()["eicar"]; now.Version != "1.0.0" || now.PID != before.PID {
+		t.Fatalf("swap = \"reload\" swapped on its own: %+v", now)
+	}
+
+	// A broken engine.hcl: refused, nothing changes.
+	os.WriteFile(cfgPath, []byte(withSwap+"\nplugin \"eicar\" {\n  path = \"./nope\"\n}\n"), 0o644)
+	out, err := exec.Command(bins.host, "reload", "-config", cfgPath).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "engine.hcl:") {
+		t.Fatalf("reload with a broken engine.hcl: %v\n%s\nwant a refusal with file:line", err, out)
+	}
+	os.WriteFile(cfgPath, []byte(withSwap), 0o644)
+	if now := eng.plugins()["eicar"]; now.PID != before.PID {
+		t.Fatalf("a refused reload changed the running plugin: %+v", now)
+	}
+	out, err = exec.Command(bins.host, "reload", "-config", cfgPath).CombinedOutput()
+	if err != nil {
+		t.Fatalf("microengine reload: %v\n%s", err, out)
+	}
+	if now := eng.plugins()["eicar"]; now.Version != "2.0.0" || now.PID == before.PID {
+		t.Fatalf("after microengine reload: %+v; want 2.0.0 in a new process", now)
+	}
+	waitGone(t, before.PID, 10*time.Second)
+}
