@@ -11,7 +11,7 @@ PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
 TOOLS     := $(CURDIR)/build/tools
 
-.PHONY: all build deps test unit e2e run proto lint clean bench conformance
+.PHONY: all build deps test unit e2e run proto lint clean bench conformance fuzz
 
 all: build
 
@@ -52,6 +52,10 @@ conformance: deps build
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./plugins/clamav/... ./host/marketplace/...
 	$(GO) test -tags e2e -run '^$$' -bench 'EngineLoad|EngineSoak' -benchtime 1x -timeout 30m ./test/e2e/
+
+# The clamd reply parser under the fuzzer (30 s; not part of make test).
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseReply -fuzztime 30s ./plugins/clamav/clamd
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
