@@ -191,17 +191,9 @@ func (c *Client) Bounties(ctx context.Context, oldestFirst bool, fn func(json.Ra
 	if oldestFirst {
 		order = "oldest"
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/bounties?order="+order, nil)
+	resp, err := c.send(ctx, http.MethodGet, "/v1/bounties?order="+order)
 	if err != nil {
 		return err
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
-			return fmt.Errorf("%w: %v", ErrNotRunning, err)
-		}
-		return fmt.Errorf("admin bounties: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -227,18 +219,27 @@ func (c *Client) Bounties(ctx context.Context, oldestFirst bool, fn func(json.Ra
 	}
 }
 
-func (c *Client) do(ctx context.Context, method, path string, out any) error {
+// send makes one request; a refused dial means no engine is running.
+func (c *Client) send(ctx context.Context, method, path string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) && op.Op == "dial" {
-			return fmt.Errorf("%w: %v", ErrNotRunning, err)
+			return nil, fmt.Errorf("%w: %v", ErrNotRunning, err)
 		}
-		return fmt.Errorf("admin %s %s: %w", method, path, err)
+		return nil, fmt.Errorf("admin %s %s: %w", method, path, err)
+	}
+	return resp, nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, out any) error {
+	resp, err := c.send(ctx, method, path)
+	if err != nil {
+		return err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))

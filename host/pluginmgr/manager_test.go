@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +24,7 @@ import (
 	"github.com/microengine/microengine/host/engine"
 	"github.com/microengine/microengine/host/pluginmgr"
 	"github.com/microengine/microengine/internal/testbin"
+	"github.com/microengine/microengine/internal/testproc"
 	"github.com/microengine/microengine/shared"
 )
 
@@ -193,23 +193,6 @@ func TestEicarThroughRealPlugin(t *testing.T) {
 	}
 }
 
-// vmHWM is a process's peak resident memory, in bytes.
-func vmHWM(t *testing.T, pid int) int64 {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
-			kb, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
-			return kb << 10
-		}
-	}
-	t.Fatal("no VmHWM")
-	return 0
-}
-
 // TestLargeArtifactFlatMemory streams 100 MiB through host and plugin and
 // checks neither holds it: the plugin's peak RSS and the host's peak heap
 // stay far below the artifact's size.
@@ -263,7 +246,7 @@ func TestLargeArtifactFlatMemory(t *testing.T) {
 	if res.Verdict != shared.VerdictMalicious {
 		t.Fatalf("verdict = %s (%s), want malicious (EICAR at the end of 100 MiB)", res.Verdict, res.Reason)
 	}
-	pluginPeak := vmHWM(t, status(t, m).PID)
+	pluginPeak := testproc.MemoryStatus(status(t, m).PID, "VmHWM")
 	t.Logf("host peak heap %d MiB, plugin peak RSS %d MiB", peak.Load()>>20, pluginPeak>>20)
 	if peak.Load() > 32<<20 {
 		t.Errorf("host heap peaked at %d MiB streaming 100 MiB; want < 32 MiB", peak.Load()>>20)
@@ -483,23 +466,12 @@ func waitGone(t *testing.T, pid int, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
-		if !processAlive(pid) {
+		if !testproc.Alive(pid) {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Errorf("process %d still alive %s later", pid, within)
-}
-
-// processAlive treats a zombie as gone: it has exited and only waits for
-// its parent to reap it.
-func processAlive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	return len(fields) > 0 && fields[0] != "Z"
 }
 
 func TestWatchSwapsReplacedBinary(t *testing.T) {

@@ -8,12 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/microengine/microengine/host/simulator"
+	"github.com/microengine/microengine/internal/testproc"
 )
 
 // BenchmarkEngineLoad drives the real engine process (`microengine run`
@@ -67,7 +67,7 @@ marketplace {
 `, secret)
 		os.WriteFile(filepath.Join(dir, "engine.hcl"), []byte(cfg), 0o644)
 		eng := startEngine(b, dir)
-		pluginPID := childPIDs(eng.cmd.Process.Pid)
+		pluginPID := testproc.Children(eng.cmd.Process.Pid)
 
 		var samples []memSample
 		var mu sync.Mutex
@@ -85,10 +85,10 @@ marketplace {
 				case <-tick.C:
 				}
 				s := memSample{at: time.Since(start)}
-				s.engine, s.engineFile = rssOf(eng.cmd.Process.Pid)
+				s.engine = testproc.MemoryStatus(eng.cmd.Process.Pid, "RssAnon")
+				s.engineFile = testproc.MemoryStatus(eng.cmd.Process.Pid, "RssFile")
 				for _, p := range pluginPID {
-					anon, _ := rssOf(p)
-					s.plugins += anon
+					s.plugins += testproc.MemoryStatus(p, "RssAnon")
 				}
 				mu.Lock()
 				samples = append(samples, s)
@@ -143,25 +143,4 @@ type memSample struct {
 	at                 time.Duration
 	engine, engineFile int64
 	plugins            int64
-}
-
-func rssOf(pid int) (anon, file int64) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "RssAnon:":
-			anon = kb << 10
-		case "RssFile:":
-			file = kb << 10
-		}
-	}
-	return anon, file
 }

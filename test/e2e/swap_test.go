@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/microengine/microengine/internal/devclamd"
 	"github.com/microengine/microengine/internal/samples"
+	"github.com/microengine/microengine/internal/testproc"
 )
 
 type pluginStatus struct {
@@ -142,19 +142,10 @@ func (d *driver) finish(t *testing.T) {
 	t.Logf("%d bounties under load, %d wrong", len(d.sent), wrong)
 }
 
-func processAlive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	return len(f) > 0 && f[0] != "Z"
-}
-
 func waitGone(t *testing.T, pid int, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
-	for processAlive(pid) {
+	for testproc.Alive(pid) {
 		if time.Now().After(deadline) {
 			t.Fatalf("process %d still alive after %s", pid, within)
 		}

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"github.com/microengine/microengine/internal/testbin"
+	"github.com/microengine/microengine/internal/testproc"
 )
 
 const eicar = `X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*`
@@ -202,7 +201,7 @@ func TestPluginsDieWithTheHost(t *testing.T) {
 	var plugins []int
 	deadline := time.Now().Add(10 * time.Second)
 	for len(plugins) == 0 && time.Now().Before(deadline) {
-		plugins = childrenOf(t, cmd.Process.Pid)
+		plugins = testproc.Children(cmd.Process.Pid)
 		time.Sleep(20 * time.Millisecond)
 	}
 	if len(plugins) == 0 {
@@ -213,7 +212,7 @@ func TestPluginsDieWithTheHost(t *testing.T) {
 	cmd.Wait()
 	deadline = time.Now().Add(3 * time.Second)
 	for _, pid := range plugins {
-		for alive(pid) {
+		for testproc.Alive(pid) {
 			if time.Now().After(deadline) {
 				syscall.Kill(pid, syscall.SIGKILL)
 				t.Fatalf("plugin process %d outlived its killed host by 3s", pid)
@@ -221,52 +220,4 @@ func TestPluginsDieWithTheHost(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-}
-
-func childrenOf(t *testing.T, parent int) []int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if ppid, ok := parentOf(pid); ok && ppid == parent {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
-func parentOf(pid int) (int, bool) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, false
-	}
-	defer f.Close()
-	line, _ := bufio.NewReader(f).ReadString('\n')
-	i := strings.LastIndexByte(line, ')')
-	if i < 0 {
-		return 0, false
-	}
-	fields := strings.Fields(line[i+1:])
-	if len(fields) < 2 {
-		return 0, false
-	}
-	ppid, err := strconv.Atoi(fields[1])
-	return ppid, err == nil
-}
-
-// alive treats a zombie as dead: it has exited, only unreaped.
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	return len(fields) > 0 && fields[0] != "Z"
 }
