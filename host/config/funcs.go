@@ -43,11 +43,7 @@ func NewEvalContext(dir string) *hcl.EvalContext {
 				Params:      []function.Parameter{{Name: "path", Type: cty.String}},
 				Type:        function.StaticReturnType(cty.String),
 				Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-					p := args[0].AsString()
-					if !filepath.IsAbs(p) {
-						p = filepath.Join(dir, p)
-					}
-					b, err := os.ReadFile(p)
+					b, err := os.ReadFile(resolve(dir, args[0].AsString()))
 					if err != nil {
 						return cty.NilVal, fmt.Errorf("read file: %w", err)
 					}
@@ -59,11 +55,7 @@ func NewEvalContext(dir string) *hcl.EvalContext {
 				Params:      []function.Parameter{{Name: "path", Type: cty.String}},
 				Type:        function.StaticReturnType(cty.String),
 				Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-					p := args[0].AsString()
-					if !filepath.IsAbs(p) {
-						p = filepath.Join(dir, p)
-					}
-					return cty.StringVal(filepath.Clean(p)), nil
+					return cty.StringVal(resolve(dir, args[0].AsString())), nil
 				},
 			}),
 			"trimspace": function.New(&function.Spec{
@@ -76,4 +68,12 @@ func NewEvalContext(dir string) *hcl.EvalContext {
 			}),
 		},
 	}
+}
+
+// resolve makes p absolute against dir, the config file's folder.
+func resolve(dir, p string) string {
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(dir, p)
 }
