@@ -142,13 +142,19 @@ func fromStatus(call string, err error) error {
 	if !ok {
 		return fmt.Errorf("%s: %w", call, err)
 	}
+	wrap := func(kind error) error {
+		if st.Message() == kind.Error() {
+			return fmt.Errorf("%s: %w", call, kind)
+		}
+		return fmt.Errorf("%s: %w: %s", call, kind, st.Message())
+	}
 	switch st.Code() {
 	case codes.Canceled:
-		return fmt.Errorf("%s: %w: %s", call, context.Canceled, st.Message())
+		return wrap(context.Canceled)
 	case codes.DeadlineExceeded:
-		return fmt.Errorf("%s: %w: %s", call, context.DeadlineExceeded, st.Message())
+		return wrap(context.DeadlineExceeded)
 	case codes.Unavailable:
-		return fmt.Errorf("%s: %w: %s", call, ErrPluginUnavailable, st.Message())
+		return wrap(ErrPluginUnavailable)
 	}
 	return fmt.Errorf("%s: %s: %s", call, st.Code(), st.Message())
 }
