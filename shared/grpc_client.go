@@ -1,6 +1,7 @@
 package shared
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,10 +22,13 @@ type GRPCClient struct {
 	// bufs recycles chunk buffers: at thousands of small scans a second, a
 	// fresh chunk-sized buffer per scan is a large share of the host's CPU.
 	bufs *sync.Pool
+	// sessions carry small artifacts whole; shared by every copy of the
+	// client made by WithChunkSize, as they share the connection.
+	sessions *sessionPool
 }
 
-func newGRPCClient(c proto.ScannerClient, chunkSize int) *GRPCClient {
-	return &GRPCClient{client: c, chunkSize: chunkSize, bufs: &sync.Pool{
+func newGRPCClient(c proto.ScannerClient, chunkSize int, sessions *sessionPool) *GRPCClient {
+	return &GRPCClient{client: c, chunkSize: chunkSize, sessions: sessions, bufs: &sync.Pool{
 		New: func() any { b := make([]byte, chunkSize); return &b },
 	}}
 }
@@ -40,7 +44,7 @@ func (c *GRPCClient) WithChunkSize(n int) *GRPCClient {
 	if n > MaxChunkSize {
 		n = MaxChunkSize
 	}
-	return newGRPCClient(c.client, n)
+	return newGRPCClient(c.client, n, c.sessions)
 }
 
 func (c *GRPCClient) Info(ctx context.Context) (Info, error) {
@@ -83,6 +87,15 @@ func (c *GRPCClient) Health(ctx context.Context) (Health, error) {
 // chunks. A read error on the content cancels the stream, so the plugin
 // never mistakes a short read for the end of the artifact.
 func (c *GRPCClient) Scan(ctx context.Context, a Artifact) (Result, error) {
+	// An artifact that fits in one chunk goes whole over a session; the
+	// rest, and every artifact of a plugin without sessions, is streamed.
+	if a.Size >= 0 && a.Size <= int64(c.chunkSize) && a.Content != nil && c.sessions.enabled() {
+		return c.scanInline(ctx, a)
+	}
+	return c.scanStream(ctx, a)
+}
+
+func (c *GRPCClient) scanStream(ctx context.Context, a Artifact) (Result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := c.client.Scan(ctx)
@@ -162,3 +175,31 @@ func fromStatus(call string, err error) error {
 // ErrPluginUnavailable means the plugin process could not be reached (it
 // died, or is being relaunched).
 var ErrPluginUnavailable = errors.New("plugin unavailable")
+
+// scanInline reads a small artifact whole and scans it over a session. One
+// byte more than announced is read, so an overlong artifact reaches the
+// plugin's guard as such.
+func (c *GRPCClient) scanInline(ctx context.Context, a Artifact) (Result, error) {
+	content := make([]byte, a.Size+1)
+	n, err := io.ReadFull(a.Content, content)
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return Result{}, fmt.Errorf("scan: read artifact content: %w", err)
+	}
+	content = content[:n]
+	header := &proto.ScanHeader{ArtifactId: a.ID, Type: artifactTypeToProto(a.Type), Size: a.Size, Metadata: a.Metadata, Inline: content}
+	if d, ok := ctx.Deadline(); ok {
+		header.DeadlineUnixNano = d.UnixNano()
+	}
+	resp, err := c.sessions.scan(ctx, header)
+	if errors.Is(err, errNoSessions) {
+		a.Content = bytes.NewReader(content)
+		return c.scanStream(ctx, a)
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	if resp.ErrorCode != 0 {
+		return Result{}, fromStatus("scan", status.Error(codes.Code(resp.ErrorCode), resp.ErrorMessage))
+	}
+	return resultFromProto(resp), nil
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -67,7 +68,7 @@ func (s *grpcServer) Scan(stream proto.Scanner_ScanServer) error {
 		return status.Error(codes.InvalidArgument, "the first message of a scan must be its header")
 	}
 	ctx := stream.Context()
-	content := &chunkReader{stream: stream, size: header.Size}
+	content := &chunkReader{recv: stream.Recv, size: header.Size}
 	a := Artifact{
 		ID:       header.ArtifactId,
 		Type:     artifactTypeFromProto(header.Type),
@@ -81,6 +82,48 @@ func (s *grpcServer) Scan(stream proto.Scanner_ScanServer) error {
 	}
 	res = guardResult(res, content)
 	return stream.SendAndClose(resultToProto(res))
+}
+
+func (s *grpcServer) ScanSession(stream proto.Scanner_ScanSessionServer) error {
+	for {
+		header, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return toStatus(fmt.Errorf("receive header: %w", err))
+		}
+		if err := stream.Send(s.scanInline(stream.Context(), header)); err != nil {
+			return toStatus(fmt.Errorf("send answer: %w", err))
+		}
+	}
+}
+
+// scanInline scans one whole artifact of a session. The content goes
+// through the same reader and guard as a streamed one, so a header whose
+// size does not match its content cannot pass as benign.
+func (s *grpcServer) scanInline(ctx context.Context, h *proto.ScanHeader) *proto.ScanResponse {
+	if h.DeadlineUnixNano > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, time.Unix(0, h.DeadlineUnixNano))
+		defer cancel()
+	}
+	sent := false
+	content := &chunkReader{size: h.Size, recv: func() (*proto.ScanRequest, error) {
+		if sent {
+			return nil, io.EOF
+		}
+		sent = true
+		return &proto.ScanRequest{Msg: &proto.ScanRequest_Chunk{Chunk: h.Inline}}, nil
+	}}
+	res, err := s.impl.Scan(ctx, Artifact{
+		ID: h.ArtifactId, Type: artifactTypeFromProto(h.Type), Size: h.Size, Metadata: h.Metadata, Content: content,
+	})
+	if err != nil {
+		st := status.Convert(toStatus(err))
+		return &proto.ScanResponse{ErrorCode: int32(st.Code()), ErrorMessage: st.Message()}
+	}
+	return resultToProto(guardResult(res, content))
 }
 
 // guardResult enforces the verdict rule at the boundary, whatever the
@@ -117,12 +160,12 @@ var ErrStreamLength = errors.New("content length does not match the announced si
 // chunkReader reads an artifact's content from the scan stream, one chunk
 // message at a time, without copying or holding more than one chunk.
 type chunkReader struct {
-	stream proto.Scanner_ScanServer
-	buf    []byte
-	n      int64
-	size   int64
-	err    error
-	eof    bool
+	recv func() (*proto.ScanRequest, error)
+	buf  []byte
+	n    int64
+	size int64
+	err  error
+	eof  bool
 }
 
 func (r *chunkReader) Read(p []byte) (int, error) {
@@ -130,7 +173,7 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 		if r.err != nil {
 			return 0, r.err
 		}
-		msg, err := r.stream.Recv()
+		msg, err := r.recv()
 		switch {
 		case err == io.EOF:
 			r.eof = true

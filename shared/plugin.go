@@ -64,7 +64,8 @@ func (p *ScannerPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
 }
 
 func (p *ScannerPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
-	return newGRPCClient(proto.NewScannerClient(c), DefaultChunkSize), nil
+	client := proto.NewScannerClient(c)
+	return newGRPCClient(client, DefaultChunkSize, newSessionPool(client)), nil
 }
 
 // LaunchConfig says how to start one plugin binary.

@@ -4,12 +4,19 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/microengine/microengine/shared/proto"
 )
 
 // testScanner's behaviour is set per test; the shims between it and the
@@ -187,5 +194,97 @@ func TestParseSize(t *testing.T) {
 		if _, err := ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) accepted", in)
 		}
+	}
+}
+
+func TestSessionsCarrySmallArtifacts(t *testing.T) {
+	var sawDeadline atomic.Bool
+	c := connect(t, &testScanner{scan: func(ctx context.Context, a Artifact) (Result, error) {
+		if _, ok := ctx.Deadline(); ok {
+			sawDeadline.Store(true)
+		}
+		b, err := io.ReadAll(a.Content)
+		if err != nil {
+			return Unknown("read: %v", err), nil
+		}
+		if bytes.Equal(b, []byte("block")) {
+			<-ctx.Done()
+			return Result{}, ctx.Err()
+		}
+		return Result{Verdict: VerdictBenign, Confidence: 1, BytesScanned: int64(len(b))}, nil
+	}})
+	scan := func(ctx context.Context, content string, size int64) (Result, error) {
+		return c.Scan(ctx, Artifact{Type: ArtifactFile, Size: size, Content: strings.NewReader(content)})
+	}
+	ctx := context.Background()
+	for i := range 50 { // many scans reuse few streams
+		res, err := scan(ctx, fmt.Sprint("small ", i), int64(len(fmt.Sprint("small ", i))))
+		if err != nil || res.Verdict != VerdictBenign {
+			t.Fatalf("scan %d: %v %+v", i, err, res)
+		}
+	}
+	if n := len(c.sessions.idle); n == 0 || n > 2 {
+		t.Errorf("%d idle sessions after serial scans; want them reused", n)
+	}
+	if res, err := scan(ctx, "0123456789", 5); err != nil || res.Verdict != VerdictUnknown {
+		t.Errorf("overlong inline artifact: %v %+v; want unknown", err, res)
+	}
+	if res, err := scan(ctx, "abc", 5); err != nil || res.Verdict != VerdictUnknown {
+		t.Errorf("short inline artifact: %v %+v; want unknown", err, res)
+	}
+
+	// The deadline travels with the header, and a cancelled scan returns
+	// at once and leaves the pool usable.
+	dctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := scan(dctx, "block", 5); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 2*time.Second {
+		t.Fatalf("blocked inline scan: %v after %s; want context.DeadlineExceeded promptly", err, time.Since(start))
+	}
+	if !sawDeadline.Load() {
+		t.Error("the plugin never saw a deadline")
+	}
+	cctx, ccancel := context.WithCancel(ctx)
+	time.AfterFunc(50*time.Millisecond, ccancel)
+	if _, err := c.Scan(cctx, Artifact{Type: ArtifactFile, Size: 5, Content: strings.NewReader("block")}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled inline scan: %v; want context.Canceled", err)
+	}
+	if res, err := scan(ctx, "after", 5); err != nil || res.Verdict != VerdictBenign {
+		t.Fatalf("scan after a cancelled one: %v %+v", err, res)
+	}
+}
+
+// noSessionsPlugin is a plugin built against the contract before ScanSession.
+type noSessionsPlugin struct{ ScannerPlugin }
+
+type noSessionsServer struct{ *grpcServer }
+
+func (noSessionsServer) ScanSession(proto.Scanner_ScanSessionServer) error {
+	return status.Error(codes.Unimplemented, "method ScanSession not implemented")
+}
+
+func (p *noSessionsPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	proto.RegisterScannerServer(s, noSessionsServer{&grpcServer{impl: p.Impl}})
+	return nil
+}
+
+func TestPluginsWithoutSessionsGetStreams(t *testing.T) {
+	client, _ := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{
+		PluginName: &noSessionsPlugin{ScannerPlugin{Impl: &testScanner{scan: readAllBenign}}},
+	})
+	t.Cleanup(func() { client.Close() })
+	raw, err := client.Dispense(PluginName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := raw.(*GRPCClient)
+	for i := range 3 {
+		res, err := c.Scan(context.Background(), Artifact{Type: ArtifactFile, Size: 5, Content: strings.NewReader("hello")})
+		if err != nil || res.Verdict != VerdictBenign || res.BytesScanned != 5 {
+			t.Fatalf("scan %d against an old plugin: %v %+v", i, err, res)
+		}
+	}
+	if c.sessions.enabled() {
+		t.Error("sessions still enabled against a plugin without them")
 	}
 }

@@ -678,10 +678,13 @@ type ScanHeader struct {
 	ArtifactId string                 `protobuf:"bytes,1,opt,name=artifact_id,json=artifactId,proto3" json:"artifact_id,omitempty"`
 	Type       ArtifactType           `protobuf:"varint,2,opt,name=type,proto3,enum=microengine.scanner.v1.ArtifactType" json:"type,omitempty"`
 	// Size in bytes when known; -1 when not.
-	Size          int64             `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
-	Metadata      map[string]string `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Size     int64             `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Metadata map[string]string `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// ScanSession only: the scan's deadline (0: none) and the whole content.
+	DeadlineUnixNano int64  `protobuf:"varint,5,opt,name=deadline_unix_nano,json=deadlineUnixNano,proto3" json:"deadline_unix_nano,omitempty"`
+	Inline           []byte `protobuf:"bytes,6,opt,name=inline,proto3" json:"inline,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ScanHeader) Reset() {
@@ -738,6 +741,20 @@ func (x *ScanHeader) GetSize() int64 {
 func (x *ScanHeader) GetMetadata() map[string]string {
 	if x != nil {
 		return x.Metadata
+	}
+	return nil
+}
+
+func (x *ScanHeader) GetDeadlineUnixNano() int64 {
+	if x != nil {
+		return x.DeadlineUnixNano
+	}
+	return 0
+}
+
+func (x *ScanHeader) GetInline() []byte {
+	if x != nil {
+		return x.Inline
 	}
 	return nil
 }
@@ -831,9 +848,13 @@ type ScanResponse struct {
 	MalwareFamily string                 `protobuf:"bytes,3,opt,name=malware_family,json=malwareFamily,proto3" json:"malware_family,omitempty"`
 	Metadata      map[string]string      `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Why the verdict is unknown (or any other remark).
-	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
-	Heuristic     bool   `protobuf:"varint,6,opt,name=heuristic,proto3" json:"heuristic,omitempty"`
-	BytesScanned  int64  `protobuf:"varint,7,opt,name=bytes_scanned,json=bytesScanned,proto3" json:"bytes_scanned,omitempty"`
+	Reason       string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	Heuristic    bool   `protobuf:"varint,6,opt,name=heuristic,proto3" json:"heuristic,omitempty"`
+	BytesScanned int64  `protobuf:"varint,7,opt,name=bytes_scanned,json=bytesScanned,proto3" json:"bytes_scanned,omitempty"`
+	// ScanSession only: a failed scan (a gRPC status code and message, as
+	// Scan would have returned).
+	ErrorCode     int32  `protobuf:"varint,8,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorMessage  string `protobuf:"bytes,9,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -917,6 +938,20 @@ func (x *ScanResponse) GetBytesScanned() int64 {
 	return 0
 }
 
+func (x *ScanResponse) GetErrorCode() int32 {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return 0
+}
+
+func (x *ScanResponse) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
 var File_shared_proto_scanner_proto protoreflect.FileDescriptor
 
 const file_shared_proto_scanner_proto_rawDesc = "" +
@@ -960,21 +995,23 @@ const file_shared_proto_scanner_proto_rawDesc = "" +
 	"\ahealthy\x18\x01 \x01(\bR\ahealthy\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12%\n" +
 	"\x0evendor_version\x18\x03 \x01(\tR\rvendorVersion\x12-\n" +
-	"\x12signatures_version\x18\x04 \x01(\tR\x11signaturesVersion\"\x86\x02\n" +
+	"\x12signatures_version\x18\x04 \x01(\tR\x11signaturesVersion\"\xcc\x02\n" +
 	"\n" +
 	"ScanHeader\x12\x1f\n" +
 	"\vartifact_id\x18\x01 \x01(\tR\n" +
 	"artifactId\x128\n" +
 	"\x04type\x18\x02 \x01(\x0e2$.microengine.scanner.v1.ArtifactTypeR\x04type\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12L\n" +
-	"\bmetadata\x18\x04 \x03(\v20.microengine.scanner.v1.ScanHeader.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\x04 \x03(\v20.microengine.scanner.v1.ScanHeader.MetadataEntryR\bmetadata\x12,\n" +
+	"\x12deadline_unix_nano\x18\x05 \x01(\x03R\x10deadlineUnixNano\x12\x16\n" +
+	"\x06inline\x18\x06 \x01(\fR\x06inline\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"j\n" +
 	"\vScanRequest\x12<\n" +
 	"\x06header\x18\x01 \x01(\v2\".microengine.scanner.v1.ScanHeaderH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
-	"\x03msg\"\xf8\x02\n" +
+	"\x03msg\"\xbc\x03\n" +
 	"\fScanResponse\x129\n" +
 	"\averdict\x18\x01 \x01(\x0e2\x1f.microengine.scanner.v1.VerdictR\averdict\x12\x1e\n" +
 	"\n" +
@@ -984,7 +1021,10 @@ const file_shared_proto_scanner_proto_rawDesc = "" +
 	"\bmetadata\x18\x04 \x03(\v22.microengine.scanner.v1.ScanResponse.MetadataEntryR\bmetadata\x12\x16\n" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1c\n" +
 	"\theuristic\x18\x06 \x01(\bR\theuristic\x12#\n" +
-	"\rbytes_scanned\x18\a \x01(\x03R\fbytesScanned\x1a;\n" +
+	"\rbytes_scanned\x18\a \x01(\x03R\fbytesScanned\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\b \x01(\x05R\terrorCode\x12#\n" +
+	"\rerror_message\x18\t \x01(\tR\ferrorMessage\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\\\n" +
@@ -997,12 +1037,13 @@ const file_shared_proto_scanner_proto_rawDesc = "" +
 	"\x0fVERDICT_UNKNOWN\x10\x01\x12\x12\n" +
 	"\x0eVERDICT_BENIGN\x10\x02\x12\x16\n" +
 	"\x12VERDICT_SUSPICIOUS\x10\x03\x12\x15\n" +
-	"\x11VERDICT_MALICIOUS\x10\x042\xec\x02\n" +
+	"\x11VERDICT_MALICIOUS\x10\x042\xc9\x03\n" +
 	"\aScanner\x12Q\n" +
 	"\x04Info\x12#.microengine.scanner.v1.InfoRequest\x1a$.microengine.scanner.v1.InfoResponse\x12`\n" +
 	"\tConfigure\x12(.microengine.scanner.v1.ConfigureRequest\x1a).microengine.scanner.v1.ConfigureResponse\x12W\n" +
 	"\x06Health\x12%.microengine.scanner.v1.HealthRequest\x1a&.microengine.scanner.v1.HealthResponse\x12S\n" +
-	"\x04Scan\x12#.microengine.scanner.v1.ScanRequest\x1a$.microengine.scanner.v1.ScanResponse(\x01B1Z/github.com/microengine/microengine/shared/protob\x06proto3"
+	"\x04Scan\x12#.microengine.scanner.v1.ScanRequest\x1a$.microengine.scanner.v1.ScanResponse(\x01\x12[\n" +
+	"\vScanSession\x12\".microengine.scanner.v1.ScanHeader\x1a$.microengine.scanner.v1.ScanResponse(\x010\x01B1Z/github.com/microengine/microengine/shared/protob\x06proto3"
 
 var (
 	file_shared_proto_scanner_proto_rawDescOnce sync.Once
@@ -1052,12 +1093,14 @@ var file_shared_proto_scanner_proto_depIdxs = []int32{
 	6,  // 12: microengine.scanner.v1.Scanner.Configure:input_type -> microengine.scanner.v1.ConfigureRequest
 	9,  // 13: microengine.scanner.v1.Scanner.Health:input_type -> microengine.scanner.v1.HealthRequest
 	12, // 14: microengine.scanner.v1.Scanner.Scan:input_type -> microengine.scanner.v1.ScanRequest
-	5,  // 15: microengine.scanner.v1.Scanner.Info:output_type -> microengine.scanner.v1.InfoResponse
-	8,  // 16: microengine.scanner.v1.Scanner.Configure:output_type -> microengine.scanner.v1.ConfigureResponse
-	10, // 17: microengine.scanner.v1.Scanner.Health:output_type -> microengine.scanner.v1.HealthResponse
-	13, // 18: microengine.scanner.v1.Scanner.Scan:output_type -> microengine.scanner.v1.ScanResponse
-	15, // [15:19] is the sub-list for method output_type
-	11, // [11:15] is the sub-list for method input_type
+	11, // 15: microengine.scanner.v1.Scanner.ScanSession:input_type -> microengine.scanner.v1.ScanHeader
+	5,  // 16: microengine.scanner.v1.Scanner.Info:output_type -> microengine.scanner.v1.InfoResponse
+	8,  // 17: microengine.scanner.v1.Scanner.Configure:output_type -> microengine.scanner.v1.ConfigureResponse
+	10, // 18: microengine.scanner.v1.Scanner.Health:output_type -> microengine.scanner.v1.HealthResponse
+	13, // 19: microengine.scanner.v1.Scanner.Scan:output_type -> microengine.scanner.v1.ScanResponse
+	13, // 20: microengine.scanner.v1.Scanner.ScanSession:output_type -> microengine.scanner.v1.ScanResponse
+	16, // [16:21] is the sub-list for method output_type
+	11, // [11:16] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name

@@ -22,10 +22,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Scanner_Info_FullMethodName      = "/microengine.scanner.v1.Scanner/Info"
-	Scanner_Configure_FullMethodName = "/microengine.scanner.v1.Scanner/Configure"
-	Scanner_Health_FullMethodName    = "/microengine.scanner.v1.Scanner/Health"
-	Scanner_Scan_FullMethodName      = "/microengine.scanner.v1.Scanner/Scan"
+	Scanner_Info_FullMethodName        = "/microengine.scanner.v1.Scanner/Info"
+	Scanner_Configure_FullMethodName   = "/microengine.scanner.v1.Scanner/Configure"
+	Scanner_Health_FullMethodName      = "/microengine.scanner.v1.Scanner/Health"
+	Scanner_Scan_FullMethodName        = "/microengine.scanner.v1.Scanner/Scan"
+	Scanner_ScanSession_FullMethodName = "/microengine.scanner.v1.Scanner/ScanSession"
 )
 
 // ScannerClient is the client API for Scanner service.
@@ -43,6 +44,11 @@ type ScannerClient interface {
 	Health(ctx context.Context, in *HealthRequest, opts ...grpc.CallOption) (*HealthResponse, error)
 	// Scan is a client stream: one header message, then content chunks.
 	Scan(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ScanRequest, ScanResponse], error)
+	// ScanSession carries small artifacts whole (ScanHeader.inline), one
+	// answer per header, on a stream the host keeps open: it saves the cost
+	// of a new stream per artifact, which dominates for small files. Hosts
+	// fall back to Scan when a plugin does not implement it.
+	ScanSession(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ScanHeader, ScanResponse], error)
 }
 
 type scannerClient struct {
@@ -96,6 +102,19 @@ func (c *scannerClient) Scan(ctx context.Context, opts ...grpc.CallOption) (grpc
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Scanner_ScanClient = grpc.ClientStreamingClient[ScanRequest, ScanResponse]
 
+func (c *scannerClient) ScanSession(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ScanHeader, ScanResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Scanner_ServiceDesc.Streams[1], Scanner_ScanSession_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ScanHeader, ScanResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Scanner_ScanSessionClient = grpc.BidiStreamingClient[ScanHeader, ScanResponse]
+
 // ScannerServer is the server API for Scanner service.
 // All implementations must embed UnimplementedScannerServer
 // for forward compatibility.
@@ -111,6 +130,11 @@ type ScannerServer interface {
 	Health(context.Context, *HealthRequest) (*HealthResponse, error)
 	// Scan is a client stream: one header message, then content chunks.
 	Scan(grpc.ClientStreamingServer[ScanRequest, ScanResponse]) error
+	// ScanSession carries small artifacts whole (ScanHeader.inline), one
+	// answer per header, on a stream the host keeps open: it saves the cost
+	// of a new stream per artifact, which dominates for small files. Hosts
+	// fall back to Scan when a plugin does not implement it.
+	ScanSession(grpc.BidiStreamingServer[ScanHeader, ScanResponse]) error
 	mustEmbedUnimplementedScannerServer()
 }
 
@@ -132,6 +156,9 @@ func (UnimplementedScannerServer) Health(context.Context, *HealthRequest) (*Heal
 }
 func (UnimplementedScannerServer) Scan(grpc.ClientStreamingServer[ScanRequest, ScanResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method Scan not implemented")
+}
+func (UnimplementedScannerServer) ScanSession(grpc.BidiStreamingServer[ScanHeader, ScanResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method ScanSession not implemented")
 }
 func (UnimplementedScannerServer) mustEmbedUnimplementedScannerServer() {}
 func (UnimplementedScannerServer) testEmbeddedByValue()                 {}
@@ -215,6 +242,13 @@ func _Scanner_Scan_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Scanner_ScanServer = grpc.ClientStreamingServer[ScanRequest, ScanResponse]
 
+func _Scanner_ScanSession_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ScannerServer).ScanSession(&grpc.GenericServerStream[ScanHeader, ScanResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Scanner_ScanSessionServer = grpc.BidiStreamingServer[ScanHeader, ScanResponse]
+
 // Scanner_ServiceDesc is the grpc.ServiceDesc for Scanner service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -239,6 +273,12 @@ var Scanner_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Scan",
 			Handler:       _Scanner_Scan_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "ScanSession",
+			Handler:       _Scanner_ScanSession_Handler,
+			ServerStreams: true,
 			ClientStreams: true,
 		},
 	},
