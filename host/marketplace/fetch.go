@@ -101,11 +101,11 @@ func (f *fetcher) fetch(ctx context.Context, sp *spool, uri, wantSHA256 string) 
 		return 0, fmt.Errorf("artifact is %d bytes, over the %d-byte limit", resp.ContentLength, f.maxSize)
 	}
 
+	sp.reset() // before file(): a reset that fails drops the file for a new one
 	file, err := sp.file()
 	if err != nil {
 		return 0, err
 	}
-	sp.reset()
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(io.NewOffsetWriter(file, 0), h), io.LimitReader(resp.Body, f.maxSize+1))
 	switch {

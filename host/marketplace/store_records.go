@@ -72,8 +72,9 @@ func timeKey(t time.Time, key []byte) []byte {
 // already stored (the same delivery id, or the same id and phase) is not
 // stored again: isNew is false and the redelivery is only counted.
 func (s *Store) Put(ctx context.Context, b Bounty, delivery string, now time.Time) (isNew bool, err error) {
-	key := b.Key()
 	err = s.write(ctx, func(tx *bolt.Tx) error {
+		// Everything is recomputed inside: a batch may apply this twice.
+		key := b.Key()
 		isNew = false
 		deliveries, bounties := tx.Bucket(bucketDeliveries), tx.Bucket(bucketBounties)
 		known := false
