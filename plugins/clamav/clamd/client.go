@@ -47,14 +47,25 @@ type Options struct {
 	// that turns out longer is abandoned with ErrSizeLimit before any byte
 	// past the cap is sent. Set it no higher than clamd's StreamMaxLength.
 	MaxStreamSize int64
+	// Sessions is how many idle IDSESSION connections are kept for reuse
+	// by artifacts that fit in one chunk; 0 means none: every call opens
+	// its own connection. Set it to the number of concurrent scans.
+	Sessions int
+	// RetryBackoff, when > 0, is the pause before one more try of an
+	// INSTREAM whose connection was refused (a clamd restarting, a full
+	// listen queue), made only while clamd has not seen the artifact and
+	// when the context leaves time for it.
+	RetryBackoff time.Duration
 }
 
-// Client talks to one clamd. It is safe for concurrent use; each call opens
-// its own connection.
+// Client talks to one clamd. It is safe for concurrent use. Each call opens
+// its own connection, except for INSTREAMs that reuse kept sessions (see
+// Options.Sessions); Close closes those.
 type Client struct {
-	addr   Address
-	opts   Options
-	dialer net.Dialer
+	addr     Address
+	opts     Options
+	dialer   net.Dialer
+	sessions sessionPool
 	// bufs recycles INSTREAM frame buffers, so a busy scanner does not
 	// allocate a chunk per scan.
 	bufs sync.Pool
@@ -77,7 +88,7 @@ func NewClient(address string, opts Options) (*Client, error) {
 	if opts.DialTimeout <= 0 {
 		opts.DialTimeout = DefaultDialTimeout
 	}
-	c := &Client{addr: addr, opts: opts, dialer: net.Dialer{Timeout: opts.DialTimeout}}
+	c := &Client{addr: addr, opts: opts, dialer: net.Dialer{Timeout: opts.DialTimeout}, sessions: sessionPool{max: opts.Sessions}}
 	// One frame: the INSTREAM command (first frame only), a length
 	// prefix, a chunk, and the zero-length terminator when it is the last.
 	frameSize := len(cmdInstream) + 4 + opts.ChunkSize + 4
@@ -86,6 +97,13 @@ func NewClient(address string, opts Options) (*Client, error) {
 		return &b
 	}
 	return c, nil
+}
+
+// Close closes the kept sessions. The client stays usable; sessions in use
+// are closed when their call ends.
+func (c *Client) Close() error {
+	c.sessions.close()
+	return nil
 }
 
 // Address is the clamd address this client talks to.
@@ -100,6 +118,52 @@ const (
 	cmdStats    = "zSTATS\x00"
 	cmdInstream = "zINSTREAM\x00"
 )
+
+// connect opens a connection for INSTREAM, as a kept session when sessions
+// are enabled, retrying once after RetryBackoff when it is refused.
+func (c *Client) connect(ctx context.Context, name string) (*session, error) {
+	s, err := c.open(ctx, name)
+	if err == nil || c.opts.RetryBackoff <= 0 || !Retryable(err) {
+		return s, err
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < 3*c.opts.RetryBackoff {
+		return nil, err
+	}
+	t := time.NewTimer(c.opts.RetryBackoff)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return nil, err
+	case <-t.C:
+	}
+	return c.open(ctx, name)
+}
+
+func (c *Client) open(ctx context.Context, name string) (*session, error) {
+	conn, err := c.dial(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	s := &session{conn: conn}
+	if c.opts.Sessions > 0 {
+		if _, err := io.WriteString(conn, cmdSession); err != nil {
+			conn.Close()
+			return nil, c.fail(name, false, 0, "", fmt.Errorf("%w: start session: %w", ErrConnect, c.ioError(ctx, "send IDSESSION", err)))
+		}
+		s.kept = true
+	}
+	return s, nil
+}
+
+// consumed marks a connection failure that came after the content was
+// read: the call cannot be repeated with the same reader.
+func consumed(err error) error {
+	var ce *Error
+	if errors.As(err, &ce) {
+		ce.Sent = true
+	}
+	return err
+}
 
 // Ping asks clamd for PONG.
 func (c *Client) Ping(ctx context.Context) error {
@@ -178,6 +242,10 @@ func (c *Client) simple(ctx context.Context, name, cmd string, max int) (string,
 // closes, and the client's next write fails (EPIPE) with that answer
 // waiting to be read.
 //
+// With Options.Sessions, an artifact that fits in one chunk may go over a
+// kept IDSESSION connection (see session.go). With Options.RetryBackoff, a
+// refused connection is tried once more before clamd has seen the artifact.
+//
 // A reply of OK is only returned when the whole content was sent. Every
 // failure is an *Error wrapping one of the Err* values, or the context's
 // error when ctx ended the call.
@@ -185,29 +253,119 @@ func (c *Client) Instream(ctx context.Context, r io.Reader) (Reply, error) {
 	const name = "INSTREAM"
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
-	conn, err := c.dial(ctx, name)
-	if err != nil {
-		return Reply{}, err
+	// The connection comes first, so that a clamd that is down costs
+	// nothing of r: the caller can still send it elsewhere.
+	s := c.sessions.get()
+	if s == nil {
+		var err error
+		if s, err = c.connect(ctx, name); err != nil {
+			return Reply{}, err
+		}
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
 
 	bufp := c.bufs.Get().(*[]byte)
 	defer c.bufs.Put(bufp)
-	sent, complete, sendErr := c.send(conn, r, *bufp)
+	first, err := c.readFrame(r, *bufp, true, 0)
+	if err != nil {
+		c.sessions.put(s)
+		return Reply{}, c.fail(name, true, 0, "", err)
+	}
+	if s.reused() && !first.last {
+		// Only what stays whole in the buffer rides a kept session.
+		c.sessions.put(s)
+		if s, err = c.connect(ctx, name); err != nil {
+			return Reply{}, consumed(err)
+		}
+	}
+	reply, answered, err := c.instream(ctx, s, r, *bufp, first)
+	if err != nil && !answered && first.last && s.reused() && ctxErr(ctx) == nil {
+		// clamd dropped the kept session while it was idle; the artifact
+		// is still whole in the buffer.
+		if s, err = c.connect(ctx, name); err != nil {
+			return Reply{}, consumed(err)
+		}
+		reply, _, err = c.instream(ctx, s, nil, *bufp, first)
+	}
+	return reply, err
+}
+
+// frame is one INSTREAM frame, built in a buffer: the command (first frame
+// only), a length prefix, a chunk, and the terminator when it is the last.
+type frame struct {
+	end     int   // the frame is buf[:end]
+	content int64 // content bytes in it
+	last    bool
+}
+
+// readFrame fills buf with the next frame of content from r, after sent
+// bytes went before. The first frame carries the command, so that a small
+// artifact costs one write: command, one chunk, terminator.
+func (c *Client) readFrame(r io.Reader, buf []byte, first bool, sent int64) (frame, error) {
+	off := 0
+	if first {
+		off = copy(buf, cmdInstream)
+	}
+	var n int
+	var rerr error
+	if r != nil {
+		n, rerr = io.ReadFull(r, buf[off+4:off+4+c.opts.ChunkSize])
+	} else {
+		rerr = io.EOF
+	}
+	last := rerr == io.EOF || rerr == io.ErrUnexpectedEOF
+	if rerr != nil && !last {
+		return frame{}, fmt.Errorf("%w: %w", ErrContent, rerr)
+	}
+	if max := c.opts.MaxStreamSize; max > 0 && sent+int64(n) > max {
+		return frame{}, fmt.Errorf("%w: content is longer than the maximum of %d bytes; the rest was not sent", ErrSizeLimit, max)
+	}
+	end := off
+	if n > 0 {
+		binary.BigEndian.PutUint32(buf[off:], uint32(n))
+		end = off + 4 + n
+	}
+	if last {
+		binary.BigEndian.PutUint32(buf[end:], 0)
+		end += 4
+	}
+	return frame{end: end, content: int64(n), last: last}, nil
+}
+
+// instream sends the first frame, already in buf, then the rest of r, and
+// reads the verdict. answered reports whether clamd said anything at all.
+// The session goes back to the pool after a verdict, and is closed after
+// anything else.
+func (c *Client) instream(ctx context.Context, s *session, r io.Reader, buf []byte, first frame) (_ Reply, answered bool, _ error) {
+	const name = "INSTREAM"
+	keep := false
+	stop := context.AfterFunc(ctx, func() { s.conn.Close() })
+	defer func() {
+		// A connection the context closed, or whose state is in doubt,
+		// is not reused.
+		if stop() && keep {
+			c.sessions.put(s)
+		} else {
+			s.conn.Close()
+		}
+	}()
+	if err := c.setDeadline(ctx, s.conn); err != nil {
+		return Reply{}, false, c.fail(name, false, 0, "", err)
+	}
+	s.commands++
+
+	sent, complete, sendErr := c.send(s.conn, r, buf, first)
 	if sendErr != nil && !isWriteError(sendErr) {
 		// Our side gave up (content read error, our own size cap): no
 		// reply is coming for a stream we never finished.
 		if ctxErr(ctx) != nil {
-			return Reply{}, c.ctxError(ctx, name, sent)
+			return Reply{}, false, c.ctxError(ctx, name, sent)
 		}
-		return Reply{}, c.fail(name, true, sent, "", sendErr)
+		return Reply{}, false, c.fail(name, true, sent, "", sendErr)
 	}
 
-	raw, readErr := readReply(conn, maxReplySize)
+	raw, readErr := readReply(s.conn, maxReplySize)
 	if ctxErr(ctx) != nil {
-		return Reply{}, c.ctxError(ctx, name, sent)
+		return Reply{}, len(raw) > 0, c.ctxError(ctx, name, sent)
 	}
 	if len(raw) == 0 {
 		// No reply at all: report the first thing that went wrong.
@@ -218,22 +376,27 @@ func (c *Client) Instream(ctx context.Context, r io.Reader) (Reply, error) {
 		if cause == nil || errors.Is(cause, io.EOF) {
 			cause = io.ErrUnexpectedEOF
 		}
-		return Reply{}, c.fail(name, true, sent, "", fmt.Errorf("%w: %w", ErrNoReply, cause))
+		return Reply{}, false, c.fail(name, true, sent, "", fmt.Errorf("%w: %w", ErrNoReply, cause))
 	}
-	reply, err := ParseReply(raw)
+	body, numbered, err := s.unwrap(raw)
+	if err != nil {
+		return Reply{}, true, c.fail(name, true, sent, string(bytes.TrimRight(raw, "\x00\n")), err)
+	}
+	reply, err := ParseReply(body)
 	if err != nil {
 		if sendErr != nil {
 			err = fmt.Errorf("%w (stream interrupted: %v)", err, sendErr)
 		}
-		return Reply{}, c.fail(name, true, sent, string(bytes.TrimRight(raw, "\x00\n")), err)
+		return Reply{}, numbered, c.fail(name, true, sent, string(bytes.TrimRight(body, "\x00\n")), err)
 	}
 	if reply.Status == StatusOK && !complete {
 		// clamd cannot have examined what it was never sent.
-		return Reply{}, c.fail(name, true, sent, reply.Raw,
+		return Reply{}, true, c.fail(name, true, sent, reply.Raw,
 			fmt.Errorf("%w: OK for an unfinished stream (%v)", ErrProtocol, sendErr))
 	}
+	keep = complete
 	reply.ContentBytes = sent
-	return reply, nil
+	return reply, true, nil
 }
 
 // writeError marks a failure to write to clamd, as opposed to one on our
@@ -248,48 +411,23 @@ func isWriteError(err error) bool {
 	return errors.As(err, &we)
 }
 
-// send writes the INSTREAM command, the content in frames, and the
-// terminator. It returns how many content bytes were sent and whether the
-// terminator was.
-func (c *Client) send(conn net.Conn, r io.Reader, buf []byte) (sent int64, complete bool, err error) {
-	chunk := c.opts.ChunkSize
-	// The command rides in the first frame, so a small artifact costs one
-	// write: command, one chunk, terminator.
-	off := copy(buf, cmdInstream)
+// send writes the first frame, already in buf, and then the rest of r in
+// frames through the same buffer, terminator included. It returns how many
+// content bytes were sent and whether the terminator was.
+func (c *Client) send(conn net.Conn, r io.Reader, buf []byte, f frame) (sent int64, complete bool, err error) {
 	for {
-		var n int
-		var rerr error
-		if r != nil {
-			n, rerr = io.ReadFull(r, buf[off+4:off+4+chunk])
-		} else {
-			rerr = io.EOF
-		}
-		last := rerr == io.EOF || rerr == io.ErrUnexpectedEOF
-		if rerr != nil && !last {
-			return sent, false, fmt.Errorf("%w: %w", ErrContent, rerr)
-		}
-		if max := c.opts.MaxStreamSize; max > 0 && sent+int64(n) > max {
-			return sent, false, fmt.Errorf("%w: content is longer than the maximum of %d bytes; the rest was not sent", ErrSizeLimit, max)
-		}
-		end := off
-		if n > 0 {
-			binary.BigEndian.PutUint32(buf[off:], uint32(n))
-			end = off + 4 + n
-		}
-		if last {
-			binary.BigEndian.PutUint32(buf[end:], 0)
-			end += 4
-		}
-		if end > 0 {
-			if _, err := conn.Write(buf[:end]); err != nil {
+		if f.end > 0 {
+			if _, err := conn.Write(buf[:f.end]); err != nil {
 				return sent, false, writeError{err}
 			}
 		}
-		sent += int64(n)
-		if last {
+		sent += f.content
+		if f.last {
 			return sent, true, nil
 		}
-		off = 0
+		if f, err = c.readFrame(r, buf, false, sent); err != nil {
+			return sent, false, err
+		}
 	}
 }
 
@@ -334,13 +472,21 @@ func (c *Client) dial(ctx context.Context, name string) (net.Conn, error) {
 		}
 		return nil, c.fail(name, false, 0, "", fmt.Errorf("%w: %w", ErrConnect, err))
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		if err := conn.SetDeadline(dl); err != nil {
-			conn.Close()
-			return nil, c.fail(name, false, 0, "", fmt.Errorf("%w: set deadline: %w", ErrConnect, err))
-		}
+	if err := c.setDeadline(ctx, conn); err != nil {
+		conn.Close()
+		return nil, c.fail(name, false, 0, "", err)
 	}
 	return conn, nil
+}
+
+// setDeadline makes the context's deadline the connection's, or clears a
+// deadline a kept session had from its previous call.
+func (c *Client) setDeadline(ctx context.Context, conn net.Conn) error {
+	dl, _ := ctx.Deadline()
+	if err := conn.SetDeadline(dl); err != nil {
+		return fmt.Errorf("%w: set deadline: %w", ErrConnect, err)
+	}
+	return nil
 }
 
 // ioError names the context's error when the context is what broke the

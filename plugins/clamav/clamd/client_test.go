@@ -64,6 +64,8 @@ func newTestClient(t *testing.T, addr string, opts Options) *Client {
 	if err != nil {
 		t.Fatalf("NewClient(%q): %v", addr, err)
 	}
+	// Before the fake stops: it waits for kept sessions to hang up.
+	t.Cleanup(func() { c.Close() })
 	return c
 }
 

@@ -29,10 +29,18 @@ func startFake(t *testing.T, handle func(conn net.Conn)) *fakeClamd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeClamd{t: t, path: filepath.Join(dir, "clamd.sock")}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return startFakeAt(t, filepath.Join(dir, "clamd.sock"), handle)
+}
+
+// startFakeAt is startFake on a given socket path.
+func startFakeAt(t *testing.T, path string, handle func(conn net.Conn)) *fakeClamd {
+	f := &fakeClamd{t: t, path: path}
+	var err error
 	f.ln, err = net.Listen("unix", f.path)
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return f
 	}
 	f.wg.Add(1)
 	go func() {
@@ -53,7 +61,6 @@ func startFake(t *testing.T, handle func(conn net.Conn)) *fakeClamd {
 	t.Cleanup(func() {
 		f.ln.Close()
 		f.wg.Wait()
-		os.RemoveAll(dir)
 	})
 	return f
 }
@@ -79,6 +86,11 @@ func readInstream(conn net.Conn, limit int) stream {
 		return s
 	}
 	s.command = string(cmd)
+	return readChunks(conn, limit, s)
+}
+
+// readChunks reads an INSTREAM's chunks after its command, into s.
+func readChunks(conn net.Conn, limit int, s stream) stream {
 	var hdr [4]byte
 	for {
 		if _, err := io.ReadFull(conn, hdr[:]); err != nil {

@@ -62,7 +62,8 @@ const (
 	// a VERSION call per scan. Health re-asks on every check.
 	versionRefreshInterval = time.Minute
 	// retryBackoff is the pause before the one retry of a scan whose
-	// connection was refused (clamd restarting, listen queue full).
+	// connection was refused (clamd restarting, listen queue full); the
+	// clamd client makes it.
 	retryBackoff = 200 * time.Millisecond
 	// infoVersionTimeout bounds the VERSION call Info makes when no
 	// version is known yet: Info must stay cheap with clamd down.
@@ -79,7 +80,6 @@ type Scanner struct {
 	// state it started with.
 	current  atomic.Pointer[state]
 	versions *versionCache
-	backoff  time.Duration
 }
 
 // state is one configuration and what was built from it.
@@ -97,7 +97,7 @@ func New(log hclog.Logger) *Scanner {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	s := &Scanner{log: log, backoff: retryBackoff}
+	s := &Scanner{log: log}
 	st, err := newState(DefaultConfig(), nil)
 	if err != nil {
 		// The defaults are constants that parse: this is a programming error.
@@ -113,6 +113,9 @@ func newState(cfg Config, prev *state) (*state, error) {
 	client, err := clamd.NewClient(cfg.Address, clamd.Options{
 		Timeout:       cfg.Timeout,
 		MaxStreamSize: cfg.MaxStreamSize,
+		// One kept session per connection a scan may hold.
+		Sessions:     cfg.MaxConnections,
+		RetryBackoff: retryBackoff,
 	})
 	if err != nil {
 		return nil, err
@@ -171,6 +174,8 @@ func (s *Scanner) Configure(_ context.Context, configJSON []byte) error {
 	}
 	s.current.Store(st)
 	s.versions.use(st.client)
+	// Scans still on the old client close its sessions as they finish.
+	cur.client.Close()
 	s.log.Info("configured", "address", cfg.Address, "timeout", cfg.Timeout,
 		"max_stream_size", cfg.MaxStreamSize, "max_connections", cfg.MaxConnections,
 		"confidence", cfg.Confidence)
@@ -228,7 +233,7 @@ func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, e
 	defer func() { <-st.slots }()
 
 	start := time.Now()
-	reply, err := s.instream(ctx, st, a)
+	reply, err := st.client.Instream(ctx, a.Content)
 	if err != nil {
 		if ctx.Err() != nil {
 			return shared.Result{}, fmt.Errorf("clamav: scan %s: %w", a.ID, ctx.Err())
@@ -244,27 +249,6 @@ func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, e
 		cancel()
 	}
 	return s.verdict(a, st, reply), nil
-}
-
-// instream runs INSTREAM, retrying once after a short pause when the
-// connection was refused before anything was sent, if ctx leaves time.
-func (s *Scanner) instream(ctx context.Context, st *state, a shared.Artifact) (clamd.Reply, error) {
-	reply, err := st.client.Instream(ctx, a.Content)
-	if err == nil || !clamd.Retryable(err) {
-		return reply, err
-	}
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < 3*s.backoff {
-		return reply, err
-	}
-	s.log.Debug("clamd refused the connection; retrying once", "artifact", a.ID, "error", err, "backoff", s.backoff)
-	t := time.NewTimer(s.backoff)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return reply, err
-	case <-t.C:
-	}
-	return st.client.Instream(ctx, a.Content)
 }
 
 // verdict maps a completed scan.

@@ -485,12 +485,16 @@ func TestRetryOnceWhenClamdIsBack(t *testing.T) {
 			return
 		}
 		defer conn.Close()
-		if readCommand(conn) != "zINSTREAM" {
+		cmd, prefix := readCommand(conn), ""
+		if cmd == "zIDSESSION" {
+			cmd, prefix = readCommand(conn), "1: "
+		}
+		if cmd != "zINSTREAM" {
 			t.Error("the retry did not send INSTREAM")
 			return
 		}
 		if st := readInstream(conn); st.terminated && string(st.content) == "hello" {
-			io.WriteString(conn, "stream: OK\x00")
+			io.WriteString(conn, prefix+"stream: OK\x00")
 		}
 	}()
 	r := scan(t, s, file([]byte("hello")))
@@ -661,6 +665,10 @@ func listenCounting(t *testing.T, handle func(net.Conn)) *countingListener {
 	}
 	l := &countingListener{address: "unix://" + path}
 	var wg sync.WaitGroup
+	// Kept sessions stay open until the scanner goes: at the end, hang up
+	// on them as a stopping clamd would.
+	var mu sync.Mutex
+	var conns []net.Conn
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -669,19 +677,38 @@ func listenCounting(t *testing.T, handle func(net.Conn)) *countingListener {
 			if err != nil {
 				return
 			}
+			mu.Lock()
+			conns = append(conns, conn)
+			mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				defer conn.Close()
-				switch readCommand(conn) {
-				case "zPING":
-					io.WriteString(conn, "PONG\x00")
-				case "zVERSION":
-					io.WriteString(conn, "ClamAV 1.4.6\x00")
-				case "zINSTREAM":
-					l.accepted.Add(1)
-					if handle != nil {
-						handle(conn)
+				cmd := readCommand(conn)
+				session := cmd == "zIDSESSION"
+				for n := 1; ; n++ {
+					w := conn
+					if session {
+						// As clamd does: commands until END or EOF,
+						// each reply numbered.
+						if cmd = readCommand(conn); cmd == "" || cmd == "zEND" {
+							return
+						}
+						w = &numbered{Conn: conn, prefix: fmt.Sprintf("%d: ", n)}
+					}
+					switch cmd {
+					case "zPING":
+						io.WriteString(w, "PONG\x00")
+					case "zVERSION":
+						io.WriteString(w, "ClamAV 1.4.6\x00")
+					case "zINSTREAM":
+						l.accepted.Add(1)
+						if handle != nil {
+							handle(w)
+						}
+					}
+					if !session {
+						return
 					}
 				}
 			}()
@@ -689,10 +716,31 @@ func listenCounting(t *testing.T, handle func(net.Conn)) *countingListener {
 	}()
 	t.Cleanup(func() {
 		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
 		wg.Wait()
 		os.RemoveAll(dir)
 	})
 	return l
+}
+
+// numbered puts a session's reply number before the first write.
+type numbered struct {
+	net.Conn
+	prefix string
+}
+
+func (c *numbered) Write(p []byte) (int, error) {
+	if c.prefix != "" {
+		if _, err := io.WriteString(c.Conn, c.prefix); err != nil {
+			return 0, err
+		}
+		c.prefix = ""
+	}
+	return c.Conn.Write(p)
 }
 
 // readCommand reads a NUL-terminated command and returns it without the

@@ -1,0 +1,286 @@
+package clamd
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/microengine/microengine/internal/devclamd"
+)
+
+// sessionFake is a stand-in clamd that speaks IDSESSION: it counts
+// connections and what each INSTREAM carried.
+type sessionFake struct {
+	*fakeClamd
+	conns atomic.Int32
+	mu    sync.Mutex
+	seen  []string // content of each INSTREAM, in order
+}
+
+// startSessionFake serves sessions. Each connection answers at most
+// perConn commands (0: no limit) and then hangs up, as clamd does with a
+// session idle past its ReadTimeout. reply(n, content) is the reply to the
+// nth command of a connection, number included.
+func startSessionFake(t *testing.T, perConn int, reply func(n int, content []byte) string) *sessionFake {
+	f := &sessionFake{}
+	f.fakeClamd = startFake(t, func(conn net.Conn) {
+		f.conns.Add(1)
+		session := readCommand(conn) == cmdSession
+		for n := 1; perConn == 0 || n <= perConn; n++ {
+			var s stream
+			if session {
+				s = readInstream(conn, 0)
+			} else {
+				s = readChunks(conn, 0, stream{})
+			}
+			if !s.terminated {
+				return
+			}
+			f.mu.Lock()
+			f.seen = append(f.seen, string(s.content))
+			f.mu.Unlock()
+			io.WriteString(conn, reply(n, s.content))
+			if !session {
+				return
+			}
+		}
+	})
+	return f
+}
+
+func numberedOK(n int, _ []byte) string { return fmt.Sprintf("%d: stream: OK\x00", n) }
+
+func (f *sessionFake) contents() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.seen...)
+}
+
+func scanOK(t *testing.T, c *Client, content []byte) {
+	t.Helper()
+	reply, err := c.Instream(testContext(t), bytes.NewReader(content))
+	if err != nil || reply.Status != StatusOK || reply.ContentBytes != int64(len(content)) {
+		t.Fatalf("Instream = %+v, %v; want OK for %d bytes", reply, err, len(content))
+	}
+}
+
+func TestSessionIsReused(t *testing.T) {
+	f := startSessionFake(t, 0, numberedOK)
+	c := newTestClient(t, f.address(), Options{Sessions: 2})
+	for i := range 10 {
+		scanOK(t, c, []byte(fmt.Sprintf("artifact %d", i)))
+	}
+	if n := f.conns.Load(); n != 1 {
+		t.Errorf("10 scans one after another opened %d connections, want 1", n)
+	}
+	if got := f.contents(); len(got) != 10 || got[9] != "artifact 9" {
+		t.Errorf("clamd saw %q", got)
+	}
+}
+
+func TestWithoutSessionsEachScanHasItsConnection(t *testing.T) {
+	f := startSessionFake(t, 0, func(int, []byte) string { return "stream: OK\x00" })
+	c := newTestClient(t, f.address(), Options{})
+	for range 3 {
+		scanOK(t, c, []byte("x"))
+	}
+	if n := f.conns.Load(); n != 3 {
+		t.Errorf("3 scans opened %d connections, want 3", n)
+	}
+}
+
+func TestSessionDroppedWhileIdleIsResent(t *testing.T) {
+	// Every session dies after one command: each later scan finds its
+	// kept session gone and must send the whole artifact again.
+	f := startSessionFake(t, 1, numberedOK)
+	c := newTestClient(t, f.address(), Options{Sessions: 1})
+	for i := range 3 {
+		scanOK(t, c, []byte(fmt.Sprintf("artifact %d", i)))
+	}
+	want := []string{"artifact 0", "artifact 1", "artifact 2"}
+	if got := f.contents(); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("clamd saw %q, want each artifact whole once: %q", got, want)
+	}
+}
+
+func TestLargeArtifactGetsItsOwnConnection(t *testing.T) {
+	f := startSessionFake(t, 0, numberedOK)
+	c := newTestClient(t, f.address(), Options{Sessions: 1, ChunkSize: MinChunkSize})
+	scanOK(t, c, []byte("small"))
+	// More than one chunk: not on the kept session, which clamd might
+	// have dropped with part of the artifact already consumed.
+	large := randomBytes(3*MinChunkSize, 1)
+	scanOK(t, c, large)
+	if n := f.conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2: the large artifact on its own", n)
+	}
+	scanOK(t, c, []byte("small again"))
+	if n := f.conns.Load(); n != 2 {
+		t.Errorf("%d connections after a third scan, want a kept session reused", n)
+	}
+	if got := f.contents(); len(got) != 3 || got[1] != string(large) {
+		t.Errorf("clamd did not see the large artifact whole")
+	}
+}
+
+func TestSessionRepliesMustCarryTheirNumber(t *testing.T) {
+	for name, reply := range map[string]string{
+		"another command's number": "2: stream: OK\x00",
+		"no number":                "stream: OK\x00",
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := startSessionFake(t, 0, func(int, []byte) string { return reply })
+			c := newTestClient(t, f.address(), Options{Sessions: 1})
+			r, err := c.Instream(testContext(t), strings.NewReader("x"))
+			if !errors.Is(err, ErrProtocol) {
+				t.Errorf("Instream = %+v, %v; want ErrProtocol", r, err)
+			}
+		})
+	}
+}
+
+func TestSessionClosedAfterAnythingButAVerdict(t *testing.T) {
+	f := startSessionFake(t, 0, func(n int, content []byte) string {
+		if string(content) == "bad" {
+			return fmt.Sprintf("%d: stream: Can't allocate memory ERROR\x00", n)
+		}
+		return fmt.Sprintf("%d: stream: OK\x00", n)
+	})
+	c := newTestClient(t, f.address(), Options{Sessions: 1})
+	if _, err := c.Instream(testContext(t), strings.NewReader("bad")); !errors.Is(err, ErrScan) {
+		t.Fatalf("err = %v, want ErrScan", err)
+	}
+	scanOK(t, c, []byte("good"))
+	scanOK(t, c, []byte("good"))
+	if n := f.conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2: a new session after the error, then kept", n)
+	}
+}
+
+func TestCloseHangsUpKeptSessions(t *testing.T) {
+	hungUp := make(chan struct{})
+	f := startFake(t, func(conn net.Conn) {
+		readCommand(conn) // IDSESSION
+		readInstream(conn, 0)
+		io.WriteString(conn, "1: stream: OK\x00")
+		if readCommand(conn) == "" {
+			close(hungUp)
+		}
+	})
+	c := newTestClient(t, f.address(), Options{Sessions: 1})
+	scanOK(t, c, []byte("x"))
+	c.Close()
+	select {
+	case <-hungUp:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the kept session is still open after Close")
+	}
+}
+
+func TestRetryBackoffWhenRefused(t *testing.T) {
+	dir, err := os.MkdirTemp("", "retry")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "clamd.sock")
+	c := newTestClient(t, "unix://"+sock, Options{Sessions: 1, RetryBackoff: 200 * time.Millisecond})
+
+	// clamd comes back while the client waits to retry.
+	up := make(chan struct{})
+	go func() {
+		defer close(up)
+		time.Sleep(50 * time.Millisecond)
+		startFakeAt(t, sock, func(conn net.Conn) {
+			readCommand(conn)
+			readInstream(conn, 0)
+			io.WriteString(conn, "1: stream: OK\x00")
+		})
+	}()
+	scanOK(t, c, []byte("hello"))
+	<-up
+
+	// Without the time for a pause and a second try, no retry.
+	os.Remove(sock)
+	c2 := newTestClient(t, "unix://"+filepath.Join(dir, "none.sock"), Options{RetryBackoff: time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	if _, err := c2.Instream(ctx, strings.NewReader("x")); !Retryable(err) {
+		t.Errorf("err = %v, want a retryable connection failure", err)
+	}
+	if elapsed := time.Since(start); elapsed > 500*time.Millisecond {
+		t.Errorf("took %s: it waited to retry without the time to", elapsed)
+	}
+}
+
+// TestKeptSessionsAgainstClamd checks what session.go relies on, against a
+// real clamd: a kept session sees a signature reload, and a session clamd
+// dropped at its ReadTimeout costs a resend, not a verdict.
+func TestKeptSessionsAgainstClamd(t *testing.T) {
+	repoSigs, err := devclamd.RepoSignatureDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigDir := t.TempDir()
+	for _, name := range []string{"microengine.hdb", "microengine.ndb", "microengine.ldb"} {
+		b, err := os.ReadFile(filepath.Join(repoSigs, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(sigDir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := devclamd.StartT(t, devclamd.Options{SignatureDir: sigDir, Config: []string{"ReadTimeout 1"}})
+	c := newTestClient(t, d.Address(), Options{Sessions: 1})
+	ctx := testContext(t)
+
+	reply, err := c.Instream(ctx, bytes.NewReader(eicar()))
+	if err != nil || reply.Status != StatusFound {
+		t.Fatalf("EICAR = %+v, %v; want FOUND", reply, err)
+	}
+
+	// A signature added and reloaded while the session is kept.
+	marker := "session-reload-marker-" + fmt.Sprint(time.Now().UnixNano())
+	ndb := fmt.Sprintf("MicroEngine.Test.SessionReload:0:*:%x\n", marker)
+	if err := os.WriteFile(filepath.Join(sigDir, "reload.ndb"), []byte(ndb), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fresh := newTestClient(t, d.Address(), Options{})
+	content := []byte("text with a " + marker + " in it")
+	for {
+		r, err := fresh.Instream(ctx, bytes.NewReader(content))
+		if err == nil && r.Status == StatusFound {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the reload never took: %+v, %v", r, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	reply, err = c.Instream(ctx, bytes.NewReader(content))
+	if err != nil || reply.Signature != "MicroEngine.Test.SessionReload.UNOFFICIAL" {
+		t.Errorf("kept session after a reload = %+v, %v; want the new signature", reply, err)
+	}
+
+	// Idle past clamd's ReadTimeout: clamd hangs up on the session.
+	time.Sleep(1500 * time.Millisecond)
+	reply, err = c.Instream(ctx, bytes.NewReader(eicar()))
+	if err != nil || reply.Status != StatusFound {
+		t.Errorf("after clamd dropped the session = %+v, %v; want FOUND", reply, err)
+	}
+}
