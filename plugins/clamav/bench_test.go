@@ -9,6 +9,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/microengine/microengine/internal/devclamd"
+	"github.com/microengine/microengine/internal/testbin"
 	"github.com/microengine/microengine/plugins/clamav/clamd"
 	"github.com/microengine/microengine/plugins/clamav/scanner"
 	"github.com/microengine/microengine/shared"
@@ -34,10 +37,12 @@ const (
 // BenchmarkInstream measures host → plugin (the real binary, over
 // go-plugin gRPC with AutoMTLS) → clamd against the same workload sent
 // straight to clamd by the bare INSTREAM client, in the same run and at
-// the same concurrency, and reports both and their ratio. The scanner run
-// in-process (no plugin boundary) is measured too, to tell the cost of our
-// code from the cost of the boundary. The three take turns, in a rotating
-// order, so drift in clamd's speed does not favour one. Run it with
+// the same concurrency, and reports both and their ratio. The bare client
+// keeping sessions, and the scanner run in-process (no plugin boundary),
+// are measured too, to tell the cost of our code and of the boundary. The
+// four take turns, in a rotating order, so drift in clamd's speed does not
+// favour one. Cold runs of `microengine scan` on the same kind of files
+// follow. Run it with
 //
 //	go test -run '^$' -bench Instream -benchtime 1x ./plugins/clamav
 func BenchmarkInstream(b *testing.B) {
@@ -61,13 +66,26 @@ func BenchmarkInstream(b *testing.B) {
 	configure(b, p.scanner, config)
 	inproc := scanner.New(nil)
 	configure(b, inproc, config)
+	// The bare client as clamdscan --stream and most clamd libraries work:
+	// a connection per INSTREAM. And the same client keeping IDSESSION
+	// connections, as the plugin does: the ratio to it is the cost of the
+	// plugin boundary alone.
 	bare, err := clamd.NewClient(d.Address(), clamd.Options{MaxStreamSize: 256 << 20})
 	if err != nil {
 		b.Fatal(err)
 	}
+	bareSession, err := clamd.NewClient(d.Address(), clamd.Options{MaxStreamSize: 256 << 20, Sessions: benchConcurrency})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bareSession.Close()
 	ways := []way{
 		{"bare", func(r io.Reader, _ int64) error {
 			reply, err := bare.Instream(context.Background(), r)
+			return wantOK(reply, err)
+		}},
+		{"bare_session", func(r io.Reader, _ int64) error {
+			reply, err := bareSession.Instream(context.Background(), r)
 			return wantOK(reply, err)
 		}},
 		{"inproc", func(r io.Reader, size int64) error { return scanBenign(inproc, r, size) }},
@@ -94,6 +112,97 @@ func BenchmarkInstream(b *testing.B) {
 		report(b, "files/s", float64(benchFiles*b.N), took)
 		reportPeakRSS(b, p.pid())
 	})
+
+	// Cold, as a user runs it: `microengine scan` starts, launches the
+	// plugin, scans a folder and stops; all of it is timed. Writing the
+	// files is not.
+	cli := testbin.BuildT(b, "microengine", "./host/cmd/microengine")
+	engineHCL := coldConfig(b, d.Address())
+	b.Run("cold_cli_stream_200MiB", func(b *testing.B) {
+		took := coldScans(b, cli, engineHCL, func(dir string) {
+			writeNoiseFile(b, filepath.Join(dir, "large"), benchStreamSize, seed.Add(1))
+		})
+		b.ReportMetric(float64(benchStreamSize)*float64(b.N)/1e6/took.Seconds(), "cold_MB/s")
+	})
+	b.Run(fmt.Sprintf("cold_cli_files_4KiB_x%d_c%d", benchFiles, benchConcurrency), func(b *testing.B) {
+		took := coldScans(b, cli, engineHCL, func(dir string) {
+			for i := range benchFiles {
+				writeNoiseFile(b, filepath.Join(dir, fmt.Sprintf("f%05d", i)), benchFileSize, seed.Add(1))
+			}
+		})
+		b.ReportMetric(float64(benchFiles*b.N)/took.Seconds(), "cold_files/s")
+	})
+}
+
+// coldConfig is an engine.hcl with the clamav plugin alone, against clamd
+// at address, at the benchmark's concurrency.
+func coldConfig(b *testing.B, address string) string {
+	hcl := fmt.Sprintf(`engine {
+  concurrency = %d
+  log_level   = "warn"
+}
+
+plugin "clamav" {
+  path = %q
+  config {
+    address         = %q
+    max_stream_size = "256M"
+    max_connections = %d
+    timeout         = "5m"
+  }
+}
+`, benchConcurrency, pluginBinary, address, benchConcurrency)
+	path := filepath.Join(b.TempDir(), "engine.hcl")
+	if err := os.WriteFile(path, []byte(hcl), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return path
+}
+
+// coldScans runs `microengine scan` once per iteration on a fresh folder
+// that fill writes, and returns the time the scans took. Exit status 0
+// means every artifact was benign, as noise must be.
+func coldScans(b *testing.B, cli, engineHCL string, fill func(dir string)) time.Duration {
+	var took time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		dir, err := os.MkdirTemp(benchTempDir(b), "cold-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		fill(dir)
+		b.StartTimer()
+		start := time.Now()
+		out, err := exec.Command(cli, "scan", "-config", engineHCL, "-concurrency", strconv.Itoa(benchConcurrency), dir).CombinedOutput()
+		took += time.Since(start)
+		if err != nil {
+			b.Fatalf("microengine scan: %v\n%s", err, tail(out, 2048))
+		}
+		b.StopTimer()
+		os.RemoveAll(dir)
+		b.StartTimer()
+	}
+	return took
+}
+
+func writeNoiseFile(b *testing.B, path string, size int64, seed uint64) {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.Copy(f, newNoise(size, seed)); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
 }
 
 // way is one path from the benchmark to clamd.
@@ -128,6 +237,7 @@ func report(b *testing.B, unit string, amount float64, took map[string]time.Dura
 		b.ReportMetric(rate[name], name+"_"+unit)
 	}
 	b.ReportMetric(rate["plugin"]/rate["bare"], "plugin/bare")
+	b.ReportMetric(rate["plugin"]/rate["bare_session"], "plugin/bare_session")
 	b.ReportMetric(rate["inproc"]/rate["bare"], "inproc/bare")
 }
 
