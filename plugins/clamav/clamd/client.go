@@ -267,7 +267,11 @@ func (c *Client) Instream(ctx context.Context, r io.Reader) (Reply, error) {
 	defer c.bufs.Put(bufp)
 	first, err := c.readFrame(r, *bufp, true, 0)
 	if err != nil {
+		// Nothing was written: the connection is as good as it was.
 		c.sessions.put(s)
+		if ctxErr(ctx) != nil {
+			return Reply{}, c.ctxError(ctx, name, 0)
+		}
 		return Reply{}, c.fail(name, true, 0, "", err)
 	}
 	if s.reused() && !first.last {
