@@ -45,7 +45,7 @@ const (
 // favour one. Cold runs of `microengine scan` on the same kind of files
 // follow. Run it with
 //
-//	go test -run '^$' -bench Instream -benchtime 1x ./plugins/clamav
+//	go test -run '^$' -bench Instream -benchtime 4x ./plugins/clamav
 func BenchmarkInstream(b *testing.B) {
 	d := devclamd.StartT(b, devclamd.Options{
 		StreamMaxLength: 256 << 20,
