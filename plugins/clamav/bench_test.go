@@ -20,6 +20,7 @@ import (
 
 	"github.com/microengine/microengine/internal/devclamd"
 	"github.com/microengine/microengine/internal/testbin"
+	"github.com/microengine/microengine/internal/testproc"
 	"github.com/microengine/microengine/plugins/clamav/clamd"
 	"github.com/microengine/microengine/plugins/clamav/scanner"
 	"github.com/microengine/microengine/shared"
@@ -33,6 +34,8 @@ const (
 	benchFileSize    = 4 << 10
 	benchFiles       = 4000
 	benchConcurrency = 4
+	// benchMemorySize is the artifact of the memory measurement.
+	benchMemorySize = 512 << 20
 )
 
 // BenchmarkInstream measures host → plugin (the real binary, over
@@ -48,13 +51,13 @@ const (
 //	go test -run '^$' -bench Instream -benchtime 4x ./plugins/clamav
 func BenchmarkInstream(b *testing.B) {
 	d := devclamd.StartT(b, devclamd.Options{
-		StreamMaxLength: 256 << 20,
+		StreamMaxLength: 600 << 20,
 		Config: []string{
-			// Room for the 200 MiB stream: with AlertExceedsMax a hit limit
+			// Room for the 200 and 512 MiB streams: with AlertExceedsMax a hit limit
 			// is an early Heuristics.Limits FOUND, which would measure
 			// nothing. MaxScanSize counts what clamd extracts too, and noise
 			// holds chance archive and executable headers.
-			"MaxFileSize 256M", "MaxScanSize 2G",
+			"MaxFileSize 600M", "MaxScanSize 2G",
 			// clamd spools every stream to a temp file. On this VM's disk,
 			// writeback of earlier runs swings throughput by 2-3x from one
 			// run to the next; tmpfs leaves clamd's CPU as the bottleneck,
@@ -62,7 +65,7 @@ func BenchmarkInstream(b *testing.B) {
 			"TemporaryDirectory " + benchTempDir(b),
 		},
 	})
-	config := fmt.Sprintf(`{"address":%q,"max_stream_size":"256M","max_connections":%d,"timeout":"5m"}`, d.Address(), benchConcurrency)
+	config := fmt.Sprintf(`{"address":%q,"max_stream_size":"600M","max_connections":%d,"timeout":"5m"}`, d.Address(), benchConcurrency)
 	p := launch(b)
 	configure(b, p.scanner, config)
 	inproc := scanner.New(nil)
@@ -71,11 +74,11 @@ func BenchmarkInstream(b *testing.B) {
 	// a connection per INSTREAM. And the same client keeping IDSESSION
 	// connections, as the plugin does: the ratio to it is the cost of the
 	// plugin boundary alone.
-	bare, err := clamd.NewClient(d.Address(), clamd.Options{MaxStreamSize: 256 << 20})
+	bare, err := clamd.NewClient(d.Address(), clamd.Options{MaxStreamSize: 600 << 20})
 	if err != nil {
 		b.Fatal(err)
 	}
-	bareSession, err := clamd.NewClient(d.Address(), clamd.Options{MaxStreamSize: 256 << 20, Sessions: benchConcurrency})
+	bareSession, err := clamd.NewClient(d.Address(), clamd.Options{MaxStreamSize: 600 << 20, Sessions: benchConcurrency})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -135,6 +138,55 @@ func BenchmarkInstream(b *testing.B) {
 		})
 		b.ReportMetric(float64(benchFiles*b.N)/took.Seconds(), "cold_files/s")
 	})
+
+	// Memory, as a user runs it: the peak resident sets of `microengine
+	// scan` and of its plugin while they stream a 512 MiB artifact.
+	b.Run("cold_cli_memory_512MiB", func(b *testing.B) {
+		dir, err := os.MkdirTemp(benchTempDir(b), "large-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		path := filepath.Join(dir, "large")
+		writeNoiseFile(b, path, benchMemorySize, seed.Add(1))
+		var host, plugin int64
+		for b.Loop() {
+			h, p := peakRSS(b, cli, engineHCL, path)
+			host, plugin = max(host, h), max(plugin, p)
+		}
+		b.ReportMetric(float64(host)/(1<<20), "host_peak_RSS_MiB")
+		b.ReportMetric(float64(plugin)/(1<<20), "plugin_peak_RSS_MiB")
+		b.ReportMetric(float64(host+plugin)/(1<<20), "host+plugin_peak_RSS_MiB")
+	})
+}
+
+// peakRSS runs `microengine scan` on path and returns the peak resident
+// sets (VmHWM) of the host process and of the plugin it launched. VmHWM
+// only grows, so the last reading before each process ends is its peak.
+func peakRSS(b *testing.B, cli, engineHCL, path string) (host, plugin int64) {
+	cmd := exec.Command(cli, "scan", "-config", engineHCL, path)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				b.Fatalf("microengine scan: %v\n%s", err, tail(out.Bytes(), 2048))
+			}
+			return host, plugin
+		case <-tick.C:
+			host = max(host, testproc.MemoryStatus(cmd.Process.Pid, "VmHWM"))
+			for _, pid := range testproc.Children(cmd.Process.Pid) {
+				plugin = max(plugin, testproc.MemoryStatus(pid, "VmHWM"))
+			}
+		}
+	}
 }
 
 // coldConfig is an engine.hcl with the clamav plugin alone, against clamd
@@ -149,7 +201,7 @@ plugin "clamav" {
   path = %q
   config {
     address         = %q
-    max_stream_size = "256M"
+    max_stream_size = "600M"
     max_connections = %d
     timeout         = "5m"
   }
