@@ -11,8 +11,9 @@ import (
 
 // Kept sessions. clamd spends a good part of a small scan on the
 // connection itself (accept, poll registration, close), and so do we
-// (dial, close): an IDSESSION connection kept between scans saves both, some
-// 15-20% of clamd's throughput on 4 KiB artifacts.
+// (dial, close): an IDSESSION connection kept between scans saves both. A
+// bare client keeping sessions scanned 20-30% more 4 KiB artifacts a second
+// than one with a connection per artifact (2 cores, clamd on tmpfs).
 //
 // A kept session carries only an artifact that fits in one frame, which
 // stays in our buffer until clamd answers. So a session clamd dropped while
