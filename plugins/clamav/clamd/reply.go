@@ -41,8 +41,9 @@ type Error struct {
 	// Command is the clamd command: INSTREAM, PING, VERSION, STATS.
 	Command string
 	Address string
-	// Sent is false when no byte reached the connection: the command can be
-	// repeated without clamd having seen any of it.
+	// Sent is false when no byte reached the connection and no content was
+	// read: the command can be repeated, with the same reader, without
+	// clamd having seen any of it.
 	Sent bool
 	// ContentBytes is how many bytes of content were sent (INSTREAM).
 	ContentBytes int64
