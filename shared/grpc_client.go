@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	"github.com/microengine/microengine/shared/proto"
@@ -19,18 +20,17 @@ import (
 type GRPCClient struct {
 	client    proto.ScannerClient
 	chunkSize int
-	// bufs recycles chunk buffers: at thousands of small scans a second, a
-	// fresh chunk-sized buffer per scan is a large share of the host's CPU.
-	bufs *sync.Pool
+	// chunks recycles chunk buffers: at thousands of small scans a second,
+	// a fresh chunk-sized buffer per scan is a large share of the host's
+	// CPU. A buffer goes back once gRPC has written it (see outgoingChunk).
+	chunks *chunkPool
 	// sessions carry small artifacts whole; shared by every copy of the
 	// client made by WithChunkSize, as they share the connection.
 	sessions *sessionPool
 }
 
 func newGRPCClient(c proto.ScannerClient, chunkSize int, sessions *sessionPool) *GRPCClient {
-	return &GRPCClient{client: c, chunkSize: chunkSize, sessions: sessions, bufs: &sync.Pool{
-		New: func() any { b := make([]byte, chunkSize); return &b },
-	}}
+	return &GRPCClient{client: c, chunkSize: chunkSize, sessions: sessions, chunks: newChunkPool(chunkSize)}
 }
 
 var _ Scanner = (*GRPCClient)(nil)
@@ -111,26 +111,24 @@ func (c *GRPCClient) scanStream(ctx context.Context, a Artifact) (Result, error)
 		return Result{}, fromStatus("scan: send header", err)
 	}
 	if a.Content != nil {
-		// gRPC serializes a message before Send returns, so one buffer serves
-		// every chunk of the stream. A small artifact of known size gets a
-		// buffer one byte larger than itself: a single read then sees its end.
-		var buf []byte
+		// A small artifact of known size is read into a buffer one byte
+		// larger than itself: a single read then sees its end.
+		readSize := c.chunkSize
 		if a.Size >= 0 && a.Size < int64(c.chunkSize) {
-			buf = make([]byte, a.Size+1)
-		} else {
-			pb := c.bufs.Get().(*[]byte)
-			defer c.bufs.Put(pb)
-			buf = *pb
+			readSize = int(a.Size) + 1
 		}
 		for {
-			n, rerr := io.ReadFull(a.Content, buf)
+			buf := c.chunks.Get(readSize)
+			n, rerr := io.ReadFull(a.Content, *buf)
 			if n > 0 {
-				if err := stream.Send(&proto.ScanRequest{Msg: &proto.ScanRequest_Chunk{Chunk: buf[:n]}}); err != nil {
+				if err := c.sendChunk(stream, buf, n); err != nil {
 					if errors.Is(err, io.EOF) {
 						break // the plugin answered early; CloseAndRecv has its answer
 					}
 					return Result{}, fromStatus("scan: send chunk", err)
 				}
+			} else {
+				c.chunks.Put(buf)
 			}
 			if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
 				break
@@ -146,6 +144,22 @@ func (c *GRPCClient) scanStream(ctx context.Context, a Artifact) (Result, error)
 		return Result{}, fromStatus("scan", err)
 	}
 	return resultFromProto(resp), nil
+}
+
+// sendChunk sends the first n bytes of buf, a buffer from c.chunks, which
+// goes back to the pool once gRPC has written it.
+func (c *GRPCClient) sendChunk(stream grpc.ClientStream, buf *[]byte, n int) error {
+	var data mem.Buffer
+	if mem.IsBelowBufferPoolingThreshold(n) {
+		// mem.NewBuffer would not return so small a buffer to its pool.
+		data = mem.SliceBuffer(bytes.Clone((*buf)[:n]))
+		c.chunks.Put(buf)
+	} else {
+		*buf = (*buf)[:n]
+		data = mem.NewBuffer(buf, c.chunks)
+	}
+	defer data.Free()
+	return stream.SendMsg(newOutgoingChunk(data))
 }
 
 // fromStatus turns a gRPC status back into an error that errors.Is can match

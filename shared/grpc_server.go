@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	"github.com/microengine/microengine/shared/proto"
@@ -59,8 +60,8 @@ func (s *grpcServer) Health(ctx context.Context, _ *proto.HealthRequest) (*proto
 }
 
 func (s *grpcServer) Scan(stream proto.Scanner_ScanServer) error {
-	first, err := stream.Recv()
-	if err != nil {
+	first := newIncomingRequest()
+	if err := stream.RecvMsg(first); err != nil {
 		return toStatus(fmt.Errorf("receive header: %w", err))
 	}
 	header := first.GetHeader()
@@ -68,7 +69,11 @@ func (s *grpcServer) Scan(stream proto.Scanner_ScanServer) error {
 		return status.Error(codes.InvalidArgument, "the first message of a scan must be its header")
 	}
 	ctx := stream.Context()
-	content := &chunkReader{recv: stream.Recv, size: header.Size}
+	content := &chunkReader{size: header.Size, recv: func() (*incomingRequest, error) {
+		msg := newIncomingRequest()
+		return msg, stream.RecvMsg(msg)
+	}}
+	defer content.release()
 	a := Artifact{
 		ID:       header.ArtifactId,
 		Type:     artifactTypeFromProto(header.Type),
@@ -109,12 +114,12 @@ func (s *grpcServer) scanInline(ctx context.Context, h *proto.ScanHeader) *proto
 		defer cancel()
 	}
 	sent := false
-	content := &chunkReader{size: h.Size, recv: func() (*proto.ScanRequest, error) {
+	content := &chunkReader{size: h.Size, recv: func() (*incomingRequest, error) {
 		if sent {
 			return nil, io.EOF
 		}
 		sent = true
-		return &proto.ScanRequest{Msg: &proto.ScanRequest_Chunk{Chunk: h.Inline}}, nil
+		return &incomingRequest{ScanRequest: &proto.ScanRequest{Msg: &proto.ScanRequest_Chunk{Chunk: h.Inline}}}, nil
 	}}
 	res, err := s.impl.Scan(ctx, Artifact{
 		ID: h.ArtifactId, Type: artifactTypeFromProto(h.Type), Size: h.Size, Metadata: h.Metadata, Content: content,
@@ -158,9 +163,13 @@ func guardResult(r Result, content *chunkReader) Result {
 var ErrStreamLength = errors.New("content length does not match the announced size")
 
 // chunkReader reads an artifact's content from the scan stream, one chunk
-// message at a time, without copying or holding more than one chunk.
+// message at a time, without holding more than one chunk. A chunk is
+// copied once, from gRPC's receive buffers into p (see contentCodec).
 type chunkReader struct {
-	recv func() (*proto.ScanRequest, error)
+	recv func() (*incomingRequest, error)
+	// The rest of the current chunk: in gRPC's buffers (wire), or decoded
+	// (buf).
+	wire *mem.Reader
 	buf  []byte
 	n    int64
 	size int64
@@ -169,7 +178,7 @@ type chunkReader struct {
 }
 
 func (r *chunkReader) Read(p []byte) (int, error) {
-	for len(r.buf) == 0 {
+	for r.wire == nil && len(r.buf) == 0 {
 		if r.err != nil {
 			return 0, r.err
 		}
@@ -183,20 +192,39 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 			}
 		case err != nil:
 			r.err = fmt.Errorf("receive chunk: %w", err)
+		case msg.chunk != nil:
+			r.wire = msg.chunk
 		case msg.GetHeader() != nil:
 			r.err = errors.New("receive chunk: a second header arrived mid-stream")
 		default:
 			r.buf = msg.GetChunk()
 		}
 	}
-	n := copy(p, r.buf)
-	r.buf = r.buf[n:]
+	var n int
+	if r.wire != nil {
+		n, _ = r.wire.Read(p)
+		if r.wire.Remaining() == 0 {
+			r.release()
+		}
+	} else {
+		n = copy(p, r.buf)
+		r.buf = r.buf[n:]
+	}
 	r.n += int64(n)
 	if r.size >= 0 && r.n > r.size {
 		r.err = fmt.Errorf("%w: more than the announced %d bytes", ErrStreamLength, r.size)
 		return n, r.err
 	}
 	return n, nil
+}
+
+// release gives back gRPC's buffers of a chunk that was not read to its
+// end.
+func (r *chunkReader) release() {
+	if r.wire != nil {
+		r.wire.Close()
+		r.wire = nil
+	}
 }
 
 func toStatus(err error) error {

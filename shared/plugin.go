@@ -125,7 +125,8 @@ func NewClient(cfg LaunchConfig) (*plugin.Client, error) {
 			grpc.WithInitialConnWindowSize(WindowSize),
 			// Info may carry samples, so its reply may exceed gRPC's 4 MiB
 			// default; scans only ever receive a small response.
-			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxMessageSize), grpc.MaxCallRecvMsgSize(16<<20)),
+			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxMessageSize), grpc.MaxCallRecvMsgSize(16<<20),
+				grpc.ForceCodecV2(newContentCodec())),
 		},
 	}
 	if cfg.SHA256 != "" {

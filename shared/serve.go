@@ -44,6 +44,7 @@ func Serve(s Scanner, logger hclog.Logger) {
 				grpc.MaxRecvMsgSize(maxMessageSize),
 				grpc.InitialWindowSize(WindowSize),
 				grpc.InitialConnWindowSize(WindowSize),
+				grpc.ForceServerCodecV2(newContentCodec()),
 			)...)
 		},
 	})
