@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/go-plugin"
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/microengine/microengine/shared"
@@ -17,7 +16,7 @@ import (
 // instance is one plugin process. A go-plugin Client cannot be restarted, so
 // every relaunch or swap makes a new instance.
 type instance struct {
-	client  *plugin.Client
+	client  *shared.Client
 	scanner *shared.GRPCClient
 	pid     int
 	sha256  string

@@ -48,7 +48,7 @@ func run(m *testing.M) int {
 
 // launched is a running plugin process and its scanner.
 type launched struct {
-	client  *plugin.Client
+	client  *shared.Client
 	scanner *shared.GRPCClient
 }
 

@@ -11,8 +11,8 @@
 // SHOULD, as in the OCI runtime-tools' specerror: a failure cites the
 // requirement it broke, what was expected and what happened. The plugin is
 // launched exactly as the host launches it (shared.NewClient and
-// shared.Dispense: gRPC only, AutoMTLS, versioned plugin sets, optional
-// sha256 pin), so a plugin that passes here starts and behaves under the
+// shared.Dispense: gRPC only, a socket in a private directory, versioned
+// plugin sets, optional sha256 pin), so a plugin that passes here starts and behaves under the
 // host.
 package conformance
 

@@ -211,6 +211,10 @@ func TestBrokenPlugins(t *testing.T) {
 			failed: []string{"CONFIG-001"},
 			says:   map[string][]string{"CONFIG-001": {"backend: required", "-plugin-config"}},
 		}},
+		{"opensocket", "opensocket", nil, want{
+			failed: []string{"HANDSHAKE-001"},
+			says:   map[string][]string{"HANDSHAKE-001": {"not in its private directory", "go-plugin v1.5 or later"}},
+		}},
 		{"eicar: sha256 pin mismatch", "eicar", func(*testing.T) Config { return Config{SHA256: strings.Repeat("0", 64)} }, want{
 			failed: []string{"HANDSHAKE-001"},
 			says:   map[string][]string{"HANDSHAKE-001": {"checksums did not match"}},

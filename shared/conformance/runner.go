@@ -317,7 +317,7 @@ func (r *runner) launch() (*session, error) {
 			err: err,
 		}
 	}
-	rpc, err := client.Client()
+	rpc, err := client.Client.Client()
 	if err != nil { // cannot happen after a successful Dispense; kept for safety
 		killClient(client)
 		return nil, fmt.Errorf("go-plugin client: %w", err)
@@ -337,7 +337,7 @@ func (r *runner) dropSession() {
 // and then kills, but a wedged pipe must not hang the suite.
 const killTimeout = 5 * time.Second
 
-func killClient(c *plugin.Client) {
+func killClient(c *shared.Client) {
 	shared.KillClient(c, killTimeout, hclog.NewNullLogger())
 }
 

@@ -17,7 +17,7 @@ import (
 // session is one running plugin process and the host's handle on it.
 type session struct {
 	r       *runner
-	client  *plugin.Client
+	client  *shared.Client
 	rpc     plugin.ClientProtocol
 	scanner *shared.GRPCClient
 	logs    *tailBuffer

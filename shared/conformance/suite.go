@@ -22,7 +22,7 @@ import (
 func suite() []check {
 	return []check{
 		{CheckInfo{"HANDSHAKE-001", MUST,
-			"the plugin starts and completes the go-plugin handshake as the host launches it (gRPC only, AutoMTLS, magic cookie, sha256 pin when given) and dispenses the scanner",
+			"the plugin starts and completes the go-plugin handshake as the host launches it (gRPC only, its socket in the host's private directory, magic cookie, sha256 pin when given) and dispenses the scanner",
 			"a dispensed scanner"}, checkHandshake},
 		{CheckInfo{"HANDSHAKE-002", MUST,
 			fmt.Sprintf("the plugin serves plugin protocol version %d over gRPC", shared.ProtocolVersion),
