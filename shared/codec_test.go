@@ -4,18 +4,22 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	protobuf "google.golang.org/protobuf/proto"
 
@@ -213,4 +217,26 @@ type countingPool struct {
 func (p *countingPool) Put(b *[]byte) {
 	p.puts++
 	p.chunkPool.Put(b)
+}
+
+// A scan that starts with a chunk instead of its header is refused, also
+// when the chunk arrives through the codec's fast path.
+func TestScanMustStartWithItsHeader(t *testing.T) {
+	for _, pluginCodec := range []bool{true, false} {
+		c := connectWithCodecs(t, newHashingScanner(), true, pluginCodec)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		stream, err := c.client.Scan(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := mem.SliceBuffer(bytes.Repeat([]byte("x"), 64<<10))
+		if err := stream.SendMsg(newOutgoingChunk(data)); err != nil && !errors.Is(err, io.EOF) {
+			t.Fatal(err)
+		}
+		_, err = stream.CloseAndRecv()
+		cancel()
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "must be its header") {
+			t.Errorf("plugin codec %v: a scan that starts with a chunk got %v, want InvalidArgument", pluginCodec, err)
+		}
+	}
 }

@@ -66,6 +66,9 @@ func (s *grpcServer) Scan(stream proto.Scanner_ScanServer) error {
 	}
 	header := first.GetHeader()
 	if header == nil {
+		if first.chunk != nil {
+			first.chunk.Close()
+		}
 		return status.Error(codes.InvalidArgument, "the first message of a scan must be its header")
 	}
 	ctx := stream.Context()
