@@ -190,6 +190,9 @@ func TestPluginsDieWithTheHost(t *testing.T) {
 	dir := t.TempDir()
 	cfg := eicarConfig(t, dir, "")
 	cmd := exec.Command(build(t).host, "scan", "-config", cfg, "-")
+	// The plugins' socket directories outlive a killed host: keep them
+	// in the test's folder.
+	cmd.Env = append(os.Environ(), "TMPDIR="+dir)
 	stdin, err := cmd.StdinPipe() // never closed: the host waits on stdin with its plugins running
 	if err != nil {
 		t.Fatal(err)
