@@ -38,10 +38,10 @@ const (
 	benchMemorySize = 512 << 20
 )
 
-// BenchmarkInstream measures host → plugin (the real binary, over
-// go-plugin gRPC with AutoMTLS) → clamd against the same workload sent
-// straight to clamd by the bare INSTREAM client, in the same run and at
-// the same concurrency, and reports both and their ratio. The bare client
+// BenchmarkInstream measures host → plugin (the real binary, launched as
+// the host launches it) → clamd against the same workload sent straight
+// to clamd by the bare INSTREAM client, in the same run and at the same
+// concurrency, and reports both and their ratio. The bare client
 // keeping sessions, and the scanner run in-process (no plugin boundary),
 // are measured too, to tell the cost of our code and of the boundary. The
 // four take turns, in a rotating order, so drift in clamd's speed does not
