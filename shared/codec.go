@@ -15,9 +15,10 @@ import (
 // Content chunks cross the plugin boundary without the copies gRPC's proto
 // codec makes. That codec marshals each chunk into a fresh, zeroed buffer
 // on the host, and on the plugin joins the frames of a message into one
-// buffer and then copies the bytes field out of it into another. For a
-// large artifact those passes cost as much CPU as the transfer itself, and
-// clamd only starts scanning once the last byte has arrived.
+// buffer and then copies the bytes field out of it into another. Into a
+// clamd that discarded what it got, those passes held host → plugin to
+// ~370 MB/s against ~470 without them (two cores, TLS on), and it is the
+// transfer that counts: clamd starts scanning after the last byte.
 //
 // contentCodec speaks the same wire format (a chunk is an ordinary
 // ScanRequest), so either side may use gRPC's codec instead: it treats
