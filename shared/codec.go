@@ -24,6 +24,10 @@ import (
 // ScanRequest), so either side may use gRPC's codec instead: it treats
 // only outgoingChunk and incomingRequest specially, and gRPC's own codec
 // handles them through the ScanRequest they embed.
+//
+// It rests on gRPC APIs marked experimental (the mem package,
+// ForceCodecV2, ForceServerCodecV2): after a gRPC upgrade, codec_test.go
+// says whether they still behave.
 type contentCodec struct {
 	proto encoding.CodecV2
 }
