@@ -221,8 +221,8 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// release gives back gRPC's buffers of a chunk that was not read to its
-// end.
+// release gives back the gRPC buffers the reader still holds: the empty
+// rest of a chunk read to its end, or all of one the scan left unread.
 func (r *chunkReader) release() {
 	if r.wire != nil {
 		r.wire.Close()
