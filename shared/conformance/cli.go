@@ -24,10 +24,14 @@ type Resolver func(configFile, pluginName string) (Config, error)
 
 // Exit codes of Main.
 const (
-	ExitOK      = 0 // every MUST check passed
-	ExitFailed  = 1 // a MUST check failed (or a SHOULD one, with -strict)
-	ExitUsage   = 2 // bad flags, or a config that could not be resolved
-	usageSuffix = "\nUsage: microengine conformance [flags] (-config engine.hcl -plugin NAME | PATH)"
+	ExitOK     = 0 // every MUST check passed
+	ExitFailed = 1 // a MUST check failed (or a SHOULD one, with -strict)
+	ExitUsage  = 2 // bad flags, or a config that could not be resolved
+	// ExitIncomplete: the run was interrupted before every selected check
+	// ran to its end. A run that did not finish is not a pass, whatever
+	// the checks that did run said.
+	ExitIncomplete = 3
+	usageSuffix    = "\nUsage: microengine conformance [flags] (-config engine.hcl -plugin NAME | PATH)"
 )
 
 // Main is the CLI entry point behind `microengine conformance`. It
@@ -161,7 +165,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, resolve 
 	} else {
 		printVerdict(stdout, report)
 	}
-	if !report.OK {
+	switch {
+	case report.Interrupted:
+		return ExitIncomplete
+	case !report.OK:
 		return ExitFailed
 	}
 	return ExitOK
@@ -180,10 +187,14 @@ func printVerdict(w io.Writer, r Report) {
 			failed = append(failed, c.ID)
 		}
 	}
-	if len(failed) > 0 {
+	switch {
+	case len(failed) > 0:
 		fmt.Fprintf(w, "NOT CONFORMANT: %s\n", strings.Join(failed, ", "))
-	} else {
+	case !r.Interrupted:
 		fmt.Fprintln(w, "CONFORMANT")
+	}
+	if r.Interrupted {
+		fmt.Fprintf(w, "INCOMPLETE: the run was interrupted; not run: %s\n", strings.Join(r.NotRun, ", "))
 	}
 }
 

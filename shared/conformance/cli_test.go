@@ -162,13 +162,75 @@ func TestMainList(t *testing.T) {
 	}
 }
 
-// An interrupted run skips what is left and still reports.
+// A run that did not finish is not a pass: cancelled before the first
+// check, it exits ExitIncomplete, never prints CONFORMANT, and names every
+// check that did not run.
 func TestMainInterrupted(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	var out bytes.Buffer
 	code := Main(ctx, []string{bin("eicar")}, &out, &bytes.Buffer{}, nil)
-	if m := summaryRe.FindStringSubmatch(out.String()); code != ExitOK || m == nil || m[1] != "0" || m[2] != "0" {
-		t.Errorf("exit %d:\n%s", code, out.String())
+	s := out.String()
+	if code != ExitIncomplete || strings.Contains(s, "\nCONFORMANT\n") {
+		t.Errorf("exit %d, want %d:\n%s", code, ExitIncomplete, s)
+	}
+	var ids []string
+	for _, c := range Checks() {
+		ids = append(ids, c.ID)
+	}
+	if want := "INCOMPLETE: the run was interrupted; not run: " + strings.Join(ids, ", ") + "\n"; !strings.Contains(s, want) {
+		t.Errorf("want %q in:\n%s", want, s)
+	}
+
+	var js bytes.Buffer
+	code = Main(ctx, []string{"-json", bin("eicar")}, &js, &bytes.Buffer{}, nil)
+	var r Report
+	if err := json.Unmarshal(js.Bytes(), &r); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, js.String())
+	}
+	if code != ExitIncomplete || r.OK || !r.Interrupted || strings.Join(r.NotRun, ", ") != strings.Join(ids, ", ") {
+		t.Errorf("-json: exit %d, ok %v, interrupted %v, not run %v", code, r.OK, r.Interrupted, r.NotRun)
+	}
+}
+
+// cancelAfter cancels the run once its text output has shown n check
+// lines: an interrupt in the middle of the suite, at a known point.
+type cancelAfter struct {
+	bytes.Buffer
+	n      int
+	cancel context.CancelFunc
+}
+
+func (w *cancelAfter) Write(p []byte) (int, error) {
+	if bytes.HasPrefix(p, []byte("PASS ")) || bytes.HasPrefix(p, []byte("FAIL ")) || bytes.HasPrefix(p, []byte("SKIP ")) {
+		if w.n--; w.n == 0 {
+			w.cancel()
+		}
+	}
+	return w.Buffer.Write(p)
+}
+
+// Interrupted after two checks passed, the run still fails and lists what
+// was left, from the third check on.
+func TestMainInterruptedMidway(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	out := &cancelAfter{n: 2, cancel: cancel}
+	code := Main(ctx, []string{"-run", "^(HANDSHAKE|STDOUT|INFO)-", bin("eicar")}, out, &bytes.Buffer{}, nil)
+	s := out.String()
+	var ids []string
+	for _, c := range Checks() {
+		if regexp.MustCompile("^(HANDSHAKE|STDOUT|INFO)-").MatchString(c.ID) {
+			ids = append(ids, c.ID)
+		}
+	}
+	if len(ids) < 3 {
+		t.Fatalf("the filter picks %v", ids)
+	}
+	if code != ExitIncomplete || strings.Contains(s, "\nCONFORMANT\n") {
+		t.Errorf("exit %d, want %d:\n%s", code, ExitIncomplete, s)
+	}
+	if want := "INCOMPLETE: the run was interrupted; not run: " + strings.Join(ids[2:], ", ") + "\n"; !strings.Contains(s, want) {
+		t.Errorf("want %q in:\n%s", want, s)
 	}
 }

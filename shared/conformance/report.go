@@ -77,7 +77,14 @@ type Report struct {
 	Duration time.Duration `json:"duration_ns"`
 	// OK is true when every MUST check that ran passed (and, when strict,
 	// every SHOULD check too).
+	// OK is false too when the run was interrupted: what did not run
+	// did not pass.
 	OK bool `json:"ok"`
+	// Interrupted is true when the run's context ended before every
+	// selected check ran to its end; NotRun lists those checks (the one
+	// running at the time, then every one after it), in suite order.
+	Interrupted bool     `json:"interrupted"`
+	NotRun      []string `json:"not_run,omitempty"`
 }
 
 // Result returns the result of the check id, if it ran.
@@ -103,6 +110,13 @@ func (r *Report) add(c CheckResult) {
 	case Skip:
 		r.Skipped++
 	}
+}
+
+// interrupted records that check id did not run, or did not run to its
+// end, because the run was cancelled.
+func (r *Report) interrupted(id string) {
+	r.Interrupted, r.OK = true, false
+	r.NotRun = append(r.NotRun, id)
 }
 
 // Summary is the one-line tally: "N passed, N failed, N skipped".

@@ -16,7 +16,9 @@ import (
 
 // Check runs the checks whose id matches filter (all when nil) against
 // cfg.Plugin and reports on each. The error is only for an unusable
-// Config: everything the plugin does wrong is in the Report.
+// Config: everything the plugin does wrong is in the Report. When ctx ends
+// first, the checks left are skipped and the Report is Interrupted (and
+// not OK).
 func Check(ctx context.Context, cfg Config, filter *regexp.Regexp) (Report, error) {
 	return runSuite(ctx, cfg, filter, nil)
 }
@@ -36,6 +38,11 @@ func runSuite(ctx context.Context, cfg Config, filter *regexp.Regexp, onResult f
 		}
 		res := r.run(ctx, c)
 		r.report.add(res)
+		if ctx.Err() != nil {
+			// Skipped because of the interrupt, or cut short by it: either
+			// way its result says nothing about the plugin.
+			r.report.interrupted(c.ID)
+		}
 		if onResult != nil {
 			onResult(res)
 		}
