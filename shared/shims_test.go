@@ -101,6 +101,47 @@ func TestBenignNeedsTheWholeAnnouncedStream(t *testing.T) {
 	}
 }
 
+// A scanner that reads the whole stream, drops the read error (here
+// ErrStreamLength) and answers benign must still get unknown: the guard
+// checks the content reader's own error, whatever the scanner did with it.
+func TestBenignIgnoringTheReadErrorIsUnknown(t *testing.T) {
+	var sawErr atomic.Int32
+	c := connect(t, &testScanner{scan: func(ctx context.Context, a Artifact) (Result, error) {
+		n, err := io.Copy(io.Discard, a.Content)
+		if errors.Is(err, ErrStreamLength) {
+			sawErr.Add(1) // and carries on regardless
+		}
+		return Result{Verdict: VerdictBenign, Confidence: 1, BytesScanned: n}, nil
+	}})
+	content := bytes.Repeat([]byte("0123456789"), 30_000) // 300,000 bytes
+	for _, tc := range []struct {
+		name  string
+		c     *GRPCClient
+		size  int64
+		bytes []byte
+	}{
+		{"short stream", c, 400_000, content},       // streamed: over one chunk
+		{"short inline", c, 1000, content[:700]},    // whole in one session message
+		{"overlong stream", c, 200_000, content},    // more than announced
+		{"overlong inline", c, 500, content[:1000]}, // one byte over reaches the plugin
+		{"short, 1 KiB chunks", c.WithChunkSize(1024), 4096, content[:3000]},
+	} {
+		before := sawErr.Load()
+		res, err := tc.c.Scan(context.Background(), Artifact{Type: ArtifactFile, Size: tc.size, Content: bytes.NewReader(tc.bytes)})
+		if err != nil || res.Verdict != VerdictUnknown || !strings.Contains(res.Reason, ErrStreamLength.Error()) {
+			t.Errorf("%s: %v %+v; want unknown naming the length mismatch", tc.name, err, res)
+		}
+		if sawErr.Load() == before {
+			t.Errorf("%s: the scanner never saw ErrStreamLength, so the test did not test the guard", tc.name)
+		}
+	}
+	// The same scanner's benign stands on a stream that matches its header.
+	res, err := c.Scan(context.Background(), Artifact{Type: ArtifactFile, Size: int64(len(content)), Content: bytes.NewReader(content)})
+	if err != nil || res.Verdict != VerdictBenign {
+		t.Errorf("whole stream: %v %+v; want benign", err, res)
+	}
+}
+
 func TestEarlyBenignIsCheckedAgainstTheRest(t *testing.T) {
 	c := connect(t, &testScanner{scan: func(ctx context.Context, a Artifact) (Result, error) {
 		buf := make([]byte, 16) // decides from the first bytes only

@@ -47,6 +47,9 @@ type Options struct {
 	// CrashAbove makes the process exit once a scan has read more than this
 	// many bytes (0: never).
 	CrashAbove int64
+	// IgnoreStreamLength drops shared.ErrStreamLength (a stream shorter or
+	// longer than announced) and answers on the bytes it read.
+	IgnoreStreamLength bool
 	// PrintOnScan writes a line to stdout on every scan, after the
 	// handshake.
 	PrintOnScan bool
@@ -173,6 +176,9 @@ func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, e
 		return shared.Unknown("%v", err), nil
 	}
 	found, _, err := s.find(ctx, a.Content)
+	if s.opts.IgnoreStreamLength && errors.Is(err, shared.ErrStreamLength) {
+		err = nil
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return shared.Result{}, fmt.Errorf("scan: %w", ctx.Err())
@@ -190,6 +196,7 @@ func (s *Scanner) verdict(found bool) shared.Result {
 }
 
 // find reports whether EICAR occurs in r, carrying a tail across reads.
+// On a read error it reports what it found until then, with the error.
 func (s *Scanner) find(ctx context.Context, r io.Reader) (bool, int64, error) {
 	carry := len(EICAR) - 1
 	buf := make([]byte, carry+64<<10)
@@ -215,7 +222,7 @@ func (s *Scanner) find(ctx context.Context, r io.Reader) (bool, int64, error) {
 			return found, total, nil
 		}
 		if err != nil {
-			return false, total, err
+			return found, total, err
 		}
 	}
 }
