@@ -44,7 +44,7 @@ run: deps build
 
 conformance: deps build
 	$(GO) test -count=1 -run 'Conformance' ./shared/conformance/... ./plugins/...
-	bin/microengine conformance bin/microengine-plugin-eicar
+	bin/microengine conformance -strict bin/microengine-plugin-eicar
 
 # Benchmarks (not part of `make test`): clamav streaming against a bare
 # clamd client (4 rounds, so each way goes first once), the marketplace

@@ -93,7 +93,7 @@ func mustCheck(t *testing.T, cfg Config, filter *regexp.Regexp) Report {
 // TestConformanceEicar is the go test entry point on the reference plugin,
 // as a plugin's own test would use it.
 func TestConformanceEicar(t *testing.T) {
-	Run(t, Config{Plugin: bin("eicar")})
+	Run(t, Config{Plugin: bin("eicar"), Strict: true})
 }
 
 // The reference plugin passes every check; only the backend checks are
