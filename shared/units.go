@@ -39,3 +39,22 @@ func ParseSize(s string) (int64, error) {
 	}
 	return n * mult, nil
 }
+
+// Size is a number of bytes. DecodeConfig reads one from integer bytes or a
+// size string ("25M", "100MiB"), and String writes it as people do.
+type Size int64
+
+// String writes the size in the largest binary unit that divides it
+// exactly: 25MiB, 4KiB, 1000B. ParseSize reads each back.
+func (s Size) String() string {
+	n := int64(s)
+	for _, u := range []struct {
+		name string
+		mult int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.mult == 0 {
+			return strconv.FormatInt(n/u.mult, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10) + "B"
+}

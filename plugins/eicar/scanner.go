@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -65,27 +64,12 @@ func (s *Scanner) Info(context.Context) (shared.Info, error) {
 	}, nil
 }
 
+// Configure applies the config block: an absent attribute takes its
+// default, and a refused block leaves the running settings in force.
 func (s *Scanner) Configure(_ context.Context, raw []byte) error {
 	next := &settings{}
-	if len(bytes.TrimSpace(raw)) > 0 {
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &m); err != nil {
-			return (&shared.ConfigError{}).Add("", "config is not a JSON object: %v", err)
-		}
-		ce := &shared.ConfigError{}
-		for k, v := range m {
-			switch k {
-			case "strict":
-				if err := json.Unmarshal(v, &next.Strict); err != nil {
-					ce.Add(k, "want a bool, got %s", v)
-				}
-			default:
-				ce.Add(k, "unknown setting (the eicar plugin accepts: strict)")
-			}
-		}
-		if err := ce.Err(); err != nil {
-			return err
-		}
+	if err := shared.DecodeConfig(raw, next); err != nil {
+		return err
 	}
 	s.cfg.Store(next)
 	return nil

@@ -1,11 +1,6 @@
 package scanner
 
 import (
-	"bytes"
-	"encoding/json"
-	"fmt"
-	"math"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -48,16 +43,16 @@ const (
 // compares it to the current one to stay idempotent.
 type Config struct {
 	// Address of clamd: unix:///path or tcp://host:port.
-	Address string
+	Address string `json:"address"`
 	// Timeout bounds each clamd call (a whole INSTREAM included).
-	Timeout time.Duration
+	Timeout time.Duration `json:"timeout"`
 	// MaxStreamSize is the largest artifact sent to clamd. Keep it at or
 	// below clamd's StreamMaxLength: anything larger is answered unknown.
-	MaxStreamSize int64
+	MaxStreamSize shared.Size `json:"max_stream_size"`
 	// MaxConnections caps concurrent scans (clamd connections).
-	MaxConnections int
+	MaxConnections int `json:"max_connections"`
 	// Confidence given to clamd's malicious and benign answers, 0..1.
-	Confidence float64
+	Confidence float64 `json:"confidence"`
 }
 
 // DefaultConfig is the configuration before Configure is called and what
@@ -95,168 +90,32 @@ func ConfigSchema() []shared.ConfigField {
 // name, in one *shared.ConfigError.
 func ParseConfig(raw []byte) (Config, error) {
 	cfg := DefaultConfig()
-	if len(bytes.TrimSpace(raw)) == 0 {
-		return cfg, nil
-	}
-	var fields map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if err := dec.Decode(&fields); err != nil {
-		return cfg, (&shared.ConfigError{}).Add("", "config is not a JSON object: %v", err)
-	}
-	if dec.More() {
-		return cfg, (&shared.ConfigError{}).Add("", "config holds more than one JSON value")
-	}
-	if fields == nil { // the JSON was null
-		return cfg, nil
-	}
-	ce := &shared.ConfigError{}
-	names := make([]string, 0, len(fields))
-	for name := range fields {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		v := fields[name]
-		if string(bytes.TrimSpace(v)) == "null" {
-			continue
-		}
-		switch name {
-		case keyAddress:
-			s, err := jsonString(v)
-			if err == nil {
-				_, err = clamd.ParseAddress(s)
-			}
-			if err != nil {
-				ce.Add(name, "%v", err)
-				continue
-			}
-			cfg.Address = strings.TrimSpace(s)
-		case keyTimeout:
-			d, err := jsonDuration(v)
-			if err != nil {
-				ce.Add(name, "%v", err)
-				continue
-			}
-			cfg.Timeout = d
-		case keyMaxStreamSize:
-			n, err := jsonSize(v)
-			switch {
-			case err != nil:
-				ce.Add(name, "%v", err)
-			case n <= 0:
-				ce.Add(name, "must be more than 0 bytes")
-			case n > maxStreamSizeLimit:
-				ce.Add(name, "%d bytes is more than clamd's StreamMaxLength can be (4 GiB)", n)
-			default:
-				cfg.MaxStreamSize = n
-			}
-		case keyMaxConnections:
-			n, err := jsonInt(v)
-			switch {
-			case err != nil:
-				ce.Add(name, "%v", err)
-			case n < 1 || n > maxConnectionsMax:
-				ce.Add(name, "must be between 1 and %d, got %d", maxConnectionsMax, n)
-			default:
-				cfg.MaxConnections = int(n)
-			}
-		case keyConfidence:
-			f, err := jsonFloat(v)
-			switch {
-			case err != nil:
-				ce.Add(name, "%v", err)
-			case f < 0 || f > 1:
-				ce.Add(name, "must be between 0 and 1, got %v", f)
-			default:
-				cfg.Confidence = f
-			}
-		default:
-			ce.Add(name, "unknown attribute (known: %s, %s, %s, %s, %s)",
-				keyAddress, keyConfidence, keyMaxConnections, keyMaxStreamSize, keyTimeout)
-		}
-	}
-	if err := ce.Err(); err != nil {
+	if err := shared.DecodeConfig(raw, &cfg); err != nil {
 		return DefaultConfig(), err
 	}
+	cfg.Address = strings.TrimSpace(cfg.Address)
 	return cfg, nil
 }
 
-func jsonString(v json.RawMessage) (string, error) {
-	var s string
-	if err := json.Unmarshal(v, &s); err != nil {
-		return "", fmt.Errorf("want a string, got %s", v)
+// CheckConfig checks the values DecodeConfig read; its faults are reported
+// with the decoding faults.
+func (c Config) CheckConfig(ce *shared.ConfigError) {
+	if _, err := clamd.ParseAddress(c.Address); err != nil {
+		ce.Add(keyAddress, "%v", err)
 	}
-	return s, nil
-}
-
-func jsonNumber(v json.RawMessage) (json.Number, bool) {
-	dec := json.NewDecoder(bytes.NewReader(v))
-	dec.UseNumber()
-	var x any
-	if err := dec.Decode(&x); err != nil {
-		return "", false
+	if c.Timeout <= 0 {
+		ce.Add(keyTimeout, "must be more than 0, got %q", c.Timeout)
 	}
-	n, ok := x.(json.Number)
-	return n, ok
-}
-
-func jsonInt(v json.RawMessage) (int64, error) {
-	n, ok := jsonNumber(v)
-	if !ok {
-		return 0, fmt.Errorf("want a whole number, got %s", v)
+	switch {
+	case c.MaxStreamSize <= 0:
+		ce.Add(keyMaxStreamSize, "must be more than 0 bytes")
+	case c.MaxStreamSize > maxStreamSizeLimit:
+		ce.Add(keyMaxStreamSize, "%d bytes is more than clamd's StreamMaxLength can be (4 GiB)", c.MaxStreamSize)
 	}
-	if i, err := n.Int64(); err == nil {
-		return i, nil
+	if c.MaxConnections < 1 || c.MaxConnections > maxConnectionsMax {
+		ce.Add(keyMaxConnections, "must be between 1 and %d, got %d", maxConnectionsMax, c.MaxConnections)
 	}
-	// 8.0 is a whole number too, as some encoders write it.
-	f, err := n.Float64()
-	if err != nil || f != math.Trunc(f) || math.Abs(f) > 1<<53 {
-		return 0, fmt.Errorf("want a whole number, got %s", v)
+	if c.Confidence < 0 || c.Confidence > 1 {
+		ce.Add(keyConfidence, "must be between 0 and 1, got %v", c.Confidence)
 	}
-	return int64(f), nil
-}
-
-func jsonFloat(v json.RawMessage) (float64, error) {
-	n, ok := jsonNumber(v)
-	if !ok {
-		return 0, fmt.Errorf("want a number, got %s", v)
-	}
-	f, err := n.Float64()
-	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-		return 0, fmt.Errorf("want a number, got %s", v)
-	}
-	return f, nil
-}
-
-func jsonDuration(v json.RawMessage) (time.Duration, error) {
-	s, err := jsonString(v)
-	if err != nil {
-		return 0, fmt.Errorf("want a duration such as \"30s\", got %s", v)
-	}
-	d, err := time.ParseDuration(strings.TrimSpace(s))
-	if err != nil {
-		return 0, fmt.Errorf("want a duration such as \"30s\": %w", err)
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("must be more than 0, got %q", s)
-	}
-	return d, nil
-}
-
-// jsonSize takes integer bytes, as the host sends them, or a size string
-// ("25M"), as a person might write it.
-func jsonSize(v json.RawMessage) (int64, error) {
-	if _, ok := jsonNumber(v); ok {
-		n, err := jsonInt(v)
-		if err != nil {
-			return 0, fmt.Errorf("want a whole number of bytes or a size such as \"25M\", got %s", v)
-		}
-		return n, nil
-	}
-	s, err := jsonString(v)
-	if err != nil {
-		return 0, fmt.Errorf("want a whole number of bytes or a size such as \"25M\", got %s", v)
-	}
-	return shared.ParseSize(s)
 }

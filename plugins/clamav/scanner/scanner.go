@@ -112,7 +112,7 @@ func New(log hclog.Logger) *Scanner {
 func newState(cfg Config, prev *state) (*state, error) {
 	client, err := clamd.NewClient(cfg.Address, clamd.Options{
 		Timeout:       cfg.Timeout,
-		MaxStreamSize: cfg.MaxStreamSize,
+		MaxStreamSize: int64(cfg.MaxStreamSize),
 		// One kept session per connection a scan may hold.
 		Sessions:     cfg.MaxConnections,
 		RetryBackoff: retryBackoff,
@@ -215,7 +215,7 @@ func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, e
 	if a.Type != shared.ArtifactFile {
 		return shared.Unknown("clamav scans files only, not %q artifacts", a.Type), nil
 	}
-	if a.Size > st.cfg.MaxStreamSize {
+	if a.Size > int64(st.cfg.MaxStreamSize) {
 		// Not sent: clamd would refuse it at StreamMaxLength anyway, after
 		// we had streamed 25 MiB for nothing.
 		return s.unknown(a, 0, "not scanned: the artifact is %d bytes, more than max_stream_size (%d)", a.Size, st.cfg.MaxStreamSize), nil

@@ -10,7 +10,6 @@ package fakeplugin
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -101,28 +100,11 @@ func (s *Scanner) Info(context.Context) (shared.Info, error) {
 
 func (s *Scanner) Configure(_ context.Context, raw []byte) error {
 	next := settings{}
-	ce := &shared.ConfigError{}
-	if len(bytes.TrimSpace(raw)) > 0 {
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &m); err != nil {
-			return ce.Add("", "config is not a JSON object: %v", err)
-		}
-		for k, v := range m {
-			switch k {
-			case "backend":
-				if err := json.Unmarshal(v, &next.Backend); err != nil {
-					ce.Add(k, "want a string, got %s", v)
-				}
-			default:
-				ce.Add(k, "unknown setting (accepted: backend)")
-			}
-		}
-	}
-	if s.opts.HasBackend && next.Backend == "" && len(ce.Fields) == 0 {
-		ce.Add("backend", "required")
-	}
-	if err := ce.Err(); err != nil {
+	if err := shared.DecodeConfig(raw, &next); err != nil {
 		return err
+	}
+	if s.opts.HasBackend && next.Backend == "" {
+		return (&shared.ConfigError{}).Add("backend", "required")
 	}
 	s.mu.Lock()
 	s.cfg = next
