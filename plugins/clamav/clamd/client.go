@@ -400,6 +400,9 @@ func (c *Client) instream(ctx context.Context, s *session, r io.Reader, buf []by
 	}
 	keep = complete
 	reply.ContentBytes = sent
+	if s.kept {
+		reply.Session = s.commands // unwrap checked clamd's own number
+	}
 	return reply, true, nil
 }
 

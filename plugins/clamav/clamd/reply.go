@@ -106,6 +106,10 @@ type Reply struct {
 	// ContentBytes is how many bytes of content were streamed (set by
 	// Instream, not by ParseReply).
 	ContentBytes int64
+	// Session is the number clamd gave the command in its IDSESSION
+	// connection: 1 on a new session, n on the nth command of a kept one;
+	// 0 outside sessions (set by Instream, not by ParseReply).
+	Session int
 	// Raw is the reply as received, terminator removed.
 	Raw string
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -225,8 +226,10 @@ func TestRetryBackoffWhenRefused(t *testing.T) {
 }
 
 // TestKeptSessionsAgainstClamd checks what session.go relies on, against a
-// real clamd: a kept session sees a signature reload, and a session clamd
-// dropped at its ReadTimeout costs a resend, not a verdict.
+// real clamd: a connection is kept and reused (clamd itself numbers each
+// reply with the command's place in its session), a kept session sees a
+// signature reload, and a session clamd dropped at its ReadTimeout is
+// detected and costs a resend, not a verdict.
 func TestKeptSessionsAgainstClamd(t *testing.T) {
 	repoSigs, err := devclamd.RepoSignatureDir()
 	if err != nil {
@@ -247,8 +250,16 @@ func TestKeptSessionsAgainstClamd(t *testing.T) {
 	ctx := testContext(t)
 
 	reply, err := c.Instream(ctx, bytes.NewReader(eicar()))
-	if err != nil || reply.Status != StatusFound {
-		t.Fatalf("EICAR = %+v, %v; want FOUND", reply, err)
+	if err != nil || reply.Status != StatusFound || reply.Session != 1 {
+		t.Fatalf("EICAR = %+v, %v; want FOUND as command 1 of a session", reply, err)
+	}
+	// The same connection, one command after the other: clamd's numbers
+	// prove it, whatever the client believes.
+	for n := 2; n <= 6; n++ {
+		reply, err := c.Instream(ctx, bytes.NewReader([]byte(fmt.Sprintf("clean artifact %d %d", n, time.Now().UnixNano()))))
+		if err != nil || reply.Status != StatusOK || reply.Session != n {
+			t.Fatalf("scan %d = %+v, %v; want OK as command %d of the kept session", n, reply, err, n)
+		}
 	}
 
 	// A signature added and reloaded while the session is kept.
@@ -273,14 +284,48 @@ func TestKeptSessionsAgainstClamd(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	reply, err = c.Instream(ctx, bytes.NewReader(content))
-	if err != nil || reply.Signature != "MicroEngine.Test.SessionReload.UNOFFICIAL" {
-		t.Errorf("kept session after a reload = %+v, %v; want the new signature", reply, err)
+	if err != nil || reply.Signature != "MicroEngine.Test.SessionReload.UNOFFICIAL" || reply.Session != 7 {
+		t.Errorf("kept session after a reload = %+v, %v; want the new signature as command 7", reply, err)
 	}
 
-	// Idle past clamd's ReadTimeout: clamd hangs up on the session.
-	time.Sleep(1500 * time.Millisecond)
+	// Idle past clamd's ReadTimeout: clamd hangs up on the kept session,
+	// which is still in the pool and young enough to be reused.
+	waitHungUp(ctx, t, c)
 	reply, err = c.Instream(ctx, bytes.NewReader(eicar()))
-	if err != nil || reply.Status != StatusFound {
-		t.Errorf("after clamd dropped the session = %+v, %v; want FOUND", reply, err)
+	if err != nil || reply.Status != StatusFound || reply.Session != 1 {
+		t.Errorf("after clamd dropped the session = %+v, %v; want FOUND as command 1 of a new session", reply, err)
+	}
+}
+
+// waitHungUp waits until clamd has hung up on (or sent its timeout notice
+// to) the one idle session in c's pool, without reading from it.
+func waitHungUp(ctx context.Context, t *testing.T, c *Client) {
+	t.Helper()
+	c.sessions.mu.Lock()
+	if len(c.sessions.idle) != 1 {
+		c.sessions.mu.Unlock()
+		t.Fatalf("%d idle sessions, want the one kept session", len(c.sessions.idle))
+	}
+	conn := c.sessions.idle[0].conn
+	c.sessions.mu.Unlock()
+	raw, err := conn.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		var rerr error
+		err := raw.Control(func(fd uintptr) {
+			_, _, rerr = syscall.Recvfrom(int(fd), make([]byte, 1), syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !errors.Is(rerr, syscall.EAGAIN) {
+			return // a notice to read, or the end of the connection
+		}
+		if ctx.Err() != nil {
+			t.Fatal("clamd never hung up on the idle session")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
