@@ -1,6 +1,10 @@
 package marketplace
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -76,34 +80,51 @@ func TestParseBountyRejects(t *testing.T) {
 		{`[1,2]`, "want a JSON object"},
 		{`{"id": 1,`, "not valid JSON"},
 		{`{` + base + `}`, "id: missing"},
-		{`{"id": "12",` + base + `}`, "id: want a JSON integer"},
-		{`{"id": 1.5,` + base + `}`, "id: want a JSON integer"},
-		{`{"id": 1e3,` + base + `}`, "id: want a JSON integer"},
-		{`{"id": 99999999999999999999,` + base + `}`, "does not fit"},
+		{`{"id": "",` + base + `}`, "id: empty"},
+		{`{"id": 1.5,` + base + `}`, "id: want an integer or a string"},
+		{`{"id": 1e3,` + base + `}`, "id: want an integer or a string"},
+		{`{"id": true,` + base + `}`, "id: want an integer or a string"},
+		{`{"id": "` + strings.Repeat("u", 129) + `",` + base + `}`, "id: 129 characters"},
 		{`{"id": 1, "artifact_type": 3}`, "artifact_type: wrong type"},
-		{`{"id": 1,"artifact_type":"file","artifact_uri":"http://x/a","response_url":"http://x/r"}`, "expiration: missing"},
 		{`{"id": 1,"artifact_type":"file","artifact_uri":"http://x/a","expiration":"soon","response_url":"http://x/r"}`, "expiration: not an ISO-8601"},
 		{`{"id": 1,"artifact_type":"file","artifact_uri":"ftp://x/a","expiration":"2026-03-01T12:00:00","response_url":"http://x/r"}`, "artifact_uri: want an absolute http(s) URL"},
+		{`{"id": 1,"artifact_type":"url","artifact_uri":"evil.example/path","expiration":"2026-03-01T12:00:00","response_url":"http://x/r"}`, "artifact_uri: want an absolute http(s) URL"},
+		{`{"id": 1,"artifact_type":"file","artifact_uri":"data:text/plain;base64","expiration":"2026-03-01T12:00:00","response_url":"http://x/r"}`, "artifact_uri: data: URI without a comma"},
 		{`{"id": 1,"artifact_type":"file","artifact_uri":"http://x/a","expiration":"2026-03-01T12:00:00"}`, "response_url: missing"},
-		{`{"id": 1,` + base + `,"phase":"voting"}`, "phase:"},
-		{`{"id": 1,` + base + `,"sha256":"abc"}`, "sha256:"},
 		{`{"id": 1,` + base + `,"metadata":[1]}`, "metadata: want an object"},
-		{`{"id": 1,` + base + `,"rules":{"min_allowed_bid":1.5}}`, "rules.min_allowed_bid: want a JSON integer"},
-		{`{"id": 1,` + base + `,"rules":{"min_allowed_bid":"10"}}`, "rules.min_allowed_bid: want a JSON integer"},
+		{`{"id": 1,` + base + `,"metadata":{"a":[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]}}`, "metadata: nested deeper than 16"},
+		{`{"id": 1,` + base + `,"metadata":{"a":"` + strings.Repeat("x", MaxMetadataSize) + `"}}`, "metadata: 32776 bytes, over the limit of 32768"},
+		{`{"id": 1,` + base + `,"rules":{"min_allowed_bid":1.5}}`, "rules.min_allowed_bid: 1.5 is not a whole number of wei"},
+		{`{"id": 1,` + base + `,"rules":{"min_allowed_bid":"6.25e-1"}}`, "is not a whole number of wei"},
+		{`{"id": 1,` + base + `,"rules":{"min_allowed_bid":1e999999}}`, "exponent out of range"},
+		{`{"id": 1,` + base + `,"rules":{"min_allowed_bid":"ten"}}`, "rules.min_allowed_bid: want a number of wei"},
+		{`{"id": 1,` + base + `,"rules":{"min_allowed_bid":"1/2"}}`, "rules.min_allowed_bid: want a number of wei"},
 		{`{"id": 1,` + base + `,"rules":{"min_allowed_bid":-1}}`, "must not be negative"},
-		{`{"id": 1,` + base + `,"rules":{"min_allowed_bid":10,"max_allowed_bid":5}}`, "exceeds max_allowed_bid"},
+		{`{"id": 1,` + base + `,"rules":{"min_allowed_bid":true}}`, "rules.min_allowed_bid: want a number of wei"},
 	} {
 		_, err := ParseBounty([]byte(tc.body))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("ParseBounty(%s) = %v, want an error containing %q", tc.body, err, tc.want)
+			t.Errorf("ParseBounty(%s) = %v, want an error containing %q", truncate(tc.body, 300), err, tc.want)
+		}
+	}
+}
+
+func TestParseBountyNamesEveryFault(t *testing.T) {
+	_, err := ParseBounty([]byte(`{"id": 1.5, "artifact_type": "file", "artifact_uri": "ftp://x", "expiration": "soon", "response_url": "x", "rules": {"max_allowed_bid": -3}}`))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, field := range []string{"id:", "artifact_uri:", "expiration:", "response_url:", "rules.max_allowed_bid:"} {
+		if !strings.Contains(err.Error(), field) {
+			t.Errorf("error %q does not name %s", err, field)
 		}
 	}
 }
 
 func TestParseBountyLenient(t *testing.T) {
-	// A url bounty's uri is judged, not fetched; an unknown artifact type
-	// and a missing phase or rules are still accepted (and answered).
-	b, err := ParseBounty([]byte(`{"id":1,"artifact_type":"Url","artifact_uri":"evil.example/path","expiration":"2026-03-01T12:00:00Z","response_url":"http://x/r","tasked_at":"garbage","metadata":null}`))
+	// An unknown artifact type and a missing phase or rules are still
+	// accepted (and answered).
+	b, err := ParseBounty([]byte(`{"id":1,"artifact_type":"Url","artifact_uri":"http://x/u","expiration":"2026-03-01T12:00:00Z","response_url":"http://x/r","tasked_at":"garbage","metadata":null}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,5 +137,154 @@ func TestParseBountyLenient(t *testing.T) {
 	}
 	if _, ok := b.Type(); ok {
 		t.Error("blob is not a known type")
+	}
+}
+
+// TestParseBountyDialects holds payloads as PolySwarm's own code writes
+// them (polyswarm_engine, microengine-webhooks-py, their fixtures): each is
+// accepted, read as meant, and what had to be assumed is remarked.
+func TestParseBountyDialects(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	base := func(extra string) string {
+		return `{"artifact_type":"file","artifact_uri":"http://x/a","expiration":"2026-03-01T12:05:00","response_url":"http://x/r"` + extra + `}`
+	}
+	for _, tc := range []struct {
+		name   string
+		body   string
+		check  func(b Bounty) string
+		remark string
+	}{
+		{"uuid id", base(`,"id":"0f8fad5b-d9cb-469f-a165-70867728950e"`), func(b Bounty) string {
+			if b.IDText != "0f8fad5b-d9cb-469f-a165-70867728950e" || b.ID >= 0 || b.IDString() != b.IDText {
+				return fmt.Sprintf("id %d text %q", b.ID, b.IDText)
+			}
+			return ""
+		}, ""},
+		{"integer id as a string", base(`,"id":"12"`), func(b Bounty) string {
+			if b.ID != 12 || b.IDText != "" {
+				return fmt.Sprintf("id %d text %q", b.ID, b.IDText)
+			}
+			return ""
+		}, ""},
+		{"id past 64 bits", base(`,"id":99999999999999999999`), func(b Bounty) string {
+			if b.IDText != "99999999999999999999" || b.ID >= 0 {
+				return fmt.Sprintf("id %d text %q", b.ID, b.IDText)
+			}
+			return ""
+		}, ""},
+		{"assertion_window", base(`,"id":1,"phase":"assertion_window"`), phaseIs(PhaseAssertion), ""},
+		{"arbitration_window", base(`,"id":1,"phase":"arbitration_window"`), phaseIs(PhaseArbitration), ""},
+		{"unknown phase", base(`,"id":1,"phase":"voting"`), phaseIs(PhaseAssertion), `unknown phase "voting": answered as assertion`},
+		{"unknown phase, votes url", `{"id":1,"artifact_type":"file","artifact_uri":"http://x/a","expiration":"2026-03-01T12:05:00","response_url":"http://x/bounties/1/votes/","phase":"settle"}`,
+			phaseIs(PhaseArbitration), "answered as arbitration"},
+		{"wei in exponent form", base(`,"id":1,"rules":{"min_allowed_bid":6.25e+16,"max_allowed_bid":1e18}`), rulesAre("62500000000000000", "1000000000000000000"), ""},
+		{"wei as strings", base(`,"id":1,"rules":{"min_allowed_bid":"62500000000000000","max_allowed_bid":"1.0E18"}`), rulesAre("62500000000000000", "1000000000000000000"), ""},
+		{"min over max", base(`,"id":1,"rules":{"min_allowed_bid":10,"max_allowed_bid":5}`), rulesAre("5", "5"), "min_allowed_bid 10 exceeds max_allowed_bid 5"},
+		{"sha256 and mimetype under metadata", base(`,"id":1,"metadata":{"sha256":"E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855","mimetype":"text/plain"}`), func(b Bounty) string {
+			if b.SHA256 != "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" || b.Mimetype != "text/plain" {
+				return fmt.Sprintf("sha256 %q mimetype %q", b.SHA256, b.Mimetype)
+			}
+			return ""
+		}, ""},
+		{"invalid sha256", base(`,"id":1,"metadata":{"sha256":"asdf"}`), func(b Bounty) string {
+			if b.SHA256 != "" {
+				return "sha256 kept: " + b.SHA256
+			}
+			return ""
+		}, `sha256 "asdf" is not 64 hex digits: the download was not verified`},
+		{"no expiration", `{"id":1,"artifact_type":"file","artifact_uri":"http://x/a","response_url":"http://x/r"}`, func(b Bounty) string {
+			if !b.Expiration.Equal(now.Add(90 * time.Second)) {
+				return "expiration " + b.Expiration.String()
+			}
+			return ""
+		}, ""},
+		{"data: URI", `{"id":1,"artifact_type":"file","artifact_uri":"data:text/plain;base64,SGVsbG8=","response_url":"http://x/r"}`, func(b Bounty) string {
+			if b.ArtifactURI != "data:text/plain;base64,SGVsbG8=" {
+				return "uri " + b.ArtifactURI
+			}
+			return ""
+		}, ""},
+		{"url bounty", `{"id":1,"artifact_type":"URL","artifact_uri":"http://x/a","response_url":"http://x/r"}`, func(b Bounty) string {
+			if b.ArtifactType != "url" || b.ArtifactURI != "http://x/a" {
+				return fmt.Sprintf("type %q uri %q", b.ArtifactType, b.ArtifactURI)
+			}
+			return ""
+		}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := parseBounty([]byte(tc.body), now)
+			if err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if problem := tc.check(b); problem != "" {
+				t.Error(problem)
+			}
+			got := strings.Join(b.Remarks, "\n")
+			if tc.remark == "" && got != "" || !strings.Contains(got, tc.remark) {
+				t.Errorf("remarks %q, want %q", got, tc.remark)
+			}
+		})
+	}
+}
+
+func phaseIs(p Phase) func(Bounty) string {
+	return func(b Bounty) string {
+		if b.Phase != p {
+			return fmt.Sprintf("phase %q, want %q", b.Phase, p)
+		}
+		return ""
+	}
+}
+
+func rulesAre(lo, hi string) func(Bounty) string {
+	return func(b Bounty) string {
+		if b.Rules.MinAllowedBid.String() != lo || b.Rules.MaxAllowedBid.String() != hi {
+			return fmt.Sprintf("rules [%s, %s], want [%s, %s]", b.Rules.MinAllowedBid, b.Rules.MaxAllowedBid, lo, hi)
+		}
+		return ""
+	}
+}
+
+// TestBountyRoundTrip: a record keeps every dialect's reading, so a stored
+// text id is the same bounty after a restart.
+func TestBountyRoundTrip(t *testing.T) {
+	b, err := ParseBounty([]byte(`{"id":"abc","artifact_type":"file","artifact_uri":"http://x/a","response_url":"http://x/r","sha256":"asdf"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Bounty
+	if err := json.Unmarshal(raw, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(back.Key(), b.Key()) || back.IDString() != "abc" || len(back.Remarks) != 1 {
+		t.Errorf("round trip: %s", raw)
+	}
+}
+
+// TestFieldsDeterministic: Fields once added keys to the map it ranged
+// over, so "metadata.metadata.…" keys came and went at random.
+func TestFieldsDeterministic(t *testing.T) {
+	b, err := ParseBounty([]byte(`{"id":1,"artifact_type":"file","artifact_uri":"http://x/a","response_url":"http://x/r",
+		"metadata":{"x":"top","metadata":{"x":"nested"},"a.b":"dotted","a":{"b":"path"},"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := b.Fields()
+	for k := range want {
+		if strings.HasPrefix(k, "metadata.metadata.metadata.") {
+			t.Errorf("field %s: a key derived from a derived key", k)
+		}
+	}
+	if want["metadata.x"] != "top" || want["metadata.metadata.x"] != "nested" {
+		t.Errorf("metadata.x = %q, metadata.metadata.x = %q", want["metadata.x"], want["metadata.metadata.x"])
+	}
+	for range 200 {
+		if got := b.Fields(); !maps.Equal(got, want) {
+			t.Fatalf("Fields differs between calls:\n%v\n%v", got, want)
+		}
 	}
 }

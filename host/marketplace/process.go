@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 
@@ -87,32 +86,27 @@ func (s *Service) evaluate(log hclog.Logger, b Bounty, sp *spool) engine.Result 
 	ctx, cancel := context.WithDeadline(s.hardCtx, deadline)
 	defer cancel()
 	start := time.Now()
-	var content io.ReaderAt
-	var size int64
-	if typ == shared.ArtifactURL {
-		// A url bounty's content is the URL itself: nothing to download.
-		content, size = strings.NewReader(b.ArtifactURI), int64(len(b.ArtifactURI))
-	} else {
-		fctx, fcancel := context.WithTimeout(ctx, s.cfg.FetchTimeout)
-		n, err := s.fetcher.fetch(fctx, sp, b.ArtifactURI, b.SHA256)
-		fcancel()
-		defer sp.reset()
-		outcome := "ok"
-		if err != nil {
-			outcome = "error"
-		}
-		s.metrics.fetch.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
-		if err != nil {
-			log.Warn("cannot fetch the artifact: answering unknown", "error", err)
-			return unknownResult("fetch: %v", err)
-		}
-		content, size = sp.f, n
-		log.Debug("artifact fetched", "bytes", size, "took", time.Since(start))
+	// Both types are fetched: a url bounty's content (the URL to judge)
+	// is behind its artifact_uri too.
+	fctx, fcancel := context.WithTimeout(ctx, s.cfg.FetchTimeout)
+	size, err := s.fetcher.fetchArtifact(fctx, sp, b.ArtifactURI, b.SHA256)
+	fcancel()
+	defer sp.reset()
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
 	}
+	s.metrics.fetch.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
+	if err != nil {
+		log.Warn("cannot fetch the artifact: answering unknown", "error", err)
+		return unknownResult("fetch: %v", err)
+	}
+	var content io.ReaderAt = sp.f
+	log.Debug("artifact fetched", "bytes", size, "took", time.Since(start))
 
 	scanStart := time.Now()
 	res := s.opts.Scanner.Scan(ctx, engine.Artifact{
-		ID: strconv.FormatInt(b.ID, 10), Type: typ, Size: size, Content: content, Metadata: fields,
+		ID: b.IDString(), Type: typ, Size: size, Content: content, Metadata: fields,
 	})
 	s.observeScan(time.Since(start))
 	res = sanitize(ctx, res)

@@ -3,8 +3,10 @@ package marketplace
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -150,20 +152,57 @@ func TestScanBoundedByExpiration(t *testing.T) {
 	}
 }
 
+// TestURLBounty: a url bounty's artifact_uri is a download link like a
+// file's; the content behind it (text/uri-list) is the URL that is judged.
 func TestURLBounty(t *testing.T) {
 	var seen atomic.Value
 	scanner := ScanFunc(func(ctx context.Context, a engine.Artifact) engine.Result {
-		seen.Store(a)
+		data, _ := io.ReadAll(io.NewSectionReader(a.Content, 0, a.Size))
+		seen.Store(string(data))
+		if a.Type != shared.ArtifactURL {
+			t.Errorf("type %s", a.Type)
+		}
 		return eicarScanner()(ctx, a)
 	})
 	e := newTestEngine(t, scanner)
-	e.accept(t, e.market.bountyJSON(8, "http://EICAR.example/not-fetched", time.Minute, map[string]any{"artifact_type": "URL"}))
+	const judged = "http://EICAR.example/judged\r\n"
+	uri := e.market.put("link", []byte(judged))
+	e.accept(t, e.market.bountyJSON(8, uri, time.Minute, map[string]any{"artifact_type": "URL"}))
 	if a := e.market.wait(5 * time.Second); str(a.Body["verdict"]) != "malicious" {
 		t.Errorf("url bounty: %s", a.Raw)
 	}
-	a := seen.Load().(engine.Artifact)
-	if a.Type != shared.ArtifactURL || a.Size != int64(len("http://EICAR.example/not-fetched")) {
-		t.Errorf("artifact %+v", a)
+	if got := seen.Load(); got != judged {
+		t.Errorf("scanned %q, want the content behind the link %q", got, judged)
+	}
+}
+
+// TestDataURIBounty: polyswarm_engine sends the content in a data: URI,
+// base64 or percent-encoded.
+func TestDataURIBounty(t *testing.T) {
+	e := newTestEngine(t, eicarScanner())
+	for id, uri := range map[int64]string{
+		20: "data:application/octet-stream;base64," + base64.StdEncoding.EncodeToString([]byte("X5O!P%@AP EICAR")),
+		21: "data:,X5O%21P%25%40AP%20EICAR",
+		22: "data:text/plain,harmless",
+	} {
+		e.accept(t, e.market.bountyJSON(id, uri, time.Minute, nil))
+	}
+	got := map[string]string{}
+	for range 3 {
+		a := e.market.wait(5 * time.Second)
+		got[a.ID] = str(a.Body["verdict"])
+	}
+	if got["20"] != "malicious" || got["21"] != "malicious" || got["22"] != "benign" {
+		t.Errorf("verdicts %v", got)
+	}
+	// Over the artifact size limit: unknown, with the reason.
+	e2 := newTestEngine(t, eicarScanner(), func(c *config.Marketplace, _ *Options) { c.MaxArtifactSize = 4 })
+	e2.accept(t, e2.market.bountyJSON(23, "data:,EICAR-and-more", time.Minute, nil))
+	if a := e2.market.wait(5 * time.Second); str(a.Body["verdict"]) != "unknown" {
+		t.Errorf("oversized data: URI: %s", a.Raw)
+	}
+	if r := e2.record(t, 23, PhaseAssertion); !strings.Contains(r.Reason, "over the 4-byte limit") {
+		t.Errorf("reason %q", r.Reason)
 	}
 }
 

@@ -35,7 +35,7 @@ func TestWebhookProtocol(t *testing.T) {
 		{"unknown event", "assertion", body, nil, 400, "unsupported event"},
 		{"missing event", "", body, nil, 400, "missing X-POLYSWARM-EVENT"},
 		{"malformed JSON", "bounty", []byte(`{"id": 1,`), nil, 400, `"status":"ERROR","reason":"body is not valid JSON`},
-		{"invalid field", "bounty", []byte(`{"id": "one"}`), nil, 400, "id: want a JSON integer"},
+		{"invalid field", "bounty", []byte(`{"id": 1.5}`), nil, 400, "id: want an integer or a string"},
 		{"too big", "bounty", bytes.Repeat([]byte(" "), 5000), nil, 413, "over the size limit"},
 		{"bounty", "bounty", body, nil, 202, `{"status":"ACCEPTED"}`},
 	} {

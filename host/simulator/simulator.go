@@ -168,7 +168,13 @@ func (s *sim) handler() http.Handler {
 			http.NotFound(w, r)
 			return
 		}
-		w.Header().Set("Content-Type", "application/octet-stream")
+		// A url sample's content is the URL to judge, served as a
+		// download like a file's (the marketplace's text/uri-list).
+		ctype := "application/octet-stream"
+		if s.opts.Samples[i].Type == shared.ArtifactURL {
+			ctype = "text/uri-list"
+		}
+		w.Header().Set("Content-Type", ctype)
 		w.Write(s.opts.Samples[i].Content)
 	})
 	mux.HandleFunc("POST /respond/{id}", s.answer)
@@ -212,10 +218,8 @@ func (s *sim) send(ctx context.Context, i int) {
 	id := s.opts.StartID + int64(i)
 	now := time.Now()
 	exp := now.Add(s.opts.Expiry)
+	// Both types are downloaded: a url bounty's link leads to the URL.
 	uri := s.base + "/artifacts/" + strconv.Itoa(i%len(s.opts.Samples))
-	if sample.Type == shared.ArtifactURL {
-		uri = string(sample.Content)
-	}
 	sum := sha256.Sum256(sample.Content)
 	body := map[string]any{
 		"id":            id,

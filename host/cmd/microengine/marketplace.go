@@ -246,7 +246,7 @@ func printBounty(w io.Writer, r marketplace.Record) {
 			plugins = append(plugins, p.Name+"@"+p.Version)
 		}
 	}
-	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Bounty.ID, r.Bounty.Phase, r.State, verdict, bid,
+	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Bounty.IDString(), r.Bounty.Phase, r.State, verdict, bid,
 		r.ReceivedAt.Local().Format(time.RFC3339), finished, orDash(strings.Join(plugins, ",")), orDash(oneLine(r.Reason, 80)))
 }
 
