@@ -246,6 +246,19 @@ func configLines(opts Options, sigDir, socket, tmpDir string, tcpPort int) [][2]
 		// Limits hit must not read as OK: clamd then answers
 		// Heuristics.Limits.Exceeded.* FOUND, which a scanner maps to unknown.
 		{"AlertExceedsMax", "yes"},
+		// Except an archive member over MaxFileSize, which clamd skips
+		// without an alert whatever AlertExceedsMax says (1.4.6: a zip
+		// holding 101 MiB of zeros and a signature answers OK under the
+		// default 100M). With MaxFileSize no lower than MaxScanSize such a
+		// member passes MaxScanSize first, and that alerts. The same lines
+		// as the clamav plugin's managed clamd (plugins/clamav/daemon).
+		{"MaxScanSize", "400M"},
+		{"MaxFileSize", "400M"},
+		{"PCREMaxFileSize", "400M"},
+		// Encrypted content was not examined: alert, for unknown.
+		{"AlertEncrypted", "yes"},
+		{"AlertEncryptedArchive", "yes"},
+		{"AlertEncryptedDoc", "yes"},
 		{"StreamMaxLength", strconv.FormatInt(maxLen, 10)},
 		// No SelfCheck reloads behind a test's back.
 		{"SelfCheck", "0"},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -157,3 +158,64 @@ func (r *trickle) Read(p []byte) (int, error) {
 }
 
 var _ io.Reader = (*trickle)(nil)
+
+// TestStoppedClamdDoesNotHangThePlugin stops clamd (SIGSTOP) with scans in
+// flight. The scans must end unknown at their timeout, and Health must
+// answer unhealthy within a fraction of the host's 10 s deadline, as a
+// plugin that answers is not hung: the host kills a plugin whose Health
+// overruns, cutting every scan it holds.
+func TestStoppedClamdDoesNotHangThePlugin(t *testing.T) {
+	d := devclamd.StartT(t, devclamd.Options{})
+	p := launch(t)
+	s := p.scanner
+	configure(t, s, fmt.Sprintf(`{"address":%q,"timeout":"3s"}`, d.Address()))
+	if r := scanOver(t, s, fileArtifact(scanner.EICAR())); r.Verdict != shared.VerdictMalicious {
+		t.Fatalf("before the stop: %+v", r)
+	}
+
+	if err := syscall.Kill(d.Pid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			_ = syscall.Kill(d.Pid(), syscall.SIGCONT)
+		}
+	}
+	defer resume()
+
+	const scans = 8
+	results := make(chan shared.Result, scans)
+	for i := range scans {
+		go func() {
+			content := append([]byte(fmt.Sprintf("artifact %d ", i)), bytes.Repeat([]byte("x"), 200<<10)...)
+			results <- scanOver(t, s, fileArtifact(content))
+		}()
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	h, err := s.Health(ctx)
+	elapsed := time.Since(start)
+	if err != nil || h.Healthy {
+		t.Errorf("Health with clamd stopped = %+v, %v; want unhealthy", h, err)
+	}
+	if elapsed > 3*time.Second {
+		t.Errorf("Health took %s with clamd stopped; the host's deadline is 10s", elapsed.Round(time.Millisecond))
+	}
+	for range scans {
+		if r := <-results; r.Verdict != shared.VerdictUnknown {
+			t.Errorf("scan while clamd was stopped: %+v, want unknown", r)
+		}
+	}
+
+	resume()
+	if r := scanOver(t, s, fileArtifact(scanner.EICAR())); r.Verdict != shared.VerdictMalicious {
+		t.Errorf("after SIGCONT: %+v", r)
+	}
+	if h, err := s.Health(ctx); err != nil || !h.Healthy {
+		t.Errorf("Health after SIGCONT = %+v, %v; want healthy", h, err)
+	}
+}

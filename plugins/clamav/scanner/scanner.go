@@ -45,12 +45,31 @@ const Vendor = "ClamAV"
 const (
 	MetaVendorVersion     = "vendor_version"
 	MetaSignaturesVersion = "signatures_version"
+	// MetaComment holds a standard comment on an unknown verdict, such as
+	// SKIPPED:ENCRYPTED: why the artifact was not judged.
+	MetaComment = "comment"
 )
 
-// limitsSignaturePrefix names the alerts clamd raises with AlertExceedsMax
-// when it stopped before examining everything (MaxFileSize, MaxScanSize,
-// MaxScanTime, MaxRecursion, MaxFiles...).
-const limitsSignaturePrefix = "Heuristics.Limits.Exceeded"
+// Alerts that say clamd did not examine the whole artifact. Neither is a
+// verdict: the artifact is unknown, with the comment PolySwarm defines for
+// the reason.
+const (
+	// limitsSignaturePrefix: clamd stopped at a scan limit (MaxFileSize,
+	// MaxScanSize, MaxScanTime, MaxRecursion, MaxFiles...); raised with
+	// AlertExceedsMax.
+	limitsSignaturePrefix = "Heuristics.Limits.Exceeded"
+	// encryptedSignaturePrefix: an encrypted archive or document clamd
+	// could not open (Heuristics.Encrypted.Zip, .RAR, .PDF...); raised with
+	// AlertEncrypted, AlertEncryptedArchive and AlertEncryptedDoc.
+	encryptedSignaturePrefix = "Heuristics.Encrypted"
+)
+
+// Comments on an unknown result, as PolySwarm's ScanMetadata names them.
+// They travel in Result.Metadata under MetaComment.
+const (
+	CommentDecompressionUnsafe = "SKIPPED:DECOMPRESSION-UNSAFE"
+	CommentEncrypted           = "SKIPPED:ENCRYPTED"
+)
 
 // heuristicsPrefix names clamd's heuristic (non-signature) alerts.
 const heuristicsPrefix = "Heuristics."
@@ -68,6 +87,10 @@ const (
 	// infoVersionTimeout bounds the VERSION call Info makes when no
 	// version is known yet: Info must stay cheap with clamd down.
 	infoVersionTimeout = 2 * time.Second
+	// healthBudget bounds a health check (see Health). PING answers in
+	// well under a millisecond from a live clamd, even a busy one; the
+	// host's deadline for the call is 10 s.
+	healthBudget = 2 * time.Second
 )
 
 // Scanner implements shared.Scanner on top of clamd. Its zero value is not
@@ -186,7 +209,16 @@ func (s *Scanner) Configure(_ context.Context, configJSON []byte) error {
 // a signature update shows in Info and results, and STATS for the message.
 // These short calls do not take a max_connections slot: a plugin busy with
 // long scans must still answer its health checks.
+//
+// It answers within healthBudget whatever clamd does: a clamd that is
+// stopped (SIGSTOP) or swamped accepts the connection and then says
+// nothing, and a Health that waited for it would spend the host's whole
+// deadline, and the host would take the plugin for hung and kill it,
+// cutting its scans. A clamd that cannot answer PING within the budget is
+// unhealthy, which is what the host needs to know.
 func (s *Scanner) Health(ctx context.Context) (shared.Health, error) {
+	ctx, cancel := withBudget(ctx, healthBudget)
+	defer cancel()
 	st := s.current.Load()
 	addr := st.client.Address().String()
 	if err := st.client.Ping(ctx); err != nil {
@@ -196,15 +228,35 @@ func (s *Scanner) Health(ctx context.Context) (shared.Health, error) {
 			VendorVersion: v.Engine, SignaturesVersion: v.Database,
 		}, nil
 	}
+	// VERSION and STATS side by side, in what is left of the budget.
+	var stats clamd.Stats
+	var statsErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		stats, statsErr = st.client.Stats(ctx)
+	}()
 	v, err := s.versions.fetch(ctx)
+	<-done
 	if err != nil {
 		return shared.Health{Healthy: false, Message: fmt.Sprintf("clamd at %s answers PING but not VERSION: %v", addr, err)}, nil
 	}
 	msg := fmt.Sprintf("clamd %s at %s: PONG", v.Engine, addr)
-	if stats, err := st.client.Stats(ctx); err == nil {
+	if statsErr == nil {
 		msg += fmt.Sprintf("; threads live %d idle %d max %d; queue %d", stats.ThreadsLive, stats.ThreadsIdle, stats.ThreadsMax, stats.QueueItems)
 	}
 	return shared.Health{Healthy: true, Message: msg, VendorVersion: v.Engine, SignaturesVersion: v.Database}, nil
+}
+
+// withBudget bounds ctx to a quarter of the time it has left, and to at
+// most max: a call that answers for the plugin's own liveness must leave
+// its caller most of its deadline.
+func withBudget(ctx context.Context, max time.Duration) (context.Context, context.CancelFunc) {
+	d := max
+	if dl, ok := ctx.Deadline(); ok {
+		d = min(d, time.Until(dl)/4)
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 // Scan streams the artifact to clamd and maps the answer. Faults are
@@ -268,7 +320,16 @@ func (s *Scanner) verdict(a shared.Artifact, st *state, reply clamd.Reply) share
 		if strings.HasPrefix(reply.Signature, limitsSignaturePrefix) {
 			// clamd stopped early: not examined in full, so neither
 			// benign nor malicious.
-			return s.unknown(a, reply.ContentBytes, "clamd stopped at a scan limit (%s): the artifact was not examined in full", reply.Signature)
+			r := s.unknown(a, reply.ContentBytes, "clamd stopped at a scan limit (%s): the artifact was not examined in full", reply.Signature)
+			r.Metadata[MetaComment] = CommentDecompressionUnsafe
+			return r
+		}
+		if strings.HasPrefix(reply.Signature, encryptedSignaturePrefix) {
+			// Encryption is no sign of malice, and what it hides was not
+			// examined.
+			r := s.unknown(a, reply.ContentBytes, "clamd could not open encrypted content (%s): the artifact was not examined in full", reply.Signature)
+			r.Metadata[MetaComment] = CommentEncrypted
+			return r
 		}
 		return shared.Result{
 			Verdict: shared.VerdictMalicious, Confidence: st.cfg.Confidence,

@@ -325,6 +325,35 @@ func TestScanLimitIsUnknown(t *testing.T) {
 	if r.MalwareFamily != "" {
 		t.Errorf("a limit is not a malware family: %q", r.MalwareFamily)
 	}
+	if r.Metadata[MetaComment] != CommentDecompressionUnsafe {
+		t.Errorf("comment %q, want %q", r.Metadata[MetaComment], CommentDecompressionUnsafe)
+	}
+}
+
+func TestEncryptedArchiveIsUnknown(t *testing.T) {
+	// The project's clamd alerts on encrypted archives; what they hide was
+	// not examined, so the answer is unknown with SKIPPED:ENCRYPTED, not a
+	// heuristic malicious.
+	d := devclamd.StartT(t, devclamd.Options{})
+	s := configured(t, d.Address())
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	// Flag bit 0: the member is encrypted (traditional PKWARE encryption).
+	w, err := zw.CreateHeader(&zip.FileHeader{Name: "secret.txt", Method: zip.Store, Flags: 0x1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(randomBytes(4096, 7)); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := scan(t, s, file(buf.Bytes()))
+	wantUnknown(t, r, "Heuristics.Encrypted")
+	if r.Metadata[MetaComment] != CommentEncrypted || r.MalwareFamily != "" {
+		t.Errorf("%+v, want comment %q and no family", r, CommentEncrypted)
+	}
 }
 
 func TestClamdNotRunning(t *testing.T) {
