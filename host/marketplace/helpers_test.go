@@ -45,7 +45,7 @@ type postedAnswer struct {
 }
 
 func newFakeMarket(t *testing.T) *fakeMarket {
-	m := &fakeMarket{t: t, artifacts: map[string][]byte{}, posts: map[string]int{}, answers: make(chan postedAnswer, 1024)}
+	m := &fakeMarket{t: t, artifacts: map[string][]byte{}, posts: map[string]int{}, answers: make(chan postedAnswer, 4096)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /artifacts/{name}", func(w http.ResponseWriter, r *http.Request) {
 		m.mu.Lock()

@@ -49,9 +49,13 @@ func (s *Service) process(t task, scan bool, sp *spool) {
 	}
 
 	var res engine.Result
-	if scan {
+	switch {
+	case rec.Damaged != "":
+		log.Warn("the stored bounty is incomplete: answering unknown", "reason", rec.Damaged)
+		res = unknownResult("the bounty could not be stored whole (%s)", rec.Damaged)
+	case scan:
 		res = s.evaluate(log, b, sp)
-	} else {
+	default:
 		s.metrics.early.Inc()
 		res = unknownResult("no scan could finish before the expiration: answered unknown at once")
 	}

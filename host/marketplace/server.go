@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -19,6 +20,13 @@ const (
 	HeaderDelivery  = "X-POLYSWARM-DELIVERY"
 	HeaderSignature = "X-POLYSWARM-SIGNATURE"
 )
+
+// maxBountyLifetime bounds how far ahead an accepted bounty's expiration
+// may be: the marketplace's windows are minutes long, so a later one
+// (year 2300, 9999) is a fault or an attack. Unbounded, it would hold a
+// record open and its answer's retries for centuries, and it does not fit
+// the store's nanosecond index (which ends in 2262).
+const maxBountyLifetime = 24 * time.Hour
 
 // reply is every JSON answer of the webhook endpoint.
 type reply struct {
@@ -96,8 +104,13 @@ func (s *Service) serveWebhook(w http.ResponseWriter, r *http.Request, event str
 	if err != nil {
 		return fail(http.StatusBadRequest, err.Error())
 	}
+	now := s.now()
+	if limit := now.Add(maxBountyLifetime); b.Expiration.After(limit) {
+		s.log.Warn("bounty expiration is too far ahead: bounded", "bounty", b.ID, "phase", b.Phase, "expiration", b.Expiration, "bounded_to", limit)
+		b.Expiration = limit
+	}
 	delivery := deliveryKey(r.Header.Get(HeaderDelivery))
-	isNew, err := s.store.Put(r.Context(), b, delivery, s.now())
+	isNew, err := s.store.Put(r.Context(), b, delivery, now)
 	if err != nil {
 		s.log.Error("cannot store a bounty: refusing it so the marketplace retries", "bounty", b.ID, "phase", b.Phase, "error", err)
 		return fail(http.StatusServiceUnavailable, "cannot store the bounty")

@@ -86,6 +86,8 @@ type Service struct {
 
 	scanEWMA atomic.Int64 // recent fetch+scan time, ns: predicts whether a scan can finish
 
+	sweepFrom []byte // where the janitor's next sweep starts (janitor goroutine only)
+
 	hardCtx    context.Context // cancelled when the shutdown grace is over
 	hardCancel context.CancelFunc
 	drain      chan struct{} // closed when shutdown begins

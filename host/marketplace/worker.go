@@ -1,7 +1,9 @@
 package marketplace
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -143,23 +145,46 @@ func (s *Service) janitor() {
 // sweepBatch bounds what one sweep takes in hand.
 const sweepBatch = 1024
 
+// sweep looks at up to sweepBatch open bounties, soonest expiration first,
+// starting where the previous sweep stopped and wrapping around: bounties
+// that cannot make progress (their queue is full, their record is being
+// repaired) never fill every batch and starve the ones behind them.
 func (s *Service) sweep(resume bool) {
 	now := s.now()
 	var expired, waiting [][]byte
-	err := s.store.OpenKeys(func(key []byte, exp time.Time) bool {
+	after := s.sweepFrom
+	var last []byte
+	visit := func(key []byte, exp time.Time) bool {
 		if s.isInflight(string(key)) {
 			return true
 		}
+		k := append([]byte(nil), key...)
 		if !now.Before(exp) {
-			expired = append(expired, append([]byte(nil), key...))
+			expired = append(expired, k)
 		} else {
-			waiting = append(waiting, append([]byte(nil), key...))
+			waiting = append(waiting, k)
 		}
+		last = indexKey(exp, key)
 		return len(expired)+len(waiting) < sweepBatch
-	})
+	}
+	err := s.store.OpenKeysAfter(after, visit)
+	if err == nil && after != nil && len(expired)+len(waiting) < sweepBatch {
+		// Wrap around to the start of the index.
+		err = s.store.OpenKeysAfter(nil, func(key []byte, exp time.Time) bool {
+			if bytes.Compare(indexKey(exp, key), after) > 0 {
+				return false
+			}
+			return visit(key, exp)
+		})
+	}
 	if err != nil {
 		s.log.Error("cannot read open bounties", "error", err)
 		return
+	}
+	if len(expired)+len(waiting) < sweepBatch {
+		s.sweepFrom = nil // everything was seen: start from the soonest next time
+	} else {
+		s.sweepFrom = last
 	}
 	if resume && len(expired)+len(waiting) > 0 {
 		s.log.Info("resuming stored bounties", "open", len(waiting), "expired_meanwhile", len(expired))
@@ -169,10 +194,26 @@ func (s *Service) sweep(resume bool) {
 	}
 	for _, key := range waiting {
 		r, ok, err := s.store.Get(key)
-		if err != nil || !ok || r.State != StateOpen {
+		if err != nil {
+			s.finishUnreadable(key, err)
+			continue
+		}
+		if !ok || r.State != StateOpen {
 			continue
 		}
 		s.dispatch(task{key: string(key), b: r.Bounty})
+	}
+}
+
+// finishUnreadable ends a bounty whose record cannot be read at all (so
+// there is no response_url to answer): it is recorded failed instead of
+// being retried every sweep.
+func (s *Service) finishUnreadable(key []byte, cause error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s.log.Error("a stored bounty cannot be read: recording it failed", "key", fmt.Sprintf("%x", key), "error", cause)
+	if _, err := s.store.Finish(ctx, key, Outcome{State: StateFailed, At: s.now(), Reason: "the stored record cannot be read: " + cause.Error()}); err != nil {
+		s.log.Error("cannot record an unreadable bounty", "error", err)
 	}
 }
 

@@ -1,0 +1,204 @@
+package marketplace
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Inputs a stranger or a misbehaving peer controls must not break the
+// engine's promises: nothing accepted is lost, every accepted bounty is
+// answered before it expires.
+
+// TestReusedDeliveryIDIsANewBounty: the delivery header is not signed, so
+// a signed bounty that reuses another bounty's delivery id is still stored
+// and answered.
+func TestReusedDeliveryIDIsANewBounty(t *testing.T) {
+	e := newTestEngine(t, eicarScanner())
+	uri := e.market.put("c", []byte("c"))
+	hdr := map[string]string{HeaderDelivery: "delivery-of-90000"}
+	for _, id := range []int64{90000, 90001} {
+		if code, reply := e.send(t, "bounty", e.market.bountyJSON(id, uri, time.Minute, nil), hdr); code != 202 {
+			t.Fatalf("bounty %d: %d %s", id, code, reply)
+		}
+	}
+	got := map[string]bool{}
+	for range 2 {
+		got[e.market.wait(5*time.Second).ID] = true
+	}
+	if !got["90000"] || !got["90001"] {
+		t.Errorf("answered %v, want 90000 and 90001", got)
+	}
+	// The same delivery id for the same bounty is still a redelivery.
+	e.send(t, "bounty", e.market.bountyJSON(90001, uri, time.Minute, nil), hdr)
+	e.market.none(200 * time.Millisecond)
+}
+
+// TestFarFutureExpiration: expirations past the nanosecond index's end
+// (2262) are bounded, never wrapped into the past.
+func TestFarFutureExpiration(t *testing.T) {
+	s, err := OpenStore(filepath.Join(t.TempDir(), StoreFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now()
+	for i, year := range []int{2300, 9999} {
+		exp := time.Date(year, 1, 1, 0, 0, 0, 0, time.UTC)
+		if _, err := s.Put(context.Background(), testBounty(int64(i), exp), "", now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := 0
+	s.OpenKeys(func(key []byte, exp time.Time) bool {
+		n++
+		if exp.Before(now) {
+			t.Errorf("bounty %x: indexed expiration %s is in the past", key, exp)
+		}
+		return true
+	})
+	if n != 2 {
+		t.Errorf("%d open, want 2", n)
+	}
+
+	e := newTestEngine(t, eicarScanner())
+	e.accept(t, e.market.bountyJSON(7, e.market.put("e", []byte("EICAR")), 0, map[string]any{"expiration": "9999-12-31T23:59:59"}))
+	if a := e.market.wait(5 * time.Second); str(a.Body["verdict"]) != "malicious" {
+		t.Errorf("answer %s", a.Raw)
+	}
+	r := e.record(t, 7, PhaseAssertion)
+	if limit := time.Now().Add(maxBountyLifetime); r.Bounty.Expiration.After(limit) {
+		t.Errorf("stored expiration %s, want at most %s", r.Bounty.Expiration, limit)
+	}
+}
+
+// deepMetadata nests arrays n levels: past encoding/json's limit of
+// 10,000 once inside a record.
+func deepMetadata(n int) string {
+	return `{"x":` + strings.Repeat("[", n) + strings.Repeat("]", n) + `}`
+}
+
+// putRaw stores records the way an older version did, with no check
+// that they read back, in one transaction.
+func putRaw(t *testing.T, s *Store, bs []Bounty, metadata string) {
+	t.Helper()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range bs {
+			b.Metadata = json.RawMessage(`{"x":0}`)
+			raw, err := json.Marshal(Record{Bounty: b, State: StateOpen, ReceivedAt: time.Now()})
+			if err != nil {
+				return err
+			}
+			raw = []byte(strings.Replace(string(raw), `{"x":0}`, metadata, 1))
+			if err := tx.Bucket(bucketBounties).Put(b.Key(), raw); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketOpen).Put(timeKey(b.Expiration, b.Key()), nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPoisonRecordsAreAnsweredAndDoNotStarveRecovery: records an older
+// version stored with metadata too deep to read back are answered unknown,
+// and more of them than a janitor batch holds do not keep the ordinary
+// bounties behind them from being resumed.
+func TestPoisonRecordsAreAnsweredAndDoNotStarveRecovery(t *testing.T) {
+	dir := t.TempDir()
+	market := newFakeMarket(t)
+	uri := market.put("e", []byte("EICAR"))
+	store, err := OpenStore(filepath.Join(dir, StoreFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const poison, ordinary = 1030, 20
+	now := time.Now()
+	var bs []Bounty
+	for i := range poison {
+		b, err := ParseBounty(market.bountyJSON(int64(100000+i), uri, time.Minute, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs = append(bs, b)
+	}
+	putRaw(t, store, bs, deepMetadata(10000))
+	if _, _, err := store.Get(bountyKey(100000, PhaseAssertion)); err != nil {
+		t.Fatalf("a poison record is not salvaged: %v", err)
+	}
+	for i := range ordinary {
+		b, err := ParseBounty(market.bountyJSON(int64(200000+i), uri, 2*time.Minute, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := store.Put(context.Background(), b, "", now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := 0
+	if err := store.List(false, func(Record) bool { n++; return true }); err != nil || n != poison+ordinary {
+		t.Errorf("list: %d records, %v", n, err)
+	}
+	store.Close()
+
+	e := startTestEngine(t, dir, market, eicarScanner())
+	deadline := time.Now().Add(30 * time.Second)
+	for i := range ordinary {
+		id := strconv.Itoa(200000 + i)
+		for market.postCount(id) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("ordinary bounty %s was never resumed", id)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	r := e.record(t, 100000, PhaseAssertion)
+	if r.State != StateAnswered || r.Answer.Verdict != "unknown" || !strings.Contains(r.Reason, "could not be stored whole") {
+		t.Errorf("poison record: %s %+v %q", r.State, r.Answer, r.Reason)
+	}
+	if got := market.postCount("100000"); got != 1 {
+		t.Errorf("poison bounty posted %d times", got)
+	}
+}
+
+// TestStoreNeverHoldsWhatItCannotReadBack: a bounty whose metadata would
+// not read back is stored without it and marked damaged; a redelivery
+// finds it.
+func TestStoreNeverHoldsWhatItCannotReadBack(t *testing.T) {
+	s, err := OpenStore(filepath.Join(t.TempDir(), StoreFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	b := testBounty(1, time.Now().Add(time.Minute))
+	// Ten thousand levels with the body's own: readable in a
+	// webhook body, one level too deep inside a record.
+	b.Metadata = json.RawMessage(deepMetadata(9998))
+	if err := json.Unmarshal(b.Metadata, new(any)); err != nil {
+		t.Fatalf("the metadata itself should decode: %v", err)
+	}
+	ctx := context.Background()
+	if isNew, err := s.Put(ctx, b, "d1", time.Now()); err != nil || !isNew {
+		t.Fatalf("put: %v %v", isNew, err)
+	}
+	r, ok, err := s.Get(b.Key())
+	if err != nil || !ok || r.Damaged == "" || r.Bounty.Metadata != nil {
+		t.Fatalf("get: ok=%v err=%v damaged=%q metadata=%d bytes", ok, err, r.Damaged, len(r.Bounty.Metadata))
+	}
+	if isNew, err := s.Put(ctx, b, "d2", time.Now()); err != nil || isNew {
+		t.Errorf("redelivery: new=%v err=%v", isNew, err)
+	}
+	if done, err := s.Finish(ctx, b.Key(), Outcome{State: StateAnswered, At: time.Now()}); err != nil || !done {
+		t.Errorf("finish: %v %v", done, err)
+	}
+}
