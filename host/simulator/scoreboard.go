@@ -32,9 +32,18 @@ type Scoreboard struct {
 	Missing int `json:"missing"`
 	// Invalid answers broke the protocol (e.g. a float bid, a bid out of
 	// the rules, no malware_family); they are also counted above.
-	Invalid    int            `json:"invalid"`
-	Duplicates int            `json:"duplicates"`
-	Verdicts   map[string]int `json:"verdicts"`
+	Invalid int `json:"invalid"`
+	// Duplicates are answers after a bounty's first (the marketplace
+	// takes one answer per bounty); Conflicting are the duplicates whose
+	// verdict or bid differ from the first. Both count as faults: an
+	// engine that answers twice has lost track of what it answered.
+	// Only those that arrive before the run ends are seen.
+	Duplicates  int `json:"duplicates"`
+	Conflicting int `json:"conflicting"`
+	// Unsent bounties were planned (Options.Count) but never sent: the
+	// run was cancelled. A run that did not send them all is not a pass.
+	Unsent   int            `json:"unsent"`
+	Verdicts map[string]int `json:"verdicts"`
 	// Latency from sending a bounty to receiving its answer, all answers.
 	Latency  Latency  `json:"latency_ms"`
 	Seconds  float64  `json:"seconds"`
@@ -51,10 +60,22 @@ type Latency struct {
 	Mean float64 `json:"mean"`
 }
 
-// OK reports whether every bounty got a valid, on-time answer that was not
-// wrong. Unknown answers are allowed: a missing backend earns them.
+// OK reports whether every planned bounty was sent and got exactly one
+// valid, on-time answer that was not wrong. Unknown answers are allowed
+// here (a missing backend earns them); callers that expect a working
+// backend bound UnknownShare themselves.
 func (s *Scoreboard) OK() bool {
-	return s.Refused == 0 && s.Wrong == 0 && s.Late == 0 && s.Missing == 0 && s.Invalid == 0
+	return s.Unsent == 0 && s.Refused == 0 && s.Wrong == 0 && s.Late == 0 && s.Missing == 0 &&
+		s.Invalid == 0 && s.Duplicates == 0
+}
+
+// UnknownShare is the share of the bounties sent that were answered
+// unknown where another verdict was expected, from 0 to 1.
+func (s *Scoreboard) UnknownShare() float64 {
+	if s.Sent == 0 {
+		return 0
+	}
+	return float64(s.Unknown) / float64(s.Sent)
 }
 
 func (s *sim) score(elapsed time.Duration) *Scoreboard {
@@ -66,7 +87,8 @@ func (s *sim) score(elapsed time.Duration) *Scoreboard {
 	for i := range s.bounties {
 		b := &s.bounties[i]
 		if b.sample == nil {
-			continue // never sent (cancelled)
+			sb.Unsent++ // the run was cancelled first
+			continue
 		}
 		sb.Sent++
 		if first.IsZero() || b.sentAt.Before(first) {
@@ -81,6 +103,7 @@ func (s *sim) score(elapsed time.Duration) *Scoreboard {
 			sb.Refused++
 		}
 		sb.Duplicates += b.duplicates
+		sb.Conflicting += b.conflicting
 		if !b.answered {
 			if b.accepted {
 				sb.Missing++
@@ -143,7 +166,10 @@ func (s *Scoreboard) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "  INVALID %d", s.Invalid)
 	}
 	if s.Duplicates > 0 {
-		fmt.Fprintf(w, "  duplicates %d", s.Duplicates)
+		fmt.Fprintf(w, "  DUPLICATES %d (conflicting %d)", s.Duplicates, s.Conflicting)
+	}
+	if s.Unsent > 0 {
+		fmt.Fprintf(w, "  UNSENT %d", s.Unsent)
 	}
 	fmt.Fprintln(w)
 	names := make([]string, 0, len(s.Verdicts))
@@ -175,6 +201,23 @@ func (s *Scoreboard) WriteText(w io.Writer) {
 // otherwise) and metadata with a malware_family string. It returns the
 // verdict and what is wrong, if anything.
 func checkAnswer(raw []byte, minBid, maxBid string) (shared.Verdict, string) {
+	v, _, problem := checkAnswerBid(raw, minBid, maxBid)
+	return v, problem
+}
+
+// checkAnswerBid is checkAnswer that also returns the bid as sent.
+func checkAnswerBid(raw []byte, minBid, maxBid string) (v shared.Verdict, bid string, problem string) {
+	v, problem = checkAnswerFields(raw, minBid, maxBid)
+	var a struct {
+		Bid json.RawMessage `json:"bid"`
+	}
+	if json.Unmarshal(raw, &a) == nil {
+		bid = string(bytes.TrimSpace(a.Bid))
+	}
+	return v, bid, problem
+}
+
+func checkAnswerFields(raw []byte, minBid, maxBid string) (shared.Verdict, string) {
 	var a map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &a); err != nil {
 		return shared.VerdictUnknown, "not a JSON object"

@@ -109,8 +109,12 @@ type bounty struct {
 	answered   bool
 	answeredAt time.Time
 	verdict    shared.Verdict
+	bid        string // as sent, to tell a conflicting repeat
 	invalid    string
 	duplicates int
+	// conflicting counts the repeats whose verdict or bid differ from
+	// the first answer.
+	conflicting int
 }
 
 type sim struct {
@@ -295,17 +299,21 @@ func (s *sim) answer(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "cannot read the answer", http.StatusBadRequest)
 		return
 	}
-	verdict, problem := checkAnswer(raw, s.opts.MinBid, s.opts.MaxBid)
+	verdict, bid, problem := checkAnswerBid(raw, s.opts.MinBid, s.opts.MaxBid)
 
 	s.mu.Lock()
 	b := &s.bounties[i]
 	if b.answered {
 		b.duplicates++
+		if verdict != b.verdict || bid != b.bid {
+			b.conflicting++
+		}
 		s.mu.Unlock()
+		s.fail(fmt.Sprintf("bounty %d: answered again: %s", id, raw))
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	b.answered, b.answeredAt, b.verdict, b.invalid = true, at, verdict, problem
+	b.answered, b.answeredAt, b.verdict, b.bid, b.invalid = true, at, verdict, bid, problem
 	if b.accepted {
 		s.pending--
 	}
