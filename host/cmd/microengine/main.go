@@ -33,9 +33,6 @@ func commands() map[string]command {
 	}
 }
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "0.1.0"
-
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -72,9 +69,4 @@ func usage(w io.Writer, cmds map[string]command) {
 		fmt.Fprintf(w, "  %-12s %s\n", n, cmds[n].synopsis)
 	}
 	fmt.Fprintln(w, "\nRun `microengine <command> -h` for a command's options.")
-}
-
-func runVersion(_ context.Context, _ []string, stdout, _ io.Writer) int {
-	fmt.Fprintf(stdout, "microengine %s (plugin protocol v1)\n", version)
-	return 0
 }

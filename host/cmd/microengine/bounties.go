@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/microengine/microengine/host/admin"
+	"github.com/microengine/microengine/host/marketplace"
+)
+
+// runBounties lists the stored bounties. bbolt locks the store while the
+// engine runs, so the store is opened read-only with a short timeout and a
+// running engine is reported as busy (its /metrics has the live counts).
+func runBounties(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("bounties", stderr, "bounties -config FILE [-json] [-state STATE] [-limit N] [-oldest-first]")
+	var cf configFlags
+	cf.register(fs)
+	dataDir := fs.String("data", "", "data directory holding bounties.db (default: engine.data_dir of -config)")
+	asJSON := fs.Bool("json", false, "print one JSON object per line")
+	state := fs.String("state", "", "only bounties in this state: open, answered, expired or failed")
+	limit := fs.Int("limit", 0, "print at most N bounties (0: all)")
+	oldest := fs.Bool("oldest-first", false, "list in id order from the oldest (default: newest first)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	enc := json.NewEncoder(stdout)
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	if !*asJSON {
+		fmt.Fprintln(tw, "ID\tPHASE\tSTATE\tVERDICT\tBID\tRECEIVED\tFINISHED\tPLUGINS\tREASON")
+	}
+	n := 0
+	show := func(r marketplace.Record) bool {
+		if *state != "" && string(r.State) != *state {
+			return true
+		}
+		n++
+		if *asJSON {
+			_ = enc.Encode(r)
+		} else {
+			printBounty(tw, r)
+		}
+		return *limit <= 0 || n < *limit
+	}
+	err := listBounties(ctx, cf, *dataDir, !*oldest, show, stderr)
+	if !*asJSON {
+		tw.Flush()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "bounties: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// listBounties asks the running engine when there is one (it holds the
+// store's lock), else reads the store directly.
+func listBounties(ctx context.Context, cf configFlags, dataDir string, newestFirst bool, fn func(marketplace.Record) bool, stderr io.Writer) error {
+	if dataDir == "" {
+		cfg, ok := cf.load(stderr)
+		if !ok {
+			return errors.New("cannot read " + cf.path)
+		}
+		dataDir = cfg.Engine.DataDir
+		var decodeErr error
+		err := admin.NewClient(cfg.Engine.Admin).Bounties(ctx, !newestFirst, func(raw json.RawMessage) bool {
+			var r marketplace.Record
+			if decodeErr = json.Unmarshal(raw, &r); decodeErr != nil {
+				return false
+			}
+			return fn(r)
+		})
+		if !errors.Is(err, admin.ErrNotRunning) {
+			return errors.Join(err, decodeErr)
+		}
+	}
+	path := filepath.Join(dataDir, marketplace.StoreFile)
+	store, err := marketplace.OpenStoreReadOnly(path, 500*time.Millisecond)
+	if err != nil {
+		if errors.Is(err, marketplace.ErrStoreBusy) {
+			return fmt.Errorf("%s is in use by a running engine; give -config so it can be asked", path)
+		}
+		return err
+	}
+	defer store.Close()
+	return store.List(newestFirst, fn)
+}
+
+func printBounty(w io.Writer, r marketplace.Record) {
+	verdict, bid := "-", "-"
+	if r.Answer != nil {
+		verdict = string(r.Answer.Verdict)
+		if r.Answer.Bid != nil {
+			bid = r.Answer.Bid.String()
+		}
+	}
+	finished := "-"
+	if !r.FinishedAt.IsZero() {
+		finished = r.FinishedAt.Local().Format(time.RFC3339)
+	}
+	var plugins []string
+	for _, p := range r.Plugins {
+		if p.Supported {
+			plugins = append(plugins, p.Name+"@"+p.Version)
+		}
+	}
+	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Bounty.IDString(), r.Bounty.Phase, r.State, verdict, bid,
+		r.ReceivedAt.Local().Format(time.RFC3339), finished, orDash(strings.Join(plugins, ",")), orDash(oneLine(r.Reason, 80)))
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
