@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -54,7 +55,10 @@ type PluginResult struct {
 	Heuristic         bool           `json:"heuristic,omitempty"`
 	Error             string         `json:"error,omitempty"`
 	Reason            string         `json:"reason,omitempty"`
-	Duration          time.Duration  `json:"duration_ns"`
+	// Comment is the plugin's standard comment on an unknown verdict
+	// (shared.MetaComment), such as SKIPPED:ENCRYPTED.
+	Comment  string        `json:"comment,omitempty"`
+	Duration time.Duration `json:"duration_ns"`
 	// Supported is false when the plugin does not scan this artifact type;
 	// such a plugin was not asked and takes no part in the verdict.
 	Supported bool `json:"supported"`
@@ -67,8 +71,11 @@ type Result struct {
 	MalwareFamily string         `json:"malware_family"`
 	Heuristic     bool           `json:"heuristic,omitempty"`
 	// Reason explains an unknown verdict.
-	Reason  string         `json:"reason,omitempty"`
-	Plugins []PluginResult `json:"plugins"`
+	Reason string `json:"reason,omitempty"`
+	// Comments are the standard comments on an unknown verdict
+	// (shared.Comment*), each once.
+	Comments []string       `json:"comments,omitempty"`
+	Plugins  []PluginResult `json:"plugins"`
 }
 
 // Engine scans artifacts with every enabled plugin.
@@ -138,6 +145,9 @@ func scanOne(ctx context.Context, p Plugin, a Artifact, out *PluginResult) {
 	if v := res.Metadata["vendor_version"]; v != "" {
 		out.VendorVersion = v
 	}
+	if res.Verdict == shared.VerdictUnknown {
+		out.Comment = res.Metadata[shared.MetaComment]
+	}
 }
 
 // Compose applies the verdict rule: any malicious → malicious; otherwise
@@ -148,7 +158,7 @@ func Compose(results []PluginResult) Result {
 	out := Result{Verdict: shared.VerdictUnknown, Plugins: results}
 	var malicious, suspicious, benign, asked int
 	minBenign := 1.0
-	var reasons []string
+	var reasons, comments []string
 	for _, r := range results {
 		if !r.Supported {
 			continue
@@ -178,6 +188,9 @@ func Compose(results []PluginResult) Result {
 				why = "no verdict"
 			}
 			reasons = append(reasons, r.Name+": "+why)
+			if r.Comment != "" && !slices.Contains(comments, r.Comment) {
+				comments = append(comments, r.Comment)
+			}
 		}
 	}
 	switch {
@@ -194,9 +207,11 @@ func Compose(results []PluginResult) Result {
 		switch {
 		case asked == 0:
 			out.Reason = "no enabled plugin scans this artifact type"
+			comments = []string{shared.CommentTypeUnsupported}
 		case len(reasons) > 0:
 			out.Reason = strings.Join(reasons, "; ")
 		}
+		out.Comments = comments
 	}
 	return out
 }

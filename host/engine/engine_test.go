@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -110,5 +111,35 @@ func TestScanFansOutAndTimesOut(t *testing.T) {
 	}
 	if res.Plugins[3].Supported {
 		t.Error("a url-only plugin was asked about a file")
+	}
+}
+
+// TestComposeComments: an unknown carries the standard comments of the
+// plugins that could not judge, each once; a verdict carries none.
+func TestComposeComments(t *testing.T) {
+	enc := PluginResult{Name: "a", Verdict: shared.VerdictUnknown, Comment: shared.CommentEncrypted, Supported: true}
+	enc2 := PluginResult{Name: "b", Verdict: shared.VerdictUnknown, Comment: shared.CommentEncrypted, Supported: true}
+	if got := Compose([]PluginResult{enc, enc2}); !slices.Equal(got.Comments, []string{shared.CommentEncrypted}) {
+		t.Errorf("comments %q", got.Comments)
+	}
+	if got := Compose([]PluginResult{enc, pr("m", "malicious", 1, "X")}); got.Comments != nil {
+		t.Errorf("a malicious verdict with comments %q", got.Comments)
+	}
+	if got := Compose([]PluginResult{{Name: "u", Supported: false}}); !slices.Equal(got.Comments, []string{shared.CommentTypeUnsupported}) {
+		t.Errorf("nobody supports it: comments %q", got.Comments)
+	}
+}
+
+// TestScanCarriesThePluginComment: the comment crosses from the plugin's
+// result metadata, on an unknown only.
+func TestScanCarriesThePluginComment(t *testing.T) {
+	p := fakePlugin{name: "x", types: []shared.ArtifactType{shared.ArtifactFile}, scan: func(context.Context, shared.Artifact) (shared.Result, error) {
+		r := shared.Unknown("encrypted")
+		r.Metadata = map[string]string{shared.MetaComment: shared.CommentEncrypted}
+		return r, nil
+	}}
+	res := New(plugins{p}).Scan(context.Background(), Artifact{Type: shared.ArtifactFile, Content: strings.NewReader("")})
+	if res.Verdict != shared.VerdictUnknown || !slices.Equal(res.Comments, []string{shared.CommentEncrypted}) {
+		t.Errorf("result %+v", res)
 	}
 }

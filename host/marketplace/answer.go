@@ -2,7 +2,9 @@ package marketplace
 
 import (
 	"math/big"
+	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 
@@ -10,7 +12,8 @@ import (
 	"github.com/microengine/microengine/shared"
 )
 
-// Product names this engine in every answer's metadata.
+// Product names this engine in every answer's metadata: lowercase words
+// joined by dashes, as ScanMetadata wants.
 const Product = "microengine"
 
 // Answer is what is posted to a bounty's response_url: an assertion
@@ -22,20 +25,29 @@ type Answer struct {
 	Metadata Metadata `json:"metadata"`
 }
 
-// Metadata follows polyswarm-artifact's verdict schema.
+// Metadata follows polyswarm-artifact's ScanMetadata.
 type Metadata struct {
 	// MalwareFamily is required by the schema: "" when there is none.
 	MalwareFamily string      `json:"malware_family"`
 	Product       string      `json:"product"`
 	Heuristic     bool        `json:"heuristic"`
+	Confidence    float64     `json:"confidence"`
 	Scanner       ScannerInfo `json:"scanner"`
+	// Comments say why an answer is unknown (the standard SKIPPED:*
+	// reasons) and what was assumed to accept the bounty.
+	Comments []string `json:"comments,omitempty"`
 }
 
-// ScannerInfo describes what produced the verdict. VendorVersion and
-// SignaturesVersion join the plugins' own, "clamav:1.4.6;eicar:1.0.0", so a
-// verdict can be traced to the exact backends that gave it.
+// ScannerInfo describes what produced the verdict.
 type ScannerInfo struct {
-	Version           string      `json:"version"`
+	// Version is the host's version as ScanMetadata accepts it: dotted
+	// numbers only. VersionFull is the whole string ("1.0.0-rc1").
+	Version     string `json:"version"`
+	VersionFull string `json:"version_full,omitempty"`
+	// VendorVersion and SignaturesVersion are the backend's own strings
+	// when one backend judged the artifact (the one whose verdict was
+	// given); otherwise the plugins' joined, "clamav:1.4.6;eicar:1.0.0",
+	// so a verdict can be traced to the exact backends that gave it.
 	VendorVersion     string      `json:"vendor_version"`
 	SignaturesVersion string      `json:"signatures_version"`
 	Environment       Environment `json:"environment"`
@@ -47,40 +59,121 @@ type Environment struct {
 	Architecture    string `json:"architecture"`
 }
 
+// leadingVersion is the part of a version string ScanMetadata accepts:
+// its pattern is ^[0-9]+(\.[0-9]+)*$.
+var leadingVersion = regexp.MustCompile(`^[0-9]+(\.[0-9]+)*`)
+
+// metadataVersion is v cut to what ScanMetadata accepts ("1.0.0-rc1" →
+// "1.0.0", "v2" → "0"), and the whole string when that differs.
+func metadataVersion(v string) (version, full string) {
+	version = leadingVersion.FindString(strings.TrimPrefix(strings.TrimSpace(v), "v"))
+	if version == "" {
+		version = "0"
+	}
+	if version != v {
+		full = v
+	}
+	return version, full
+}
+
+// Bounds on comments: they are for people reading the marketplace, and a
+// bounty's remarks quote what it sent.
+const (
+	maxComments      = 8
+	maxCommentLength = 200
+)
+
 // newMetadata builds an answer's metadata from a composed result. Only the
 // plugins that were asked (that support the artifact type) are named.
-func newMetadata(hostVersion string, res engine.Result) Metadata {
-	var vendor, sigs []string
-	for _, p := range res.Plugins {
-		if !p.Supported {
-			continue
-		}
-		// A plugin without a backend (eicar) has no vendor version: its own
-		// version stands for it.
-		if v := firstNonEmpty(p.VendorVersion, p.Version); v != "" {
-			vendor = append(vendor, p.Name+":"+v)
-		}
-		if p.SignaturesVersion != "" {
-			sigs = append(sigs, p.Name+":"+p.SignaturesVersion)
-		}
-	}
-	sort.Strings(vendor)
-	sort.Strings(sigs)
+func newMetadata(hostVersion string, b Bounty, res engine.Result) Metadata {
 	family := ""
 	if res.Verdict == shared.VerdictMalicious {
 		family = res.MalwareFamily
 	}
+	version, full := metadataVersion(hostVersion)
+	vendor, sigs := backendVersions(res)
 	return Metadata{
 		MalwareFamily: family,
 		Product:       Product,
 		Heuristic:     res.Heuristic,
+		Confidence:    shared.ClampConfidence(res.Confidence),
 		Scanner: ScannerInfo{
-			Version:           hostVersion,
-			VendorVersion:     strings.Join(vendor, ";"),
-			SignaturesVersion: strings.Join(sigs, ";"),
+			Version:           version,
+			VersionFull:       full,
+			VendorVersion:     vendor,
+			SignaturesVersion: sigs,
 			Environment:       Environment{OperatingSystem: runtime.GOOS, Architecture: runtime.GOARCH},
 		},
+		Comments: comments(b, res),
 	}
+}
+
+// backendVersions names the backends behind the verdict. When exactly one
+// plugin gave the verdict (the only one asked, or the one that found
+// malware) its own strings are sent as they are; otherwise every plugin
+// asked is named, "name:version;…". A plugin without a backend (eicar)
+// has no vendor version: its own version stands for it.
+func backendVersions(res engine.Result) (vendor, sigs string) {
+	var asked, judged []engine.PluginResult
+	for _, p := range res.Plugins {
+		if p.Supported {
+			asked = append(asked, p)
+			if p.Verdict == res.Verdict {
+				judged = append(judged, p)
+			}
+		}
+	}
+	if len(judged) == 1 && res.Verdict != shared.VerdictUnknown {
+		p := judged[0]
+		return firstNonEmpty(p.VendorVersion, p.Version), p.SignaturesVersion
+	}
+	var vs, ss []string
+	for _, p := range asked {
+		if v := firstNonEmpty(p.VendorVersion, p.Version); v != "" {
+			vs = append(vs, p.Name+":"+v)
+		}
+		if p.SignaturesVersion != "" {
+			ss = append(ss, p.Name+":"+p.SignaturesVersion)
+		}
+	}
+	sort.Strings(vs)
+	sort.Strings(ss)
+	return strings.Join(vs, ";"), strings.Join(ss, ";")
+}
+
+// standardComments are the comments a plugin may give; anything else it
+// says stays in the record's reason.
+var standardComments = []string{
+	shared.CommentTypeUnsupported, shared.CommentCannotFetch,
+	shared.CommentEncrypted, shared.CommentDecompressionUnsafe,
+}
+
+// comments are the answer's: the standard reasons of an unknown, then
+// what was assumed to accept the bounty.
+func comments(b Bounty, res engine.Result) []string {
+	var out []string
+	if res.Verdict == shared.VerdictUnknown {
+		for _, c := range res.Comments {
+			if slices.Contains(standardComments, c) && !slices.Contains(out, c) {
+				out = append(out, c)
+			}
+		}
+	}
+	for _, r := range b.Remarks {
+		if len(out) == maxComments {
+			break
+		}
+		out = append(out, truncate(r, maxCommentLength))
+	}
+	return out
+}
+
+// skippedResult is an unknown the host decides itself, with its standard
+// comment.
+func skippedResult(comment string, format string, args ...any) engine.Result {
+	r := unknownResult(format, args...)
+	r.Comments = []string{comment}
+	return r
 }
 
 func firstNonEmpty(ss ...string) string {

@@ -79,7 +79,7 @@ func (s *Service) evaluate(log hclog.Logger, b Bounty, sp *spool) engine.Result 
 	}
 	typ, ok := b.Type()
 	if !ok {
-		return unknownResult("unsupported artifact type %q", b.ArtifactType)
+		return skippedResult(shared.CommentTypeUnsupported, "unsupported artifact type %q", b.ArtifactType)
 	}
 	fields := b.Fields()
 	if ok, why := s.filters.Allowed(fields); !ok {
@@ -103,7 +103,7 @@ func (s *Service) evaluate(log hclog.Logger, b Bounty, sp *spool) engine.Result 
 	s.metrics.fetch.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
 	if err != nil {
 		log.Warn("cannot fetch the artifact: answering unknown", "error", err)
-		return unknownResult("fetch: %v", err)
+		return skippedResult(shared.CommentCannotFetch, "fetch: %v", err)
 	}
 	var content io.ReaderAt = sp.f
 	log.Debug("artifact fetched", "bytes", size, "took", time.Since(start))
@@ -145,7 +145,7 @@ func sanitize(ctx context.Context, res engine.Result) engine.Result {
 
 // answerFor builds what is posted: an assertion with a bid, or a vote.
 func (s *Service) answerFor(b Bounty, res engine.Result) *Answer {
-	a := &Answer{Verdict: res.Verdict, Metadata: newMetadata(s.opts.Version, res)}
+	a := &Answer{Verdict: res.Verdict, Metadata: newMetadata(s.opts.Version, b, res)}
 	if b.Phase == PhaseAssertion {
 		a.Bid = ComputeBid(s.cfg.Bid, b.Rules, res.Verdict, res.Confidence)
 	}

@@ -1,0 +1,17 @@
+package shared
+
+// MetaComment is the Result.Metadata key under which a plugin gives a
+// standard comment on an unknown verdict: why it could not judge the
+// artifact (one of the Comment* values). The host passes it on to the
+// marketplace in the answer's comments.
+const MetaComment = "comment"
+
+// The standard comments on an unknown verdict, as PolySwarm's ScanMetadata
+// names them. The host adds the first two itself; a plugin gives the
+// others (or the first, for a type it turns away).
+const (
+	CommentTypeUnsupported     = "SKIPPED:TYPE-UNSUPPORTED"
+	CommentCannotFetch         = "SKIPPED:CANNOT-FETCH"
+	CommentEncrypted           = "SKIPPED:ENCRYPTED"
+	CommentDecompressionUnsafe = "SKIPPED:DECOMPRESSION-UNSAFE"
+)
