@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,6 +82,9 @@ type LaunchConfig struct {
 	StartTimeout time.Duration
 	// Env is added to the plugin's environment.
 	Env []string
+	// Stderr, when set, also receives the plugin's raw stderr, line by
+	// line: where the Go runtime writes a crash report (see shared/crash).
+	Stderr io.Writer
 }
 
 // DefaultStartTimeout bounds how long a plugin may take to complete its
@@ -147,6 +151,7 @@ func NewClient(cfg LaunchConfig) (*Client, error) {
 		// appends it again and the host's own values would override what
 		// we set for the plugin (MICROENGINE_LOG_LEVEL, cfg.Env).
 		SkipHostEnv:  true,
+		Stderr:       cfg.Stderr,
 		Logger:       logger,
 		StartTimeout: start,
 		// A plugin's stray stdout and stderr lines (after the handshake)

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/microengine/microengine/shared"
+	"github.com/microengine/microengine/shared/crash"
 )
 
 // instance is one plugin process. A go-plugin Client cannot be restarted, so
@@ -25,6 +27,11 @@ type instance struct {
 	// configJSON is what the process was configured with, to tell whether
 	// a reload changes it.
 	configJSON []byte
+	// crash records the Go runtime's report if the process dies of a panic.
+	crash *crash.Recorder
+	// isolated is set while a scan retried after a crash runs alone on this
+	// process: if the process dies then, that artifact killed it.
+	isolated atomic.Bool
 
 	mu       sync.Mutex
 	info     shared.Info
@@ -62,13 +69,15 @@ func launch(ctx context.Context, spec launchSpec, requireHealthy bool) (*instanc
 	if err != nil {
 		return nil, err
 	}
+	rec := &crash.Recorder{}
 	client, err := shared.NewClient(shared.LaunchConfig{
 		Path: spec.path, SHA256: spec.sha256, Logger: spec.logger, StartTimeout: spec.startTimeout,
+		Stderr: rec,
 	})
 	if err != nil {
 		return nil, err
 	}
-	inst := &instance{client: client, sha256: sum, path: spec.path, drained: make(chan struct{})}
+	inst := &instance{client: client, sha256: sum, path: spec.path, crash: rec, drained: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {
@@ -172,6 +181,41 @@ func (i *instance) retire() <-chan struct{} {
 		}
 	}
 	return i.drained
+}
+
+// exitReport says how the process died, for logs and scan errors: the
+// runtime's crash report when it left one.
+func (i *instance) exitReport() string {
+	if rep, ok := i.crash.Report(); ok {
+		return rep.String()
+	}
+	return "it exited without a crash report"
+}
+
+// waitExit reports whether the process has exited, waiting up to within
+// for it. After a scan fails at the transport, the error arrives before
+// go-plugin has reaped the process (it first drains the process's stderr,
+// where the crash report is): polling is all go-plugin offers.
+func (i *instance) waitExit(ctx context.Context, within time.Duration) bool {
+	if i.client.Exited() {
+		return true
+	}
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			if i.client.Exited() {
+				return true
+			}
+		case <-deadline.C:
+			return i.client.Exited()
+		case <-ctx.Done():
+			return i.client.Exited()
+		}
+	}
 }
 
 func (i *instance) snapshot() (shared.Info, shared.Health) {

@@ -1,10 +1,12 @@
 // Package pluginmgr launches the scanner plugins named in engine.hcl, keeps
 // each one running (health checks, relaunch with backoff) and swaps a
-// plugin's process for a new one without losing a scan.
+// plugin's process for a new one without losing a scan. When a process
+// dies under scans, each is retried once, alone, on the relaunched process,
+// so a poison artifact is answered unknown and costs no other verdict
+// (scan.go).
 package pluginmgr
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -93,7 +95,7 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger, opts Opti
 		return nil, diags
 	}
 	for _, r := range results {
-		m.slots[r.plugin.Name] = newSlot(r.plugin.Name, r.spec, r.plugin.Timeout, r.inst, m.opts, m.metrics, &m.bg, m.pluginLog(r.plugin.Name))
+		m.slots[r.plugin.Name] = m.newSlot(r)
 		m.order = append(m.order, r.plugin.Name)
 	}
 	return m, diags // warnings only
@@ -110,6 +112,14 @@ func enabled(cfg *config.Config) []config.Plugin {
 }
 
 func (m *Manager) pluginLog(name string) hclog.Logger { return m.log.Named(name) }
+
+// newSlot makes the slot for a plugin whose first process r launched.
+func (m *Manager) newSlot(r launchResult) *slot {
+	return newSlot(slotConfig{
+		name: r.plugin.Name, spec: r.spec, timeout: r.plugin.Timeout, first: r.inst,
+		opts: m.opts, metrics: m.metrics, bg: &m.bg, log: m.pluginLog(r.plugin.Name),
+	})
+}
 
 type launchResult struct {
 	plugin config.Plugin
@@ -221,125 +231,4 @@ func (m *Manager) Close() {
 	}
 	wg.Wait()
 	m.bg.Wait()
-}
-
-// ReloadError reports a reload that was refused as a whole.
-type ReloadError struct{ Diags hcl.Diagnostics }
-
-func (e *ReloadError) Error() string { return "reload refused: " + e.Diags.Error() }
-
-// Reload brings the running set in line with cfg: new plugins start,
-// removed ones drain and stop, and a plugin whose binary, pin or config
-// changed gets a new process that must start, configure and be healthy
-// before it takes new scans; the old one drains. A config fault refuses the
-// whole reload and leaves the running set untouched; a replacement that
-// fails to start leaves the old process serving, and the failure shows in
-// Status and the metrics.
-func (m *Manager) Reload(ctx context.Context, cfg *config.Config) error {
-	m.reloadMu.Lock()
-	defer m.reloadMu.Unlock()
-
-	m.mu.RLock()
-	current, closed := m.slots, m.closed
-	m.mu.RUnlock()
-	if closed {
-		return errors.New("reload: the plugin manager is closed")
-	}
-
-	var changed []config.Plugin
-	for _, p := range enabled(cfg) {
-		s, ok := current[p.Name]
-		if !ok || m.needsNewProcess(cfg, s, p) {
-			changed = append(changed, p)
-		}
-	}
-	results := m.launchAll(ctx, cfg, changed, true)
-	var diags hcl.Diagnostics
-	for _, r := range results {
-		var ce *ConfigError
-		if errors.As(r.err, &ce) {
-			diags = append(diags, ce.Diags...)
-		}
-	}
-	if diags.HasErrors() {
-		m.killLaunched(results)
-		return &ReloadError{Diags: diags}
-	}
-
-	byName := map[string]launchResult{}
-	for _, r := range results {
-		byName[r.plugin.Name] = r
-	}
-	next := map[string]*slot{}
-	var order []string
-	var failed []error
-	for _, p := range enabled(cfg) {
-		s, exists := current[p.Name]
-		r, relaunched := byName[p.Name]
-		switch {
-		case relaunched && r.err != nil:
-			m.metrics.swapFailures.WithLabelValues(p.Name).Inc()
-			err := fmt.Errorf("plugin %q: replacement refused, %s: %w", p.Name, keepWhat(exists), r.err)
-			failed = append(failed, err)
-			m.log.Error("plugin swap failed", "plugin", p.Name, "error", r.err)
-			if !exists {
-				continue
-			}
-			s.setSwapErr(err)
-		case relaunched && exists:
-			s.swapTo(r.inst, r.spec, p.Timeout)
-			s.setSwapErr(nil)
-			m.metrics.swaps.WithLabelValues(p.Name).Inc()
-		case relaunched:
-			s = newSlot(p.Name, r.spec, p.Timeout, r.inst, m.opts, m.metrics, &m.bg, m.pluginLog(p.Name))
-			m.log.Info("plugin added", "plugin", p.Name, "pid", r.inst.pid)
-		default:
-			s.mu.Lock()
-			s.timeout = p.Timeout
-			s.spec = m.spec(cfg, p)
-			s.mu.Unlock()
-		}
-		next[p.Name] = s
-		order = append(order, p.Name)
-	}
-	m.mu.Lock()
-	m.slots, m.order, m.cfg = next, order, cfg
-	m.mu.Unlock()
-	for name, s := range current {
-		if _, kept := next[name]; !kept {
-			m.log.Info("plugin removed; draining", "plugin", name)
-			m.bg.Add(1)
-			go func() {
-				defer m.bg.Done()
-				s.close()
-			}()
-		}
-	}
-	return errors.Join(failed...)
-}
-
-func keepWhat(exists bool) string {
-	if exists {
-		return "the running process keeps serving"
-	}
-	return "the plugin is not started"
-}
-
-// needsNewProcess compares the wanted plugin with what its slot runs: the
-// binary on disk (by hash), the path, the pin, and the plugin's decoded
-// config.
-func (m *Manager) needsNewProcess(cfg *config.Config, s *slot, p config.Plugin) bool {
-	s.mu.Lock()
-	spec, cur := s.spec, s.cur
-	s.mu.Unlock()
-	if cur == nil || spec.path != p.Path || spec.sha256 != p.SHA256 {
-		return true
-	}
-	sum, err := shared.FileSHA256(p.Path)
-	if err != nil || sum != cur.sha256 {
-		return true
-	}
-	info, _ := cur.snapshot()
-	want, diags := config.DecodePluginBody(p, info.ConfigSchema, cfg.EvalContext())
-	return diags.HasErrors() || !bytes.Equal(want, cur.configJSON)
 }

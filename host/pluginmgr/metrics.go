@@ -8,6 +8,11 @@ type metrics struct {
 	restarts     *prometheus.CounterVec
 	swaps        *prometheus.CounterVec
 	swapFailures *prometheus.CounterVec
+	// crashes, crashRetries and crashedArtifacts tell a plugin that dies on
+	// some content from one that dies for other reasons.
+	crashes          *prometheus.CounterVec
+	crashRetries     *prometheus.CounterVec
+	crashedArtifacts *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -27,12 +32,22 @@ func newMetrics() *metrics {
 		swapFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "microengine_plugin_swap_failures_total", Help: "Replacements refused (start, pin or health failed); the old process kept serving.",
 		}, []string{"plugin"}),
+		crashes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "microengine_plugin_crashes_total", Help: "Plugin processes that exited without being asked to (a panic, a fatal signal, an exit).",
+		}, []string{"plugin"}),
+		crashRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "microengine_plugin_crash_retries_total", Help: "Scans retried alone on a relaunched process because the plugin died under them.",
+		}, []string{"plugin"}),
+		crashedArtifacts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "microengine_plugin_crashed_artifacts_total", Help: "Artifacts answered unknown because they crashed the plugin again when retried alone.",
+		}, []string{"plugin"}),
 	}
 }
 
 // Register adds the plugin metrics to reg.
 func (m *Manager) Register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.metrics.up, m.metrics.healthy, m.metrics.restarts, m.metrics.swaps, m.metrics.swapFailures} {
+	for _, c := range []prometheus.Collector{m.metrics.up, m.metrics.healthy, m.metrics.restarts, m.metrics.swaps, m.metrics.swapFailures,
+		m.metrics.crashes, m.metrics.crashRetries, m.metrics.crashedArtifacts} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

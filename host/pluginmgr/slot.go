@@ -1,14 +1,14 @@
 package pluginmgr
 
 import (
+	"bytes"
 	"context"
-	"errors"
-	"fmt"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/microengine/microengine/host/config"
 	"github.com/microengine/microengine/shared"
 )
 
@@ -21,7 +21,8 @@ type slot struct {
 	opts    Options
 	// bg counts the manager's background work (draining old processes), so
 	// the manager's Close can wait for every process to be gone.
-	bg *sync.WaitGroup
+	bg   *sync.WaitGroup
+	gate *gate
 
 	mu       sync.Mutex
 	spec     launchSpec
@@ -38,16 +39,30 @@ type slot struct {
 	done chan struct{}
 }
 
-func newSlot(name string, spec launchSpec, timeout time.Duration, first *instance, opts Options, m *metrics, bg *sync.WaitGroup, log hclog.Logger) *slot {
+// slotConfig is what a new slot starts from.
+type slotConfig struct {
+	name    string
+	spec    launchSpec
+	timeout time.Duration
+	// first is the process that serves from the start; nil starts the slot
+	// down, for the supervisor to launch.
+	first   *instance
+	opts    Options
+	metrics *metrics
+	bg      *sync.WaitGroup
+	log     hclog.Logger
+}
+
+func newSlot(c slotConfig) *slot {
 	s := &slot{
-		name: name, log: log, metrics: m, opts: opts, bg: bg,
-		spec: spec, timeout: timeout, cur: first, ready: make(chan struct{}),
+		name: c.name, log: c.log, metrics: c.metrics, opts: c.opts, bg: c.bg, gate: newGate(),
+		spec: c.spec, timeout: c.timeout, cur: c.first, ready: make(chan struct{}),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
-	if first != nil {
-		s.lastInfo, _ = first.snapshot()
+	if c.first != nil {
+		s.lastInfo, _ = c.first.snapshot()
 	}
-	m.up.WithLabelValues(name).Set(boolGauge(first != nil))
+	c.metrics.up.WithLabelValues(c.name).Set(boolGauge(c.first != nil))
 	go s.supervise()
 	return s
 }
@@ -70,54 +85,6 @@ func (s *slot) Info() shared.Info {
 	}
 	info, _ := cur.snapshot()
 	return info
-}
-
-// Scan runs one scan on the current process. While the plugin is being
-// relaunched it waits (within ctx and a short bound) rather than failing at
-// once; a plugin that stays down gives an error, which the engine turns
-// into unknown — never benign.
-func (s *slot) Scan(ctx context.Context, a shared.Artifact) (shared.Result, error) {
-	inst, err := s.acquire(ctx)
-	if err != nil {
-		return shared.Result{}, err
-	}
-	defer inst.release()
-	res, err := inst.scanner.Scan(ctx, a)
-	if err != nil && inst.client.Exited() {
-		s.poke()
-		return shared.Result{}, fmt.Errorf("plugin %s (pid %d) died during the scan: %w", s.name, inst.pid, err)
-	}
-	return res, err
-}
-
-func (s *slot) acquire(ctx context.Context) (*instance, error) {
-	wait := time.NewTimer(s.opts.WaitForPlugin)
-	defer wait.Stop()
-	for {
-		s.mu.Lock()
-		cur, ready, lastErr := s.cur, s.ready, s.lastErr
-		s.mu.Unlock()
-		if cur != nil && !cur.client.Exited() && cur.acquire() {
-			return cur, nil
-		}
-		if cur != nil && cur.client.Exited() {
-			s.poke()
-		}
-		select {
-		case <-ready:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("plugin %s is unavailable (%s): %w", s.name, lastErrOr(lastErr), ctx.Err())
-		case <-wait.C:
-			return nil, fmt.Errorf("plugin %s is unavailable: %s: %w", s.name, lastErrOr(lastErr), shared.ErrPluginUnavailable)
-		}
-	}
-}
-
-func (s *slot) poke() {
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
 }
 
 // setCurrent installs inst (nil: down) and wakes scans waiting for it. It
@@ -158,92 +125,38 @@ func (s *slot) installLocked(inst *instance, spec *launchSpec, timeout time.Dura
 	return old
 }
 
+// reconfigure takes a reload's launch spec and timeout for a plugin whose
+// process stays: the next relaunch uses them.
+func (s *slot) reconfigure(spec launchSpec, timeout time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.spec, s.timeout = spec, timeout
+}
+
+// needsNewProcess compares the wanted plugin with what the slot runs: the
+// binary on disk (by hash), the path, the pin, and the plugin's decoded
+// config.
+func (s *slot) needsNewProcess(cfg *config.Config, p config.Plugin) bool {
+	s.mu.Lock()
+	spec, cur := s.spec, s.cur
+	s.mu.Unlock()
+	if cur == nil || spec.path != p.Path || spec.sha256 != p.SHA256 {
+		return true
+	}
+	sum, err := shared.FileSHA256(p.Path)
+	if err != nil || sum != cur.sha256 {
+		return true
+	}
+	info, _ := cur.snapshot()
+	want, diags := config.DecodePluginBody(p, info.ConfigSchema, cfg.EvalContext())
+	return diags.HasErrors() || !bytes.Equal(want, cur.configJSON)
+}
+
 func (s *slot) fail(err error) {
 	s.mu.Lock()
 	s.lastErr = err.Error()
 	s.mu.Unlock()
 	s.log.Error("plugin is down", "error", err)
-}
-
-// supervise keeps a healthy process behind the slot: it polls for exits,
-// checks health on an interval, and relaunches with capped exponential
-// backoff.
-func (s *slot) supervise() {
-	defer close(s.done)
-	exitPoll := time.NewTicker(250 * time.Millisecond)
-	defer exitPoll.Stop()
-	health := time.NewTicker(s.opts.HealthInterval)
-	defer health.Stop()
-	failures := 0 // consecutive failed health checks of checked
-	var checked *instance
-	// streak counts failures (crashes soon after start, failed launches)
-	// in a row; it sets the backoff, so a plugin that keeps dying is not
-	// relaunched in a tight loop.
-	streak := 0
-	var retryAt time.Time
-	down := func(inst *instance, why error) {
-		if time.Since(inst.started) < s.opts.StableAfter {
-			streak++
-		} else {
-			streak = 1
-		}
-		s.drop(inst, why)
-		if streak > 1 {
-			retryAt = time.Now().Add(backoff(streak-1, s.opts.BackoffBase, s.opts.BackoffMax))
-		}
-	}
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-s.kick:
-		case <-exitPoll.C:
-		case <-health.C:
-			if cur := s.current(); cur != nil {
-				if cur != checked { // failures count against one process only
-					checked, failures = cur, 0
-				}
-				if s.checkHealth(cur) {
-					failures = 0
-				} else if failures++; failures >= 2 {
-					s.log.Warn("plugin failed two health checks; relaunching", "pid", cur.pid)
-					down(cur, errors.New("failed two health checks in a row"))
-					failures = 0
-				}
-			}
-		}
-		cur := s.current()
-		if cur != nil && cur.client.Exited() {
-			down(cur, fmt.Errorf("process %d exited", cur.pid))
-			cur = nil
-		}
-		if cur != nil || time.Now().Before(retryAt) {
-			continue
-		}
-		s.mu.Lock()
-		spec := s.spec
-		s.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), spec.startTimeout+callTimeout)
-		inst, err := launch(ctx, spec, false)
-		cancel()
-		if err != nil {
-			streak++
-			delay := backoff(streak, s.opts.BackoffBase, s.opts.BackoffMax)
-			retryAt = time.Now().Add(delay)
-			s.fail(fmt.Errorf("relaunch failed (next try in %s): %w", delay, err))
-			continue
-		}
-		if !s.replaceIf(nil, inst) {
-			// A reload swapped a process in while this one started.
-			shared.KillClient(inst.client, s.opts.KillTimeout, s.log)
-			continue
-		}
-		s.mu.Lock()
-		s.restarts++
-		s.mu.Unlock()
-		s.metrics.restarts.WithLabelValues(s.name).Inc()
-		s.log.Info("plugin relaunched", "pid", inst.pid, "version", inst.info.Version)
-	}
 }
 
 func (s *slot) current() *instance {
@@ -282,6 +195,7 @@ func (s *slot) checkHealth(inst *instance) bool {
 // in-flight scans finish (or the drain timeout passes).
 func (s *slot) swapTo(inst *instance, spec launchSpec, timeout time.Duration) {
 	old := s.setCurrent(inst, &spec, timeout)
+	s.setSwapErr(nil)
 	s.log.Info("plugin swapped", "pid", inst.pid, "version", inst.info.Version, "sha256", inst.sha256)
 	if old != nil {
 		s.bg.Add(1)
@@ -321,24 +235,9 @@ func (s *slot) setSwapErr(err error) {
 	s.swapErr = err.Error()
 }
 
-func backoff(attempt int, base, ceiling time.Duration) time.Duration {
-	d := base
-	for i := 1; i < attempt && d < ceiling; i++ {
-		d *= 2
-	}
-	return min(d, ceiling)
-}
-
 func boolGauge(b bool) float64 {
 	if b {
 		return 1
 	}
 	return 0
-}
-
-func lastErrOr(s string) string {
-	if s == "" {
-		return "starting"
-	}
-	return s
 }

@@ -1,0 +1,71 @@
+// Command crasher is a test plugin with a bug on purpose: it recognises
+// EICAR like the eicar plugin, and panics (a write to a nil map, the kind
+// of bug a parser has) on any artifact that contains the marker
+// "CRASH-ME". The host's tests use it to check that one poison artifact
+// costs its own verdict and no other.
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/microengine/microengine/shared"
+)
+
+// Marker makes the plugin panic.
+const Marker = "CRASH-ME"
+
+const eicar = `X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*`
+
+// maxContent bounds what a scan reads: a test plugin holds its artifact
+// whole, and the tests' artifacts are small.
+const maxContent = 64 << 20
+
+type scanner struct {
+	seen map[string]int // never made: writing to it is the bug
+}
+
+func (s *scanner) Info(context.Context) (shared.Info, error) {
+	return shared.Info{
+		Name: "crasher", Version: "0.1.0", Vendor: "microengine-tests", VendorVersion: "0.1.0",
+		ArtifactTypes: []shared.ArtifactType{shared.ArtifactFile},
+	}, nil
+}
+
+func (s *scanner) Configure(_ context.Context, raw []byte) error {
+	if t := bytes.TrimSpace(raw); len(t) > 0 && !bytes.Equal(t, []byte("{}")) {
+		return (&shared.ConfigError{}).Add("", "crasher takes no settings")
+	}
+	return nil
+}
+
+func (s *scanner) Health(context.Context) (shared.Health, error) {
+	return shared.Health{Healthy: true, Message: "ok"}, nil
+}
+
+func (s *scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, error) {
+	content, err := io.ReadAll(io.LimitReader(a.Content, maxContent))
+	if err != nil {
+		if ctx.Err() != nil {
+			return shared.Result{}, fmt.Errorf("scan: %w", ctx.Err())
+		}
+		return shared.Unknown("read: %v", err), nil
+	}
+	if a.Size >= 0 && int64(len(content)) != a.Size {
+		return shared.Unknown("read %d bytes of %d", len(content), a.Size), nil
+	}
+	if bytes.Contains(content, []byte(Marker)) {
+		s.seen[a.ID]++
+	}
+	if bytes.Contains(content, []byte(eicar)) {
+		return shared.Result{Verdict: shared.VerdictMalicious, Confidence: 1, MalwareFamily: "EICAR-Test-File"}, nil
+	}
+	return shared.Result{Verdict: shared.VerdictBenign, Confidence: 1}, nil
+}
+
+func main() {
+	log := shared.Logger("crasher")
+	shared.Serve(&scanner{}, log)
+}
