@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,15 +27,37 @@ import (
 //
 // MICROENGINE_LOAD_RATE (default 200/s) and MICROENGINE_LOAD_SECONDS
 // (default 30) set the load; the soak is the same with 600 seconds.
+//
+// A run fails when a bounty is not sent, refused, answered wrong, late,
+// twice or not at all, when more than maxUnknown of them are answered
+// unknown (the eicar plugin has no backend to lose: an unknown is the
+// engine running out of time or plugin), and when the engine's anonymous
+// memory grows by more than the run's bound between ten seconds in and
+// the end.
 func BenchmarkEngineLoad(b *testing.B) {
-	benchEngine(b, envInt("MICROENGINE_LOAD_SECONDS", 30))
+	benchEngine(b, envInt("MICROENGINE_LOAD_SECONDS", 30), loadGrowthBound)
 }
 
 // BenchmarkEngineSoak is BenchmarkEngineLoad for ten minutes: memory must
 // stay flat (no store, queue or id set that grows without bound).
 func BenchmarkEngineSoak(b *testing.B) {
-	benchEngine(b, envInt("MICROENGINE_SOAK_SECONDS", 600))
+	benchEngine(b, envInt("MICROENGINE_SOAK_SECONDS", 600), soakGrowthBound)
 }
+
+const (
+	// maxUnknown is the share of bounties that may be answered unknown.
+	// Measured: 0 of 6,000 at 200/s for 30 s on 2 cores shared with a
+	// load average of 14 (p99 204 ms against a 10 s expiry).
+	maxUnknown = 0.01
+	// The engine's anonymous RSS from ten seconds of load to the end of
+	// the run may grow by at most this much: what is left after warm-up
+	// is pools reaching their steady size, not a per-bounty cost. At
+	// 200/s a leak of 1 KiB per bounty is 12 MiB a minute, 117 MiB over
+	// the soak. Measured: +0.13 MiB from 11 s to 29 s at 200/s (10 MiB
+	// anonymous).
+	loadGrowthBound = 8 << 20
+	soakGrowthBound = 16 << 20
+)
 
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
@@ -43,7 +66,7 @@ func envInt(name string, def int) int {
 	return def
 }
 
-func benchEngine(b *testing.B, seconds int) {
+func benchEngine(b *testing.B, seconds int, growthBound int64) {
 	rate := float64(envInt("MICROENGINE_LOAD_RATE", 200))
 	for range b.N {
 		dir, err := os.MkdirTemp("", "e2e-load-")
@@ -108,8 +131,13 @@ marketplace {
 			b.Fatal(err)
 		}
 		eng.stop()
-		if sb.Wrong+sb.Missing+sb.Late+sb.Invalid+sb.Refused > 0 {
-			b.Errorf("scoreboard: %+v", sb)
+		if !sb.OK() {
+			var out strings.Builder
+			sb.WriteText(&out)
+			b.Errorf("not every bounty was sent and answered right, once, in time:\n%s", out.String())
+		}
+		if share := sb.UnknownShare(); share > maxUnknown {
+			b.Errorf("%.1f%% of the bounties answered unknown, over the ceiling of %.1f%%", 100*share, 100*maxUnknown)
 		}
 		answered := float64(sb.Answered) / sb.Seconds
 		b.ReportMetric(answered, "bounties/s")
@@ -118,11 +146,16 @@ marketplace {
 		b.ReportMetric(float64(sb.Unknown), "unknown")
 		mu.Lock()
 		defer mu.Unlock()
-		if len(samples) < 3 {
+		if len(samples) < 12 {
+			b.Errorf("%d memory samples: a run shorter than 12 s cannot tell growth from warm-up", len(samples))
 			return
 		}
-		warm := samples[min(len(samples)-1, 10)] // after ten seconds of load
+		warm := samples[10] // after ten seconds of load
 		last := samples[len(samples)-1]
+		if growth := last.engine - warm.engine; growth > growthBound {
+			b.Errorf("the engine's anonymous memory grew by %d MiB from %s to %s, over the bound of %d MiB",
+				growth>>20, warm.at.Round(time.Second), last.at.Round(time.Second), growthBound>>20)
+		}
 		var peak int64
 		for _, s := range samples {
 			peak = max(peak, s.engine+s.plugins)

@@ -118,28 +118,47 @@ func startDriver(mk *marketplace, eng *engineProc, every time.Duration) *driver 
 	return d
 }
 
-// finish stops sending and checks every bounty got its right answer: a
-// swap must cost no scan.
+// finish stops sending and checks every bounty got its right answer, and
+// only one: a swap must cost no scan, and must not make the engine answer
+// a bounty twice (a second answer, even the same, means the engine lost
+// track of the first).
 func (d *driver) finish(t *testing.T) {
 	t.Helper()
 	close(d.stop)
 	d.wg.Wait()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	wrong := 0
+	wrong, repeated := 0, 0
+	for key := range d.sent {
+		d.mk.waitAnswer(key, 20*time.Second)
+	}
 	for key, want := range d.sent {
-		a := d.mk.waitAnswer(key, 20*time.Second)
-		if a.Verdict != want {
+		as := d.mk.answersFor(key)
+		if len(as) > 1 {
+			repeated++
+			if repeated <= 5 {
+				t.Errorf("bounty %s answered %d times: %s", key, len(as), verdicts(as))
+			}
+		}
+		if a := as[0]; a.Verdict != want {
 			wrong++
 			if wrong <= 5 {
 				t.Errorf("bounty %s: %s, want %s (%s)", key, a.Verdict, want, a.Metadata)
 			}
 		}
 	}
-	if wrong > 0 {
-		t.Errorf("%d of %d bounties under load answered wrong", wrong, len(d.sent))
+	if wrong > 0 || repeated > 0 {
+		t.Errorf("of %d bounties under load, %d answered wrong, %d more than once", len(d.sent), wrong, repeated)
 	}
-	t.Logf("%d bounties under load, %d wrong", len(d.sent), wrong)
+	t.Logf("%d bounties under load, %d wrong, %d answered more than once", len(d.sent), wrong, repeated)
+}
+
+func verdicts(as []answer) string {
+	var vs []string
+	for _, a := range as {
+		vs = append(vs, a.Verdict)
+	}
+	return strings.Join(vs, ", ")
 }
 
 func waitGone(t *testing.T, pid int, within time.Duration) {
