@@ -36,6 +36,7 @@ const secret = "e2e-webhook-secret"
 // binaries built once for the whole run.
 var bins struct {
 	host, eicarV1, eicarV2, clamavV1, clamavV2 string
+	crasher                                    string // panics on content holding "CRASH-ME"
 }
 
 func TestMain(m *testing.M) {
@@ -55,6 +56,7 @@ func TestMain(m *testing.M) {
 		{&bins.eicarV2, "eicar-v2", "./plugins/eicar", "main.version=2.0.0"},
 		{&bins.clamavV1, "clamav-v1", "./plugins/clamav", ""},
 		{&bins.clamavV2, "clamav-v2", "./plugins/clamav", clamavVersionFlag + "=9.9.9"},
+		{&bins.crasher, "crasher", "./internal/testplugins/crasher", ""},
 	} {
 		var xs []string
 		if b.versionX != "" {
