@@ -111,7 +111,10 @@ type ConfigField struct {
 // FieldType is the type of a plugin config attribute as written in engine.hcl.
 // The host hands the plugin canonical JSON: strings and bools as they are,
 // numbers as JSON numbers, durations as Go duration strings ("30s"), sizes
-// as integer bytes.
+// as integer bytes, lists as arrays of strings, maps as objects of strings,
+// numbers and bools. Paths are made absolute against engine.hcl's folder,
+// so a plugin (which runs in the host's working directory) finds what the
+// file names; a path with glob characters keeps them.
 type FieldType string
 
 const (
@@ -120,6 +123,15 @@ const (
 	FieldBool     FieldType = "bool"
 	FieldDuration FieldType = "duration"
 	FieldSize     FieldType = "size"
+	// FieldList is a list of strings; its Default is a JSON array.
+	FieldList FieldType = "list"
+	// FieldPath is one path, FieldPathList a list of them (Default a JSON
+	// array), resolved against engine.hcl's folder.
+	FieldPath     FieldType = "path"
+	FieldPathList FieldType = "paths"
+	// FieldMap is an object whose values are strings, numbers or bools;
+	// its Default is a JSON object.
+	FieldMap FieldType = "map"
 )
 
 // Sample is content a plugin vouches for: the conformance suite scans it and

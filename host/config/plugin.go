@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
 
 	"github.com/microengine/microengine/shared"
 )
@@ -167,7 +168,10 @@ func fileKind(m fs.FileMode) string {
 // plugin declares (Info.ConfigSchema) and returns it as the canonical JSON
 // object the plugin's Configure takes: strings and bools as they are,
 // numbers as JSON numbers, durations as Go duration strings ("1m30s"),
-// sizes as integer bytes. Only attributes written in the file appear: the
+// sizes as integer bytes, lists as arrays of strings (a lone string is a
+// list of one), maps as objects of strings, numbers and bools, and paths
+// made absolute against the config file's folder (the plugin runs in the
+// host's working directory, which need not be that folder). Only attributes written in the file appear: the
 // schema's defaults are the plugin's to apply. Decoding is strict: an
 // attribute the schema does not declare is an error at that attribute, and
 // a required one that is missing is an error at the config block.
@@ -179,7 +183,7 @@ func DecodePluginBody(p Plugin, schema []shared.ConfigField, ctx *hcl.EvalContex
 	if ctx == nil {
 		ctx = NewEvalContext(absDir(p.DefRange.Filename))
 	}
-	d := &decoder{ctx: ctx}
+	d := &decoder{ctx: ctx, dir: absDir(p.DefRange.Filename)}
 
 	hs := &hcl.BodySchema{}
 	seen := map[string]bool{}
@@ -237,6 +241,34 @@ func DecodePluginBody(p Plugin, schema []shared.ConfigField, ctx *hcl.EvalContex
 			if n, st = d.size(attr, name, false); st == valid {
 				out[f.Name] = n
 			}
+		case shared.FieldList:
+			var l []string
+			if l, st = d.stringList(attr, name); st == valid {
+				out[f.Name] = l
+			}
+		case shared.FieldPath:
+			var s string
+			if s, st = d.str(attr, name); st == valid {
+				if s != "" {
+					s = d.abs(s)
+				}
+				out[f.Name] = s
+			}
+		case shared.FieldPathList:
+			var l []string
+			if l, st = d.stringList(attr, name); st == valid {
+				for i, s := range l {
+					if s != "" {
+						l[i] = d.abs(s)
+					}
+				}
+				out[f.Name] = l
+			}
+		case shared.FieldMap:
+			var m map[string]any
+			if m, st = d.scalarMap(attr, name); st == valid {
+				out[f.Name] = m
+			}
 		default:
 			d.errorf(p.DefRange, fmt.Sprintf("plugin %q declares the config field %q with unknown type %q", p.Name, f.Name, f.Type),
 				"This is a fault in the plugin, not in the configuration; report it to the plugin's author.")
@@ -256,7 +288,8 @@ func DecodePluginBody(p Plugin, schema []shared.ConfigField, ctx *hcl.EvalContex
 	}
 	js, err := json.Marshal(out)
 	if err != nil {
-		// Every value above is a string, bool, int64 or valid json.Number.
+		// Every value above is a string, bool, int64, valid json.Number,
+		// or a list or map of those.
 		return nil, append(d.diags, &hcl.Diagnostic{
 			Severity: hcl.DiagError,
 			Summary:  where + ": cannot encode as JSON",
@@ -318,4 +351,43 @@ func jsonNumber(f *big.Float) json.Number {
 		return json.Number(f.Text('f', 0))
 	}
 	return json.Number(f.Text('g', -1))
+}
+
+// scalarMap decodes an object whose values are strings, numbers or bools
+// (a plugin's map field, e.g. YARA's external variables).
+func (d *decoder) scalarMap(attr *hcl.Attribute, name string) (map[string]any, status) {
+	v, st := d.eval(attr)
+	if st != valid {
+		return nil, st
+	}
+	ty := v.Type()
+	if !ty.IsObjectType() && !ty.IsMapType() {
+		d.errorf(attr.Expr.Range(), name+": want an object such as { key = \"value\" }, not "+friendlyType(ty), "")
+		return nil, invalid
+	}
+	out := map[string]any{}
+	for it := v.ElementIterator(); it.Next(); {
+		k, e := it.Element()
+		key := k.AsString()
+		switch {
+		case e.IsNull():
+			d.errorf(attr.Expr.Range(), fmt.Sprintf("%s.%s: is null", name, key), "Each value is a string, a number or a bool.")
+			return nil, invalid
+		case e.Type().Equals(cty.String):
+			out[key] = e.AsString()
+		case e.Type().Equals(cty.Bool):
+			out[key] = e.True()
+		case e.Type().Equals(cty.Number):
+			f := e.AsBigFloat()
+			if f.IsInf() {
+				d.errorf(attr.Expr.Range(), fmt.Sprintf("%s.%s: want a finite number", name, key), "")
+				return nil, invalid
+			}
+			out[key] = jsonNumber(f)
+		default:
+			d.errorf(attr.Expr.Range(), fmt.Sprintf("%s.%s: want a string, a number or a bool, not %s", name, key, friendlyType(e.Type())), "")
+			return nil, invalid
+		}
+	}
+	return out, valid
 }

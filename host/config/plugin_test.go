@@ -242,3 +242,41 @@ func ExampleDecodePluginBody() {
 	fmt.Println(string(js))
 	// Output: {"address":"unix:///run/clamav/clamd.ctl","max_stream":26214400,"timeout":"1m30s"}
 }
+
+// TestDecodePluginBodyCollections: lists, paths and maps, as the yara
+// plugin declares them; paths become absolute against engine.hcl's folder
+// (globs kept), and faults point at file:line:col.
+func TestDecodePluginBodyCollections(t *testing.T) {
+	schema := []shared.ConfigField{
+		{Name: "rules", Type: shared.FieldPathList, Required: true},
+		{Name: "spool", Type: shared.FieldPath},
+		{Name: "tags", Type: shared.FieldList},
+		{Name: "externals", Type: shared.FieldMap},
+	}
+	p := pluginFrom(t, `    rules     = ["./rules", "/abs/x.yar", "more/*.yar"]
+    spool     = "tmp"
+    tags      = "one"
+    externals = { owner = "", level = 3, on = true }
+`)
+	js, diags := DecodePluginBody(p, schema, nil)
+	if len(diags) > 0 {
+		t.Fatalf("diagnostics: %v", positions(diags))
+	}
+	dir := filepath.Dir(p.DefRange.Filename)
+	want := fmt.Sprintf(`{"externals":{"level":3,"on":true,"owner":""},"rules":[%q,"/abs/x.yar",%q],"spool":%q,"tags":["one"]}`,
+		filepath.Join(dir, "rules"), filepath.Join(dir, "more/*.yar"), filepath.Join(dir, "tmp"))
+	if string(js) != want {
+		t.Errorf("JSON\n got  %s\n want %s", js, want)
+	}
+
+	p = pluginFrom(t, `    rules     = [["nested"]]
+    externals = { a = ["list"] }
+    tags      = { a = 1 }
+`)
+	_, diags = DecodePluginBody(p, schema, nil)
+	wantDiags(t, diags, []string{
+		`4:17: plugin "clamav": config.rules: want a string or a list of strings`,
+		`5:17: plugin "clamav": config.externals.a: want a string, a number or a bool, not a list`,
+		`6:17: plugin "clamav": config.tags: want a string or a list of strings, not an object`,
+	})
+}

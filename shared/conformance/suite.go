@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -311,8 +312,20 @@ func checkDefault(f shared.ConfigField) error {
 		if f.Default != "" {
 			_, err = shared.ParseSize(f.Default)
 		}
+	case shared.FieldPath:
+		return nil
+	case shared.FieldList, shared.FieldPathList:
+		if f.Default != "" {
+			var l []string
+			err = json.Unmarshal([]byte(f.Default), &l)
+		}
+	case shared.FieldMap:
+		if f.Default != "" {
+			var m map[string]any
+			err = json.Unmarshal([]byte(f.Default), &m)
+		}
 	default:
-		return fmt.Errorf("unknown type %q (want string, number, bool, duration or size)", f.Type)
+		return fmt.Errorf("unknown type %q (want string, number, bool, duration, size, list, path, paths or map)", f.Type)
 	}
 	if err != nil {
 		return fmt.Errorf("default %q is not a %s: %w", f.Default, f.Type, err)

@@ -167,7 +167,7 @@ func (*InfoRequest) Descriptor() ([]byte, []int) {
 type ConfigField struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// One of: string, number, bool, duration, size.
+	// One of: string, number, bool, duration, size, list, path, paths, map.
 	Type          string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	Required      bool   `protobuf:"varint,3,opt,name=required,proto3" json:"required,omitempty"`
 	Default       string `protobuf:"bytes,4,opt,name=default,proto3" json:"default,omitempty"`
