@@ -18,14 +18,17 @@ all: build
 # Each binary's version variable, set from VERSION (plugins keep their own
 # when VERSION is not given on the command line).
 CLAMAV_VERSION_VAR := github.com/microengine/microengine/plugins/clamav/scanner.Version
+YARA_VERSION_VAR   := github.com/microengine/microengine/plugins/yara/scanner.Version
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/microengine ./host/cmd/microengine
 	$(GO) build $(if $(PLUGIN_VERSION),-ldflags "-X main.version=$(PLUGIN_VERSION)") -o $(BIN)/microengine-plugin-eicar ./plugins/eicar
 	$(GO) build $(if $(PLUGIN_VERSION),-ldflags "-X $(CLAMAV_VERSION_VAR)=$(PLUGIN_VERSION)") -o $(BIN)/microengine-plugin-clamav ./plugins/clamav
+	$(GO) build $(if $(PLUGIN_VERSION),-ldflags "-X $(YARA_VERSION_VAR)=$(PLUGIN_VERSION)") -o $(BIN)/microengine-plugin-yara ./plugins/yara
 
 deps:
 	@scripts/ensure-clamd.sh
+	@scripts/ensure-yara.sh
 
 # Every test: unit and integration tests (real plugins, a private clamd the
 # tests start themselves), then the slower end-to-end tests.

@@ -171,7 +171,13 @@ func (s *scanRun) scanOne(t target) scanOutcome {
 		return fail(err)
 	}
 	defer cleanup()
-	res := s.eng.Scan(s.ctx, engine.Artifact{ID: t.path, Type: shared.ArtifactFile, Size: size, Content: f})
+	// The file's name reaches the plugins as the bounty's metadata would
+	// carry it (YARA rules test filename and extension).
+	var meta map[string]string
+	if t.path != "-" {
+		meta = map[string]string{"filename": filepath.Base(t.path), "filepath": t.path}
+	}
+	res := s.eng.Scan(s.ctx, engine.Artifact{ID: t.path, Type: shared.ArtifactFile, Size: size, Content: f, Metadata: meta})
 	return scanOutcome{Path: t.path, Result: res}
 }
 

@@ -33,6 +33,11 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		defer mgr.Close()
 		for _, st := range mgr.Status() {
 			fmt.Fprintf(stdout, "plugin %q: %s %s\n", st.Name, st.Version, healthWord(st))
+			// A healthy plugin's own account of what it loaded (e.g. the
+			// yara plugin's rule files skipped, with file:line).
+			if st.Healthy && st.Health != "" {
+				fmt.Fprintf(stdout, "  %s\n", st.Health)
+			}
 		}
 	}
 	fmt.Fprintf(stdout, "%s: valid\n", cf.path)

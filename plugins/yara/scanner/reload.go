@@ -1,0 +1,149 @@
+package scanner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/microengine/microengine/plugins/yara/rules"
+)
+
+// reloadStatus is what Health reports about hot reloads.
+type reloadStatus struct {
+	mu        sync.Mutex
+	ok        int
+	failed    int
+	lastErr   string
+	lastErrAt time.Time
+	// failedStamps are the sources of the last failed attempt: the same
+	// files are not compiled again until they change.
+	failedStamps map[string]rules.Stamp
+}
+
+func (r *reloadStatus) reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ok, r.failed, r.lastErr, r.lastErrAt, r.failedStamps = 0, 0, "", time.Time{}, nil
+}
+
+func (r *reloadStatus) describe() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var parts []string
+	if r.ok > 0 {
+		parts = append(parts, fmt.Sprintf("reloaded %d times", r.ok))
+	}
+	if r.lastErr != "" {
+		parts = append(parts, fmt.Sprintf("RELOAD FAILED at %s, serving the previous set: %s",
+			r.lastErrAt.UTC().Format(time.RFC3339), r.lastErr))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(parts, "; ")
+}
+
+// watch checks the rule files every interval until ctx ends. Polling
+// stamps (modification time and size of each file and directory) finds
+// edits, new files and deletions in recursive directories alike, which
+// per-directory inotify watches make fiddly; a few thousand stats every
+// few seconds cost next to nothing.
+func (s *Scanner) watch(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.Reload()
+		}
+	}
+}
+
+// ErrUnchanged is Reload's answer when the rule files have not changed.
+var ErrUnchanged = errors.New("rule files unchanged")
+
+// Reload compiles the rule files again if they changed since the current
+// set was loaded, and swaps the new set in whole. It keeps the current set
+// (and reports why) when the new one fails: a load error, or a file that
+// compiled before and fails now (in a non-strict set the file would
+// otherwise vanish silently from detection). It returns ErrUnchanged when
+// there was nothing to do.
+func (s *Scanner) Reload() error {
+	s.configMu.Lock()
+	defer s.configMu.Unlock()
+	cur := s.cur.Load()
+	if cur == nil {
+		return errors.New("not configured")
+	}
+	if !s.changed(cur) {
+		return ErrUnchanged
+	}
+	set, err := rules.Load(cur.spec())
+	if err == nil {
+		err = regression(cur.set, set)
+	}
+	if err != nil {
+		_, _, stamps, _ := rules.Resolve(cur.cfg.Rules)
+		if stamps == nil {
+			stamps = map[string]rules.Stamp{} // a path vanished
+		}
+		s.reloads.mu.Lock()
+		s.reloads.failed++
+		s.reloads.lastErr, s.reloads.lastErrAt = err.Error(), time.Now()
+		s.reloads.failedStamps = stamps
+		s.reloads.mu.Unlock()
+		s.log.Error("rules reload failed: the previous set keeps serving", "error", err, "signatures_version", cur.set.Version())
+		return err
+	}
+	s.cur.Store(newState(cur.cfg, set))
+	s.reloads.mu.Lock()
+	s.reloads.ok++
+	s.reloads.lastErr, s.reloads.failedStamps = "", nil
+	s.reloads.mu.Unlock()
+	s.logSet("rules reloaded", set)
+	return nil
+}
+
+// changed reports whether the files behind st differ from when it was
+// loaded, and from the last failed attempt.
+func (s *Scanner) changed(st *state) bool {
+	_, _, stamps, err := rules.Resolve(st.cfg.Rules)
+	if err != nil {
+		// A path that vanished is a change (Reload then reports it).
+		s.reloads.mu.Lock()
+		defer s.reloads.mu.Unlock()
+		return s.reloads.failedStamps == nil
+	}
+	if maps.Equal(stamps, st.set.Sources) {
+		return false
+	}
+	s.reloads.mu.Lock()
+	defer s.reloads.mu.Unlock()
+	return !maps.Equal(stamps, s.reloads.failedStamps)
+}
+
+// regression refuses a new set that lost a file the old one loaded.
+func regression(old, next *rules.Set) error {
+	loaded := map[string]bool{}
+	for _, f := range old.Files {
+		loaded[f] = true
+	}
+	var lost []string
+	for _, sk := range next.Skipped {
+		if loaded[sk.File] {
+			for _, d := range sk.Errors {
+				lost = append(lost, d.String())
+			}
+		}
+	}
+	if len(lost) > 0 {
+		return fmt.Errorf("a rule file that loaded before fails now: %s", strings.Join(lost, "; "))
+	}
+	return nil
+}

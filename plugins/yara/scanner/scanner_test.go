@@ -1,0 +1,341 @@
+package scanner
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/iotest"
+	"time"
+
+	"github.com/hillu/go-yara/v4"
+
+	"github.com/microengine/microengine/shared"
+)
+
+// testdataRules is the project's rule set (see testdata/yara/README.md).
+func testdataRules(t *testing.T) string {
+	t.Helper()
+	p, err := filepath.Abs("../../../testdata/yara")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func configured(t *testing.T, cfg string) *Scanner {
+	t.Helper()
+	s := New(nil)
+	t.Cleanup(s.Close)
+	if err := s.Configure(context.Background(), []byte(cfg)); err != nil {
+		t.Fatalf("Configure(%s): %v", cfg, err)
+	}
+	return s
+}
+
+func rulesConfig(paths ...string) string {
+	b, _ := json.Marshal(map[string]any{"rules": paths, "reload_interval": "0s"})
+	return string(b)
+}
+
+func scan(t *testing.T, s *Scanner, content []byte, meta map[string]string) shared.Result {
+	t.Helper()
+	res, err := s.Scan(context.Background(), shared.Artifact{
+		ID: "t", Type: shared.ArtifactFile, Size: int64(len(content)), Content: bytes.NewReader(content), Metadata: meta,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// marker builds sample content at run time (the rules hold it in hex).
+func marker(name string) []byte {
+	return []byte("a harmless test file: MICROENGINE-YARA-" + "TEST-" + name + "\n")
+}
+
+func matches(t *testing.T, res shared.Result) []Match {
+	t.Helper()
+	raw := res.Metadata[MetaMatches]
+	if raw == "" {
+		return nil
+	}
+	var ms []Match
+	if err := json.Unmarshal([]byte(raw), &ms); err != nil {
+		t.Fatalf("matches metadata %q: %v", raw, err)
+	}
+	return ms
+}
+
+func TestVerdictMappingOnTheProjectRules(t *testing.T) {
+	s := configured(t, rulesConfig(testdataRules(t)))
+	for _, tc := range []struct {
+		content []byte
+		meta    map[string]string
+		verdict shared.Verdict
+		family  string
+		rule    string
+		class   Class
+	}{
+		{marker("FAMILY"), nil, shared.VerdictMalicious, "MicroEngine.Test.Yara.Family", "families:Family_From_Meta", ClassMalicious},
+		{marker("KIN"), nil, shared.VerdictMalicious, "MicroEngine.Test.Yara.Kin", "families:Family_From_Family_Meta", ClassMalicious},
+		{marker("NAMELESS"), nil, shared.VerdictMalicious, "Family_From_Rule_Name", "families:Family_From_Rule_Name", ClassMalicious},
+		{marker("SCORE-HIGH"), nil, shared.VerdictMalicious, "MicroEngine.Test.Yara.High", "scores:Score_High", ClassMalicious},
+		{marker("SCORE-MID"), nil, shared.VerdictSuspicious, "", "scores:Score_Mid", ClassSuspicious},
+		{marker("SCORE-LOW"), nil, shared.VerdictBenign, "", "scores:Score_Low", ClassInformational},
+		{marker("HUNTING"), nil, shared.VerdictBenign, "", "informational:Hunting_Tag", ClassInformational},
+		{marker("INFO"), nil, shared.VerdictBenign, "", "informational:Info_Category", ClassInformational},
+		// The externals rule needs the file name: .vbs is malicious, anything else not.
+		{marker("SCRIPT"), map[string]string{"filename": "dropper.vbs"}, shared.VerdictMalicious, "MicroEngine.Test.Yara.Script", "externals:Script_Extension_Marker", ClassMalicious},
+		{marker("SCRIPT"), map[string]string{"filename": "notes.txt"}, shared.VerdictBenign, "", "", ""},
+		{marker("SCRIPT"), nil, shared.VerdictBenign, "", "", ""},
+		{[]byte("nothing to see\n"), nil, shared.VerdictBenign, "", "", ""},
+		{nil, nil, shared.VerdictBenign, "", "", ""},
+	} {
+		res := scan(t, s, tc.content, tc.meta)
+		name := strings.TrimSpace(string(tc.content))
+		if res.Verdict != tc.verdict || res.MalwareFamily != tc.family {
+			t.Errorf("%q %v: %s %q (%s); want %s %q", name, tc.meta, res.Verdict, res.MalwareFamily, res.Reason, tc.verdict, tc.family)
+		}
+		ms := matches(t, res)
+		switch {
+		case tc.rule == "" && len(ms) > 0:
+			t.Errorf("%q: matches %+v; want none", name, ms)
+		case tc.rule != "" && (len(ms) != 1 || ms[0].Rule != tc.rule || ms[0].Class != tc.class):
+			t.Errorf("%q: matches %+v; want %s as %s", name, ms, tc.rule, tc.class)
+		}
+		if res.Metadata[MetaSignaturesVersion] == "" || res.Metadata[MetaVendorVersion] != LibraryVersion {
+			t.Errorf("%q: metadata %v lacks the versions", name, res.Metadata)
+		}
+	}
+	// The meta that decided travels with the match.
+	ms := matches(t, scan(t, s, marker("SCORE-MID"), nil))
+	if ms[0].Meta["score"] != "50" {
+		t.Errorf("Score_Mid meta %v; want score 50", ms[0].Meta)
+	}
+}
+
+func TestMappingIsConfigurable(t *testing.T) {
+	cfg := fmt.Sprintf(`{"rules": [%q], "reload_interval": "0s", "malicious_score": 50, "suspicious_score": 10,
+		"family_meta": ["description"], "informational": ["nothing"], "confidence": 0.6}`, testdataRules(t))
+	s := configured(t, cfg)
+	for content, want := range map[string]shared.Verdict{
+		"SCORE-MID": shared.VerdictMalicious, "SCORE-LOW": shared.VerdictSuspicious, "HUNTING": shared.VerdictMalicious,
+	} {
+		if res := scan(t, s, marker(content), nil); res.Verdict != want {
+			t.Errorf("%s: %s, want %s", content, res.Verdict, want)
+		}
+	}
+	res := scan(t, s, marker("FAMILY"), nil)
+	if !strings.HasPrefix(res.MalwareFamily, "marker FAMILY") || res.Confidence != 0.6 {
+		t.Errorf("family from description, confidence 0.6: got %q %v", res.MalwareFamily, res.Confidence)
+	}
+	if res := scan(t, s, marker("SCORE-HIGH"), nil); res.Confidence != 0.6 {
+		t.Errorf("score 80 under confidence 0.6: %v; want 0.6", res.Confidence)
+	}
+}
+
+func TestLargeArtifactsAreSpooledAndMatchedAcrossEveryBoundary(t *testing.T) {
+	s := configured(t, rulesConfig(testdataRules(t)))
+	m := marker("FAMILY")
+	for _, off := range []int{0, spoolBufSize - 10, spoolBufSize, 3*spoolBufSize - len(m)/2, 5<<20 - len(m)} {
+		content := make([]byte, 5<<20)
+		copy(content[off:], m)
+		for name, r := range map[string]io.Reader{
+			"whole":  bytes.NewReader(content),
+			"halves": iotest.HalfReader(bytes.NewReader(content)),
+		} {
+			res, err := s.Scan(context.Background(), shared.Artifact{Type: shared.ArtifactFile, Size: -1, Content: r})
+			if err != nil || res.Verdict != shared.VerdictMalicious || res.BytesScanned != int64(len(content)) {
+				t.Errorf("marker at %d, %s reads: %+v %v; want malicious over %d bytes", off, name, res, err, len(content))
+			}
+		}
+	}
+}
+
+func TestFaultsAreNeverBenign(t *testing.T) {
+	ctx := context.Background()
+	if res, err := New(nil).Scan(ctx, shared.Artifact{Type: shared.ArtifactFile, Size: 3, Content: strings.NewReader("abc")}); err != nil || res.Verdict != shared.VerdictUnknown {
+		t.Errorf("unconfigured: %+v %v; want unknown", res, err)
+	}
+	s := configured(t, rulesConfig(testdataRules(t)))
+	for name, a := range map[string]shared.Artifact{
+		"short stream":    {Type: shared.ArtifactFile, Size: 10, Content: strings.NewReader("abc")},
+		"long stream":     {Type: shared.ArtifactFile, Size: 1, Content: strings.NewReader("abc")},
+		"long spool":      {Type: shared.ArtifactFile, Size: 1 << 20, Content: bytes.NewReader(make([]byte, 2<<20))},
+		"read error":      {Type: shared.ArtifactFile, Size: -1, Content: iotest.ErrReader(errors.New("disk on fire"))},
+		"late read error": {Type: shared.ArtifactFile, Size: -1, Content: io.MultiReader(bytes.NewReader(make([]byte, 1<<20)), iotest.ErrReader(errors.New("gone")))},
+		"url":             {Type: shared.ArtifactURL, Size: 3, Content: strings.NewReader("x.y")},
+		"no content":      {Type: shared.ArtifactFile, Size: 5},
+	} {
+		res, err := s.Scan(ctx, a)
+		if err != nil || res.Verdict != shared.VerdictUnknown || res.Reason == "" {
+			t.Errorf("%s: %+v %v; want unknown with a reason", name, res, err)
+		}
+	}
+	// A libyara error (here its scan timeout, ERROR_SCAN_TIMEOUT = 26) is
+	// unknown, and the matches found before it are still reported.
+	st := s.cur.Load()
+	res, err := s.run(ctx, st, nil, func(sc *yara.Scanner) error {
+		if err := sc.ScanMem(marker("FAMILY")); err != nil {
+			return err
+		}
+		return yara.Error(26)
+	}, nil)
+	if err != nil || res.Verdict != shared.VerdictUnknown || !strings.Contains(res.Reason, "scan timeout") || len(matches(t, res)) != 1 {
+		t.Errorf("a scan that timed out: %+v %v; want unknown: scan timeout, with the match so far", res, err)
+	}
+}
+
+func TestCancelReturnsPromptly(t *testing.T) {
+	s := configured(t, rulesConfig(testdataRules(t)))
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write(make([]byte, 1<<20))
+		cancel()
+		// The shim's reader ends with the context's error when cancelled.
+		pw.CloseWithError(context.Canceled)
+	}()
+	_, err := s.Scan(ctx, shared.Artifact{Type: shared.ArtifactFile, Size: -1, Content: pr})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled mid-stream: %v; want context.Canceled", err)
+	}
+}
+
+func TestConfigFaultsNameTheirField(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yar")
+	os.WriteFile(bad, []byte("rule a {\n  condition:\n    nosuch\n}\n"), 0o644)
+	for cfg, want := range map[string][]string{
+		`{}`:                                {"rules: is required"},
+		`{"rules": "x"}`:                    {"rules: wrong type"},
+		`{"rules": ["/x"], "no_such": 1}`:   {"no_such: unknown attribute"},
+		`{"rules": ["/nonexistent/r.yar"]}`: {"rules[0]: stat /nonexistent/r.yar"},
+		`{"rules": ["/x"], "externals": {"a": 1.5, "b c": "x"}}`:                  {"externals.a: want a string", `externals.b c: "b c" is not a valid`},
+		`{"rules": ["/x"], "malicious_score": 120, "confidence": 2}`:              {"malicious_score: must be between 0 and 100", "confidence: must be between 0 and 1"},
+		fmt.Sprintf(`{"rules": [%q]}`, bad):                                       {"rules: " + bad + `:3: undefined identifier "nosuch"`},
+		fmt.Sprintf(`{"rules": [%q, %q], "strict": true}`, bad, testdataRules(t)): {"rules: " + bad + ":3:", "rules: strict"},
+	} {
+		err := New(nil).Configure(context.Background(), []byte(cfg))
+		var ce *shared.ConfigError
+		if !errors.As(err, &ce) {
+			t.Errorf("%s: %v; want a *shared.ConfigError", cfg, err)
+			continue
+		}
+		for _, w := range want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: %v; want it to say %q", cfg, err, w)
+			}
+		}
+	}
+	// Not strict: the bad file is skipped and named by Health.
+	s := configured(t, fmt.Sprintf(`{"rules": [%q, %q], "reload_interval": "0s"}`, bad, testdataRules(t)))
+	h, _ := s.Health(context.Background())
+	if !h.Healthy || !strings.Contains(h.Message, "1 files skipped: "+bad+`:3: undefined identifier "nosuch"`) {
+		t.Errorf("health %+v; want healthy, naming the skipped file at its line", h)
+	}
+}
+
+func TestHotReloadSwapsGoodSetsAndKeepsTheOldOnFailure(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "r.yar")
+	rule := func(name, text string) string {
+		return fmt.Sprintf("rule %s { strings: $a = %q condition: $a }\n", name, text)
+	}
+	os.WriteFile(p, []byte(rule("first", "FIRST-MARKER")), 0o644)
+	s := configured(t, rulesConfig(dir))
+	info, _ := s.Info(context.Background())
+	v1 := info.SignaturesVersion
+	if !strings.HasPrefix(v1, "2 rules ") { // the file's rule and the built-in self-test
+		t.Fatalf("signatures version %q", v1)
+	}
+	if err := s.Reload(); !errors.Is(err, ErrUnchanged) {
+		t.Errorf("reload of unchanged files: %v", err)
+	}
+
+	// A good change is swapped in.
+	os.WriteFile(p, []byte(rule("first", "FIRST-MARKER")+rule("second", "SECOND-MARKER")), 0o644)
+	bump(t, p)
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	info, _ = s.Info(context.Background())
+	if info.SignaturesVersion == v1 || !strings.HasPrefix(info.SignaturesVersion, "3 rules ") {
+		t.Errorf("after a good reload: %q", info.SignaturesVersion)
+	}
+	if res := scan(t, s, []byte("SECOND-MARKER"), nil); res.Verdict != shared.VerdictMalicious {
+		t.Errorf("the new rule: %s", res.Verdict)
+	}
+	v2 := info.SignaturesVersion
+
+	// A broken change keeps the previous set, and says so.
+	os.WriteFile(p, []byte("rule first { condition: nosuch }\n"), 0o644)
+	bump(t, p)
+	if err := s.Reload(); err == nil || !strings.Contains(err.Error(), "r.yar:1:") {
+		t.Errorf("broken reload: %v; want the file:line", err)
+	}
+	info, _ = s.Info(context.Background())
+	h, _ := s.Health(context.Background())
+	if info.SignaturesVersion != v2 || !h.Healthy || !strings.Contains(h.Message, "RELOAD FAILED") {
+		t.Errorf("after a failed reload: version %q (want %q), health %+v", info.SignaturesVersion, v2, h)
+	}
+	if res := scan(t, s, []byte("SECOND-MARKER"), nil); res.Verdict != shared.VerdictMalicious {
+		t.Errorf("the previous set stopped serving: %s", res.Verdict)
+	}
+	if err := s.Reload(); !errors.Is(err, ErrUnchanged) {
+		t.Errorf("the same broken files are compiled again: %v", err)
+	}
+}
+
+// TestWatchReloadsOnItsOwn: the reload loop notices a new file.
+func TestWatchReloadsOnItsOwn(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "a.yar"), []byte(`rule a { strings: $a = "AAA-MARKER" condition: $a }`), 0o644)
+	s := configured(t, fmt.Sprintf(`{"rules": [%q], "reload_interval": "20ms"}`, dir))
+	os.WriteFile(filepath.Join(dir, "b.yar"), []byte(`rule b { strings: $a = "BBB-MARKER" condition: $a }`), 0o644)
+	bump(t, dir)
+	deadline := time.Now().Add(10 * time.Second)
+	for scan(t, s, []byte("BBB-MARKER"), nil).Verdict != shared.VerdictMalicious {
+		if time.Now().After(deadline) {
+			t.Fatal("the new rule file was not loaded within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// bump moves a file's modification time forward: two writes within the
+// file system's timestamp granularity would otherwise look the same.
+func bump(t *testing.T, p string) {
+	t.Helper()
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := fi.ModTime().Add(time.Second)
+	if err := os.Chtimes(p, next, next); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSelfTestSampleAndHealth(t *testing.T) {
+	s := New(nil)
+	if h, _ := s.Health(context.Background()); h.Healthy {
+		t.Errorf("unconfigured plugin reports healthy: %+v", h)
+	}
+	s = configured(t, rulesConfig(testdataRules(t)))
+	res := scan(t, s, SelfTestSample(), nil)
+	if res.Verdict != shared.VerdictMalicious || res.MalwareFamily != SelfTestFamily {
+		t.Errorf("self-test sample: %+v", res)
+	}
+	h, _ := s.Health(context.Background())
+	if !h.Healthy || h.SignaturesVersion == "" || !strings.Contains(h.Message, "11 rules from 4 files") {
+		t.Errorf("health %+v", h)
+	}
+}
