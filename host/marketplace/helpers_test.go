@@ -17,6 +17,7 @@ import (
 
 	"github.com/microengine/microengine/host/config"
 	"github.com/microengine/microengine/host/engine"
+	"github.com/microengine/microengine/internal/answerschema"
 	"github.com/microengine/microengine/shared"
 )
 
@@ -88,6 +89,15 @@ func newFakeMarket(t *testing.T) *fakeMarket {
 		var body map[string]json.RawMessage
 		if err := json.Unmarshal(raw, &body); err != nil {
 			t.Errorf("answer for %s is not JSON: %v: %s", id, err, raw)
+		}
+		// Every answer against the protocol's schema; that a bid comes in
+		// the assertion phase only is each test's to check.
+		kind := answerschema.Vote
+		if _, ok := body["bid"]; ok {
+			kind = answerschema.Assertion
+		}
+		if err := answerschema.Check(raw, kind); err != nil {
+			t.Errorf("answer for %s: %v: %s", id, err, raw)
 		}
 		m.answers <- postedAnswer{ID: id, Body: body, Raw: raw, At: time.Now()}
 		w.WriteHeader(http.StatusOK)

@@ -34,11 +34,14 @@ type reply struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// Handler serves POST / (webhooks), GET / (liveness), GET /healthz
+// Handler serves POST on any path (webhooks), GET / (liveness), GET /healthz
 // (readiness: 503 when no plugin is healthy) and GET /metrics.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /{$}", s.webhook)
+	// Webhooks on any path: polyswarm_engine routes them to
+	// POST /<engine_queue>, and the signature, not the path, says who
+	// sent them.
+	mux.HandleFunc("POST /", s.webhook)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		writeReply(w, http.StatusOK, reply{Status: "OK"})
 	})

@@ -7,9 +7,15 @@ import (
 
 func TestCheckAnswer(t *testing.T) {
 	const lo, hi = "10", "100"
+	meta := func(family, confidence, version string) string {
+		return `{"malware_family":"` + family + `","product":"microengine","heuristic":false,"confidence":` + confidence +
+			`,"scanner":{"version":"` + version + `","vendor_version":"1.4.6","signatures_version":"","environment":{"operating_system":"linux","architecture":"amd64"}}}`
+	}
 	for _, tc := range []struct{ body, problem string }{
-		{`{"verdict":"malicious","bid":50,"metadata":{"malware_family":"X"}}`, ""},
-		{`{"verdict":"unknown","bid":0,"metadata":{"malware_family":""}}`, ""},
+		{`{"verdict":"malicious","bid":50,"metadata":` + meta("X", "1", "1.0.0") + `}`, ""},
+		{`{"verdict":"unknown","bid":0,"metadata":` + meta("", "0", "1.0.0") + `}`, ""},
+		{`{"verdict":"malicious","bid":50,"metadata":` + meta("X", "1", "1.0.0-rc1") + `}`, "breaks the schema"},
+		{`{"verdict":"unknown","bid":0,"metadata":` + meta("", "0.5", "1.0.0") + `}`, "breaks the schema"},
 		{`{"verdict":"malicious","bid":50.0,"metadata":{"malware_family":"X"}}`, "not a JSON integer"},
 		{`{"verdict":"malicious","bid":"50","metadata":{"malware_family":"X"}}`, "not a JSON integer"},
 		{`{"verdict":"malicious","bid":5,"metadata":{"malware_family":"X"}}`, "outside"},

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/microengine/microengine/internal/answerschema"
 	"github.com/microengine/microengine/shared"
 )
 
@@ -260,6 +261,12 @@ func checkAnswerFields(raw []byte, minBid, maxBid string) (shared.Verdict, strin
 	var family string
 	if err := json.Unmarshal(meta["malware_family"], &family); err != nil {
 		return v, "metadata.malware_family is not a string"
+	}
+	// The rest of the protocol's rules (ScanMetadata's fields and
+	// patterns, comments, no family or confidence without a verdict), as
+	// its JSON Schema states them.
+	if err := answerschema.Check(raw, answerschema.Assertion); err != nil {
+		return v, err.Error()
 	}
 	return v, ""
 }

@@ -37,14 +37,15 @@ func scriptedEngine(t *testing.T, n int, again func(shared.Verdict) shared.Verdi
 	var got []todo
 	var answering sync.WaitGroup
 	post := func(url string, v shared.Verdict) {
-		bid, family := "62500000000000000", ""
+		bid, family, confidence := "62500000000000000", "", "1"
 		switch v {
 		case shared.VerdictUnknown, shared.VerdictSuspicious:
-			bid = "0"
+			bid, confidence = "0", "0"
 		case shared.VerdictMalicious:
 			family = "EICAR"
 		}
-		body := fmt.Sprintf(`{"verdict": %q, "bid": %s, "metadata": {"malware_family": %q}}`, v, bid, family)
+		body := fmt.Sprintf(`{"verdict": %q, "bid": %s, "metadata": {"malware_family": %q, "product": "fake", "heuristic": false, "confidence": %s,
+			"scanner": {"version": "1", "vendor_version": "", "signatures_version": "", "environment": {"operating_system": "linux", "architecture": "amd64"}}}}`, v, bid, family, confidence)
 		resp, err := http.Post(url, "application/json", bytes.NewReader([]byte(body)))
 		if err != nil {
 			return // the simulator stopped listening: it scores what it got

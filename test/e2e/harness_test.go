@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microengine/microengine/internal/answerschema"
 	"github.com/microengine/microengine/internal/devclamd"
 	"github.com/microengine/microengine/internal/testbin"
 )
@@ -144,8 +145,15 @@ func newMarketplace(t *testing.T) *marketplace {
 			http.Error(w, "bad json", http.StatusBadRequest)
 			return
 		}
+		kind := answerschema.Vote
 		if rb, ok := raw["bid"]; ok {
 			a.HasBid, a.RawBid = true, string(rb)
+			kind = answerschema.Assertion
+		}
+		// Every answer against the protocol's schema; that a bid comes in
+		// the assertion phase only is each test's to check.
+		if err := answerschema.Check(body, kind); err != nil {
+			t.Errorf("answer for %s: %v: %s", key, err, body)
 		}
 		a.At = time.Now()
 		m.answers[key] = append(m.answers[key], a)
