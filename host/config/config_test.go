@@ -10,8 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
-
-	"github.com/microengine/microengine/shared"
+	"github.com/microengine/microengine/shared/launch"
 )
 
 // positions renders diagnostics as "LINE:COL: summary" ("-: summary" when
@@ -465,7 +464,7 @@ func TestSHA256Pin(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "microengine-plugin-x")
 	writeBinary(t, bin, "#!/bin/sh\nexit 0\n")
-	sum, err := shared.FileSHA256(bin)
+	sum, err := launch.FileSHA256(bin)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/microengine/microengine/shared"
+	"github.com/microengine/microengine/shared/launch"
 )
 
 const defaultPluginTimeout = 60 * time.Second
@@ -118,7 +119,7 @@ func (d *decoder) decodePlugin(b *hcl.Block, name, where string) Plugin {
 		return p
 	}
 	if pinSt == valid {
-		got, err := shared.FileSHA256(p.Path)
+		got, err := launch.FileSHA256(p.Path)
 		switch {
 		case err != nil:
 			d.errorf(a["path"].Expr.Range(), join(where, "path")+": cannot hash the binary", err.Error())

@@ -13,12 +13,13 @@ import (
 
 	"github.com/microengine/microengine/shared"
 	"github.com/microengine/microengine/shared/crash"
+	pluginlaunch "github.com/microengine/microengine/shared/launch"
 )
 
 // instance is one plugin process. A go-plugin Client cannot be restarted, so
 // every relaunch or swap makes a new instance.
 type instance struct {
-	client  *shared.Client
+	client  *pluginlaunch.Client
 	scanner *shared.GRPCClient
 	pid     int
 	sha256  string
@@ -65,12 +66,12 @@ func (e *ConfigError) Error() string { return e.Diags.Error() }
 // launch starts a plugin process, configures it and checks its health. On
 // any failure the process is killed.
 func launch(ctx context.Context, spec launchSpec, requireHealthy bool) (*instance, error) {
-	sum, err := shared.FileSHA256(spec.path)
+	sum, err := pluginlaunch.FileSHA256(spec.path)
 	if err != nil {
 		return nil, err
 	}
 	rec := &crash.Recorder{}
-	client, err := shared.NewClient(shared.LaunchConfig{
+	client, err := pluginlaunch.NewClient(pluginlaunch.Config{
 		Path: spec.path, SHA256: spec.sha256, Logger: spec.logger, StartTimeout: spec.startTimeout,
 		Stderr: rec,
 	})
@@ -81,10 +82,10 @@ func launch(ctx context.Context, spec launchSpec, requireHealthy bool) (*instanc
 	ok := false
 	defer func() {
 		if !ok {
-			shared.KillClient(client, defaultKillTimeout, spec.logger)
+			pluginlaunch.KillClient(client, defaultKillTimeout, spec.logger)
 		}
 	}()
-	scanner, err := shared.Dispense(client)
+	scanner, err := pluginlaunch.Dispense(client)
 	if err != nil {
 		return nil, err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/microengine/microengine/host/config"
 	"github.com/microengine/microengine/host/engine"
 	"github.com/microengine/microengine/shared"
+	pluginlaunch "github.com/microengine/microengine/shared/launch"
 )
 
 // Options tune supervision. Zero values take the defaults.
@@ -34,7 +35,7 @@ type Options struct {
 	// WaitForPlugin is how long a scan waits for a plugin being relaunched
 	// before it gives up (unknown). Default 5s.
 	WaitForPlugin time.Duration
-	StartTimeout  time.Duration // default shared.DefaultStartTimeout
+	StartTimeout  time.Duration // default pluginlaunch.DefaultStartTimeout
 }
 
 func (o Options) withDefaults(cfg *config.Config) Options {
@@ -52,7 +53,7 @@ func (o Options) withDefaults(cfg *config.Config) Options {
 	def(&o.BackoffMax, 30*time.Second)
 	def(&o.StableAfter, 30*time.Second)
 	def(&o.WaitForPlugin, 5*time.Second)
-	def(&o.StartTimeout, shared.DefaultStartTimeout)
+	def(&o.StartTimeout, pluginlaunch.DefaultStartTimeout)
 	return o
 }
 
@@ -179,7 +180,7 @@ func (m *Manager) launchAll(ctx context.Context, cfg *config.Config, plugins []c
 func (m *Manager) killLaunched(results []launchResult) {
 	for _, r := range results {
 		if r.inst != nil {
-			shared.KillClient(r.inst.client, m.opts.KillTimeout, m.log)
+			pluginlaunch.KillClient(r.inst.client, m.opts.KillTimeout, m.log)
 		}
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/microengine/microengine/internal/testbin"
 	"github.com/microengine/microengine/internal/testproc"
 	"github.com/microengine/microengine/shared"
+	pluginlaunch "github.com/microengine/microengine/shared/launch"
 )
 
 const eicar = `X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*`
@@ -469,7 +470,7 @@ func TestBrokenReplacementKeepsOldServing(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, b.eicarV1, "")
 			if tc.pin != "" {
-				sum, err := shared.FileSHA256(b.eicarV1)
+				sum, err := pluginlaunch.FileSHA256(b.eicarV1)
 				if err != nil {
 					t.Fatal(err)
 				}

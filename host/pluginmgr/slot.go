@@ -10,6 +10,7 @@ import (
 
 	"github.com/microengine/microengine/host/config"
 	"github.com/microengine/microengine/shared"
+	pluginlaunch "github.com/microengine/microengine/shared/launch"
 )
 
 // slot is one configured plugin: a name, the process currently serving it
@@ -143,7 +144,7 @@ func (s *slot) needsNewProcess(cfg *config.Config, p config.Plugin) bool {
 	if cur == nil || spec.path != p.Path || spec.sha256 != p.SHA256 {
 		return true
 	}
-	sum, err := shared.FileSHA256(p.Path)
+	sum, err := pluginlaunch.FileSHA256(p.Path)
 	if err != nil || sum != cur.sha256 {
 		return true
 	}
@@ -171,7 +172,7 @@ func (s *slot) drop(inst *instance, why error) {
 		s.fail(why)
 	}
 	inst.retire()
-	shared.KillClient(inst.client, s.opts.KillTimeout, s.log)
+	pluginlaunch.KillClient(inst.client, s.opts.KillTimeout, s.log)
 }
 
 func (s *slot) checkHealth(inst *instance) bool {
@@ -212,7 +213,7 @@ func (s *slot) retireAfterDrain(old *instance) {
 	case <-time.After(s.opts.DrainTimeout):
 		s.log.Warn("old plugin process did not drain in time; stopping it", "pid", old.pid)
 	}
-	shared.KillClient(old.client, s.opts.KillTimeout, s.log)
+	pluginlaunch.KillClient(old.client, s.opts.KillTimeout, s.log)
 	s.log.Debug("plugin process stopped", "pid", old.pid)
 }
 

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/microengine/microengine/shared"
+	pluginlaunch "github.com/microengine/microengine/shared/launch"
 )
 
 // supervisor is the state of one slot's supervise loop; only the loop
@@ -122,7 +122,7 @@ func (v *supervisor) relaunch() {
 	}
 	if !s.replaceIf(nil, inst) {
 		// A reload swapped a process in while this one started.
-		shared.KillClient(inst.client, s.opts.KillTimeout, s.log)
+		pluginlaunch.KillClient(inst.client, s.opts.KillTimeout, s.log)
 		return
 	}
 	s.mu.Lock()

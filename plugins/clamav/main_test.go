@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/microengine/microengine/shared"
+	pluginlaunch "github.com/microengine/microengine/shared/launch"
 )
 
 // pluginBinary is the plugin built by TestMain, launched by the tests as
@@ -48,18 +49,18 @@ func run(m *testing.M) int {
 
 // launched is a running plugin process and its scanner.
 type launched struct {
-	client  *shared.Client
+	client  *pluginlaunch.Client
 	scanner *shared.GRPCClient
 }
 
 // pid is the plugin's process id.
 func (l *launched) pid() int { return l.client.ReattachConfig().Pid }
 
-// launch starts the plugin binary through shared.NewClient, as the host
+// launch starts the plugin binary through pluginlaunch.NewClient, as the host
 // does, and kills it when the test ends.
 func launch(tb testing.TB) *launched {
 	tb.Helper()
-	c, err := shared.NewClient(shared.LaunchConfig{
+	c, err := pluginlaunch.NewClient(pluginlaunch.Config{
 		Path:   pluginBinary,
 		Logger: hclog.New(&hclog.LoggerOptions{Name: "host", Level: hclog.Warn, Output: os.Stderr}),
 	})
@@ -75,7 +76,7 @@ func launch(tb testing.TB) *launched {
 			tb.Error("the plugin did not stop within 5s of Kill")
 		}
 	})
-	s, err := shared.Dispense(c)
+	s, err := pluginlaunch.Dispense(c)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/microengine/microengine/shared"
+	"github.com/microengine/microengine/shared/launch"
 )
 
 // Resolver turns `-config FILE -plugin NAME` into a Config: the plugin's
@@ -49,7 +50,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, resolve 
 		stopBackend  = fs.String("stop-backend", "", "shell command that makes the plugin's backend unreachable, for the BACKEND checks")
 		pluginConfig = fs.String("plugin-config", "", "the plugin's config as a JSON object (or @FILE), instead of the config block")
 		sha          = fs.String("sha256", "", "pin the binary to this sha256")
-		startTimeout = fs.Duration("start-timeout", shared.DefaultStartTimeout, "bound on the plugin's handshake")
+		startTimeout = fs.Duration("start-timeout", launch.DefaultStartTimeout, "bound on the plugin's handshake")
 		callTimeout  = fs.Duration("call-timeout", DefaultCallTimeout, "bound on each call to the plugin")
 		largeSize    = fs.String("large-size", "64MiB", "size of the large artifact (LARGE-001)")
 		strict       = fs.Bool("strict", false, "fail on SHOULD checks too")

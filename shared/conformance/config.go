@@ -10,8 +10,8 @@
 // Every check has an id (HANDSHAKE-001, SCAN-002, ...) and a level, MUST or
 // SHOULD, as in the OCI runtime-tools' specerror: a failure cites the
 // requirement it broke, what was expected and what happened. The plugin is
-// launched exactly as the host launches it (shared.NewClient and
-// shared.Dispense: gRPC only, a socket in a private directory, versioned
+// launched exactly as the host launches it (launch.NewClient and
+// launch.Dispense: gRPC only, a socket in a private directory, versioned
 // plugin sets, optional sha256 pin), so a plugin that passes here starts and behaves under the
 // host.
 package conformance
@@ -29,6 +29,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/microengine/microengine/shared"
+	"github.com/microengine/microengine/shared/launch"
 )
 
 // Config says which plugin to check and how.
@@ -60,7 +61,7 @@ type Config struct {
 	StopBackendCommand []string
 
 	// StartTimeout bounds the plugin's handshake. Default
-	// shared.DefaultStartTimeout, as in the host.
+	// launch.DefaultStartTimeout, as in the host.
 	StartTimeout time.Duration
 	// CallTimeout bounds each Info, Configure, Health and small Scan call.
 	// Default 10s.
@@ -102,7 +103,7 @@ func (c Config) withDefaults() (Config, error) {
 		return c, errors.New("conformance: no plugin binary given")
 	}
 	if c.StartTimeout <= 0 {
-		c.StartTimeout = shared.DefaultStartTimeout
+		c.StartTimeout = launch.DefaultStartTimeout
 	}
 	if c.CallTimeout <= 0 {
 		c.CallTimeout = DefaultCallTimeout

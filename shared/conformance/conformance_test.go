@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/microengine/microengine/shared"
+	"github.com/microengine/microengine/shared/launch"
 )
 
 // binDir holds the plugins TestMain builds: the eicar plugin (the
@@ -145,7 +146,7 @@ func TestBrokenPlugins(t *testing.T) {
 			BackendTimeout: time.Second,
 		}, marker
 	}
-	sum, err := shared.FileSHA256(bin("eicar"))
+	sum, err := launch.FileSHA256(bin("eicar"))
 	if err != nil {
 		t.Fatal(err)
 	}

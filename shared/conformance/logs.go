@@ -101,7 +101,7 @@ func (c *stdoutCapture) snapshot() ([]byte, int64) {
 	return append([]byte(nil), c.head...), c.total
 }
 
-// captureLogger is the logger handed to shared.NewClient. It logs at the
+// captureLogger is the logger handed to launch.NewClient. It logs at the
 // configured level to Config.LogOutput, and on the side it keeps:
 //
 //   - the plugin's own last words at every level (go-plugin re-emits a

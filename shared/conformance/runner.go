@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/microengine/microengine/shared"
+	"github.com/microengine/microengine/shared/launch"
 )
 
 // Check runs the checks whose id matches filter (all when nil) against
@@ -146,7 +147,7 @@ func newRunner(cfg Config) (*runner, error) {
 		summary:  PluginSummary{Path: cfg.Plugin},
 		report:   Report{Strict: cfg.Strict, OK: true},
 	}
-	if sum, err := shared.FileSHA256(cfg.Plugin); err == nil {
+	if sum, err := launch.FileSHA256(cfg.Plugin); err == nil {
 		r.summary.SHA256 = sum
 	}
 	return r, nil
@@ -287,7 +288,7 @@ func (r *runner) launch() (*session, error) {
 		logs: logs,
 		log:  newCaptureLogger(r.cfg.LogOutput, r.cfg.LogLevel, logs, r.stdout),
 	}
-	client, err := shared.NewClient(shared.LaunchConfig{
+	client, err := launch.NewClient(launch.Config{
 		Path:         r.cfg.Plugin,
 		SHA256:       r.cfg.SHA256,
 		Logger:       s.log,
@@ -295,11 +296,11 @@ func (r *runner) launch() (*session, error) {
 		Env:          r.cfg.Env,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("shared.NewClient: %w", err)
+		return nil, fmt.Errorf("launch.NewClient: %w", err)
 	}
 	s.client = client
 	start := time.Now()
-	scanner, err := shared.Dispense(client)
+	scanner, err := launch.Dispense(client)
 	elapsed := time.Since(start)
 	var outcome launchOutcome
 	outcome.elapsed = elapsed
@@ -315,7 +316,7 @@ func (r *runner) launch() (*session, error) {
 	if err != nil {
 		words := s.lastWords()
 		killClient(client)
-		what := "launch the plugin as the host does (shared.NewClient, shared.Dispense)"
+		what := "launch the plugin as the host does (launch.NewClient, launch.Dispense)"
 		if r.launches > 1 {
 			what = "relaunch the plugin after it exited or wedged"
 		}
@@ -344,8 +345,8 @@ func (r *runner) dropSession() {
 // and then kills, but a wedged pipe must not hang the suite.
 const killTimeout = 5 * time.Second
 
-func killClient(c *shared.Client) {
-	shared.KillClient(c, killTimeout, hclog.NewNullLogger())
+func killClient(c *launch.Client) {
+	launch.KillClient(c, killTimeout, hclog.NewNullLogger())
 }
 
 // launchError keeps go-plugin's error for errors.Is but shows only its

@@ -12,12 +12,13 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/microengine/microengine/shared"
+	"github.com/microengine/microengine/shared/launch"
 )
 
 // session is one running plugin process and the host's handle on it.
 type session struct {
 	r       *runner
-	client  *shared.Client
+	client  *launch.Client
 	rpc     plugin.ClientProtocol
 	scanner *shared.GRPCClient
 	logs    *tailBuffer

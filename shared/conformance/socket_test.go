@@ -14,18 +14,19 @@ import (
 	"time"
 
 	"github.com/microengine/microengine/shared"
+	"github.com/microengine/microengine/shared/launch"
 )
 
 // The host reaches a plugin over a socket in a directory that only its
 // user can enter, which is what stands in for TLS, and the directory goes
 // when the plugin does.
 func TestPluginSocketIsPrivate(t *testing.T) {
-	c, err := shared.NewClient(shared.LaunchConfig{Path: bin("eicar")})
+	c, err := launch.NewClient(launch.Config{Path: bin("eicar")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Kill()
-	s, err := shared.Dispense(c)
+	s, err := launch.Dispense(c)
 	if err != nil {
 		t.Fatal(err)
 	}

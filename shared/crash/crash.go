@@ -4,7 +4,7 @@
 // instead of as a goroutine dump, or not at all.
 //
 // The host and the conformance suite tee a plugin's raw stderr into a
-// Recorder (go-plugin's ClientConfig.Stderr, via shared.LaunchConfig).
+// Recorder (go-plugin's ClientConfig.Stderr, via shared/launch's Config).
 package crash
 
 import (
