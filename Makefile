@@ -62,12 +62,13 @@ bench: deps build
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseReply -fuzztime 30s ./plugins/clamav/clamd
 
-# gofmt, go vet, and go.mod/go.sum as `go mod tidy` leaves them (the diff
-# is printed when they are not).
+# gofmt, go vet, go.mod/go.sum as `go mod tidy` leaves them (the diff is
+# printed when they are not), and the layering rules between packages.
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
+	@GO=$(GO) scripts/check-layers.sh
 
 proto:
 	@command -v protoc >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq protobuf-compiler; } || \
