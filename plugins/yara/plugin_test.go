@@ -15,6 +15,7 @@ import (
 	"github.com/microengine/microengine/plugins/yara/scanner"
 	"github.com/microengine/microengine/shared"
 	"github.com/microengine/microengine/shared/conformance"
+	"github.com/microengine/microengine/shared/launch"
 )
 
 func projectRules(t *testing.T) string {
@@ -43,12 +44,12 @@ func TestConformance(t *testing.T) {
 // boundary.
 func TestPluginBinaryScansAndReloads(t *testing.T) {
 	bin := testbin.BuildT(t, "microengine-plugin-yara", "./plugins/yara")
-	c, err := shared.NewClient(shared.LaunchConfig{Path: bin, Logger: hclog.NewNullLogger()})
+	c, err := launch.NewClient(launch.Config{Path: bin, Logger: hclog.NewNullLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { shared.KillClient(c, 5*time.Second, hclog.NewNullLogger()) })
-	s, err := shared.Dispense(c)
+	t.Cleanup(func() { launch.KillClient(c, 5*time.Second, hclog.NewNullLogger()) })
+	s, err := launch.Dispense(c)
 	if err != nil {
 		t.Fatal(err)
 	}
