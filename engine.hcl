@@ -30,6 +30,8 @@ marketplace {
   #   webhook_secret = env("WEBHOOK_SECRET")
   # (a list such as [env("NEW_SECRET"), env("OLD_SECRET")] rotates secrets).
   webhook_secret = "local-simulator-secret"
+  # Prometheus metrics, apart from the webhook port (loopback only).
+  metrics_listen = "127.0.0.1:9464"
 
   bid {
     strategy = "default"

@@ -236,6 +236,9 @@ func TestGoodConfig(t *testing.T) {
 		m.MaxArtifactSize != 100<<20 || m.FetchTimeout != 15*time.Second || m.MaxRedirects != 0 || m.Retention != 24*time.Hour {
 		t.Errorf("Marketplace = %+v", *m)
 	}
+	if m.MetricsListen != "127.0.0.1:0" || !m.MetricsListenSet || m.MaxConnections != 100 || m.MaxWebhooksInFlight != 8 {
+		t.Errorf("metrics_listen %q (set %v), max_connections %d, max_webhooks_in_flight %d", m.MetricsListen, m.MetricsListenSet, m.MaxConnections, m.MaxWebhooksInFlight)
+	}
 	if want := (Bid{Strategy: "custom", MinMultiplier: 2, MaxMultiplier: 0.5}); m.Bid != want {
 		t.Errorf("Bid = %+v, want %+v", m.Bid, want)
 	}
@@ -244,9 +247,9 @@ func TestGoodConfig(t *testing.T) {
 		filters = append(filters, fmt.Sprintf("%d %s %s %s %s", f.Range.Start.Line, f.Action, f.Field, f.Op, f.Value))
 	}
 	wantFilters := []string{
-		"51 reject mimetype startswith image/",
-		"56 favor mimetype == application/x-dosexec",
-		"61 accept size < 1048576",
+		"54 reject mimetype startswith image/",
+		"59 favor mimetype == application/x-dosexec",
+		"64 accept size < 1048576",
 	}
 	if !slices.Equal(filters, wantFilters) {
 		t.Errorf("Filters = %q, want %q", filters, wantFilters)
@@ -291,18 +294,21 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("empty engine block: Engine = %+v\nwant     %+v", cfg.Engine, want)
 	}
 	wantM := Marketplace{
-		Listen:          ":0",
-		WebhookSecrets:  []string{"s"},
-		MaxBodySize:     1 << 20,
-		Workers:         4,
-		QueueSize:       1024,
-		SafetyMargin:    2 * time.Second,
-		MaxArtifactSize: 64 << 20,
-		FetchTimeout:    20 * time.Second,
-		MaxRedirects:    5,
-		Retention:       7 * 24 * time.Hour,
-		Bid:             Bid{Strategy: "default", MinMultiplier: 1, MaxMultiplier: 1},
-		DefRange:        cfg.Marketplace.DefRange,
+		Listen:              ":0",
+		WebhookSecrets:      []string{"s"},
+		MetricsListen:       "127.0.0.1:9464",
+		MaxBodySize:         64 << 10,
+		MaxConnections:      1024,
+		MaxWebhooksInFlight: 64,
+		Workers:             4,
+		QueueSize:           1024,
+		SafetyMargin:        2 * time.Second,
+		MaxArtifactSize:     64 << 20,
+		FetchTimeout:        20 * time.Second,
+		MaxRedirects:        5,
+		Retention:           7 * 24 * time.Hour,
+		Bid:                 Bid{Strategy: "default", MinMultiplier: 1, MaxMultiplier: 1},
+		DefRange:            cfg.Marketplace.DefRange,
 	}
 	if got := *cfg.Marketplace; fmt.Sprint(got) != fmt.Sprint(wantM) {
 		t.Errorf("Marketplace = %+v\nwant          %+v", got, wantM)

@@ -13,7 +13,10 @@ import (
 
 // Marketplace defaults, as documented on the type.
 const (
-	defaultMaxBodySize     = 1 << 20
+	defaultMaxBodySize     = 64 << 10
+	defaultMetricsListen   = "127.0.0.1:9464"
+	defaultMaxConnections  = 1024
+	defaultMaxInFlight     = 64
 	defaultWorkers         = 4
 	defaultQueueSize       = 1024
 	defaultSafetyMargin    = 2 * time.Second
@@ -31,7 +34,10 @@ var (
 			{Name: "webhook_secret"},
 			{Name: "tls_cert"},
 			{Name: "tls_key"},
+			{Name: "metrics_listen"},
 			{Name: "max_body_size"},
+			{Name: "max_connections"},
+			{Name: "max_webhooks_in_flight"},
 			{Name: "workers"},
 			{Name: "queue_size"},
 			{Name: "safety_margin"},
@@ -66,16 +72,19 @@ var (
 
 func (d *decoder) decodeMarketplace(b *hcl.Block) *Marketplace {
 	m := &Marketplace{
-		MaxBodySize:     defaultMaxBodySize,
-		Workers:         defaultWorkers,
-		QueueSize:       defaultQueueSize,
-		SafetyMargin:    defaultSafetyMargin,
-		MaxArtifactSize: defaultMaxArtifactSize,
-		FetchTimeout:    defaultFetchTimeout,
-		MaxRedirects:    defaultMaxRedirects,
-		Retention:       defaultRetention,
-		Bid:             Bid{Strategy: defaultBidStrategy, MinMultiplier: 1, MaxMultiplier: 1},
-		DefRange:        b.DefRange,
+		MetricsListen:       defaultMetricsListen,
+		MaxBodySize:         defaultMaxBodySize,
+		MaxConnections:      defaultMaxConnections,
+		MaxWebhooksInFlight: defaultMaxInFlight,
+		Workers:             defaultWorkers,
+		QueueSize:           defaultQueueSize,
+		SafetyMargin:        defaultSafetyMargin,
+		MaxArtifactSize:     defaultMaxArtifactSize,
+		FetchTimeout:        defaultFetchTimeout,
+		MaxRedirects:        defaultMaxRedirects,
+		Retention:           defaultRetention,
+		Bid:                 Bid{Strategy: defaultBidStrategy, MinMultiplier: 1, MaxMultiplier: 1},
+		DefRange:            b.DefRange,
 	}
 	content, diags := b.Body.Content(marketplaceSchema)
 	d.structural(diags, "marketplace")
@@ -90,11 +99,26 @@ func (d *decoder) decodeMarketplace(b *hcl.Block) *Marketplace {
 		}
 	}
 
+	switch s, st := d.str(a["metrics_listen"], "marketplace.metrics_listen"); st {
+	case valid:
+		if s == "off" {
+			m.MetricsListen, m.MetricsListenSet = "off", true
+		} else if _, _, ok := d.hostPort(a["metrics_listen"].Expr.Range(), "marketplace.metrics_listen", s); ok {
+			m.MetricsListen, m.MetricsListenSet = s, true
+		}
+	}
+
 	m.WebhookSecrets = d.webhookSecrets(b, a["webhook_secret"])
 	m.TLSCert, m.TLSKey = d.tls(a["tls_cert"], a["tls_key"])
 
 	if v, st := d.size(a["max_body_size"], "marketplace.max_body_size", true); st == valid {
 		m.MaxBodySize = v
+	}
+	if v, st := d.integer(a["max_connections"], "marketplace.max_connections", 1); st == valid {
+		m.MaxConnections = v
+	}
+	if v, st := d.integer(a["max_webhooks_in_flight"], "marketplace.max_webhooks_in_flight", 1); st == valid {
+		m.MaxWebhooksInFlight = v
 	}
 	if v, st := d.integer(a["workers"], "marketplace.workers", 1); st == valid {
 		m.Workers = v

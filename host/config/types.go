@@ -91,8 +91,23 @@ type Marketplace struct {
 	WebhookSecrets []string
 	TLSCert        string
 	TLSKey         string
-	// MaxBodySize bounds a webhook body. Default 1 MiB.
+	// MetricsListen is where /metrics is served, apart from the webhook
+	// port: plugin names, health and versions are nobody else's business.
+	// Default "127.0.0.1:9464" (taken only if free); "off" serves none.
+	MetricsListen string
+	// MetricsListenSet: MetricsListen was configured, so failing to listen
+	// there is an error rather than a warning.
+	MetricsListenSet bool
+	// MaxBodySize bounds a webhook body. Default 64 KiB: a bounty with the
+	// largest metadata accepted (32 KiB) fits.
 	MaxBodySize int64
+	// MaxConnections bounds the webhook port's open connections (default
+	// 1024); MaxWebhooksInFlight the webhooks being read and handled at
+	// once (default 64). Beyond either the engine answers 503 at once, and
+	// the marketplace retries: memory spent on unauthenticated input stays
+	// bounded whatever a stranger sends.
+	MaxConnections      int
+	MaxWebhooksInFlight int
 	// Workers scanning bounties at once (default 4) and the queue in front
 	// of them (default 1024).
 	Workers   int

@@ -1,15 +1,23 @@
 package marketplace
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/microengine/microengine/host/config"
 )
 
 // Inputs a stranger or a misbehaving peer controls must not break the
@@ -200,5 +208,139 @@ func TestStoreNeverHoldsWhatItCannotReadBack(t *testing.T) {
 	}
 	if done, err := s.Finish(ctx, b.Key(), Outcome{State: StateAnswered, At: time.Now()}); err != nil || !done {
 		t.Errorf("finish: %v %v", done, err)
+	}
+}
+
+// runEngine runs the whole service (Run) on loopback and returns the
+// webhook address and the data directory.
+func runEngine(t *testing.T, cfg config.Marketplace) (addr, dir string) {
+	t.Helper()
+	dir = t.TempDir()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.WebhookSecrets = []string{testSecret}
+	ctx, cancel := context.WithCancel(context.Background())
+	addrs := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Config: &cfg, DataDir: dir, Scanner: eicarScanner(), OnListen: func(a string) { addrs <- a }})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	select {
+	case addr = <-addrs:
+	case err := <-done:
+		t.Fatalf("run: %v", err)
+	}
+	return addr, dir
+}
+
+// rawRequest opens a connection and sends a webhook's headers and the
+// first part of its body, then holds the connection open.
+func rawRequest(t *testing.T, addr string, contentLength int, sent []byte) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: x\r\nX-POLYSWARM-EVENT: bounty\r\nX-POLYSWARM-SIGNATURE: %064d\r\nContent-Length: %d\r\n\r\n", 0, contentLength)
+	c.Write(sent)
+	return c
+}
+
+func statusOf(t *testing.T, c net.Conn) int {
+	t.Helper()
+	return statusWithin(c, 5*time.Second)
+}
+
+// statusWithin is the status the engine answered on c within d, or 0.
+func statusWithin(c net.Conn, d time.Duration) int {
+	c.SetReadDeadline(time.Now().Add(d))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0 // closed without an answer
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestUnsignedInputIsBounded: bodies over the limit are refused before
+// they are read; only max_webhooks_in_flight bodies are read at once (the
+// rest 503 at once); connections beyond max_connections get 503 at once;
+// and a signed ping still gets through once the slow bodies time out.
+func TestUnsignedInputIsBounded(t *testing.T) {
+	addr, _ := runEngine(t, config.Marketplace{MaxBodySize: 1000, MaxWebhooksInFlight: 2, MaxConnections: 4})
+
+	// Declared over the limit: 413 without waiting for the body.
+	big := rawRequest(t, addr, 1<<20-1, []byte("{"))
+	if code := statusOf(t, big); code != http.StatusRequestEntityTooLarge {
+		t.Errorf("declared 1 MiB body: %d, want 413 at once", code)
+	}
+	// Two slow bodies hold the two buffers; a third is refused at once.
+	slow := []net.Conn{rawRequest(t, addr, 900, []byte("{")), rawRequest(t, addr, 900, []byte("{")), rawRequest(t, addr, 900, []byte("{"))}
+	var codes []int
+	for _, c := range slow {
+		codes = append(codes, statusWithin(c, time.Second)) // bodies time out after 5s
+	}
+	slices.Sort(codes)
+	if fmt.Sprint(codes) != "[0 0 503]" {
+		t.Errorf("three slow bodies with two buffers: %v, want two still reading and one 503", codes)
+	}
+	// Four connections are open (two slow, two idle): a fifth is refused.
+	idle1, _ := net.Dial("tcp", addr)
+	defer idle1.Close()
+	idle2, _ := net.Dial("tcp", addr)
+	defer idle2.Close()
+	over, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer over.Close()
+	if code := statusOf(t, over); code != http.StatusServiceUnavailable {
+		t.Errorf("connection over the limit: %d, want 503 at once", code)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestMetricsOnTheirOwnListener: /metrics answers on metrics_listen and
+// not on the webhook port; /healthz stays on the webhook port.
+func TestMetricsOnTheirOwnListener(t *testing.T) {
+	addr, dir := runEngine(t, config.Marketplace{MetricsListen: "127.0.0.1:0", MetricsListenSet: true})
+	get := func(url string) int {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get("http://" + addr + "/metrics"); code == http.StatusOK {
+		t.Errorf("webhook port serves /metrics: %d", code)
+	}
+	if code := get("http://" + addr + "/healthz"); code != http.StatusOK {
+		t.Errorf("webhook port /healthz: %d", code)
+	}
+	var maddr []byte
+	waitFor(t, func() bool {
+		var err error
+		maddr, err = os.ReadFile(filepath.Join(dir, MetricsAddrFile))
+		return err == nil
+	})
+	if code := get("http://" + strings.TrimSpace(string(maddr)) + "/metrics"); code != http.StatusOK {
+		t.Errorf("metrics port /metrics: %d", code)
 	}
 }

@@ -19,6 +19,13 @@ import (
 // started with listen = "127.0.0.1:0". It is removed on a clean exit.
 const ListenAddrFile = "listen.addr"
 
+// MetricsAddrFile is written under the data directory with the address
+// /metrics is served on, like ListenAddrFile.
+const MetricsAddrFile = "metrics.addr"
+
+// maxHeaderBytes bounds a webhook request's headers.
+const maxHeaderBytes = 16 << 10
+
 // httpShutdownTimeout bounds waiting for webhook requests in progress.
 const httpShutdownTimeout = 5 * time.Second
 
@@ -48,6 +55,7 @@ func Run(ctx context.Context, opts Options) error {
 		s.store.Close()
 		return fmt.Errorf("marketplace: listen on %s: %w", s.cfg.Listen, err)
 	}
+	ln = newLimitListener(ln, s.cfg.MaxConnections, tlsCfg == nil, s.log)
 	if tlsCfg != nil {
 		ln = tls.NewListener(ln, tlsCfg)
 	}
@@ -66,13 +74,22 @@ func Run(ctx context.Context, opts Options) error {
 		opts.OnListen(addr)
 	}
 
+	metricsSrv, err := s.serveMetrics(ctx)
+	if err != nil {
+		ln.Close()
+		s.store.Close()
+		return err
+	}
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		// Go's default is 1 MiB of headers per request, read before any
+		// handler runs: a webhook's headers are a few hundred bytes.
+		MaxHeaderBytes: maxHeaderBytes,
+		ReadTimeout:    30 * time.Second,
+		WriteTimeout:   30 * time.Second,
+		IdleTimeout:    2 * time.Minute,
+		ErrorLog:       s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
 	s.Start()
 	served := make(chan error, 1)
@@ -89,6 +106,9 @@ func Run(ctx context.Context, opts Options) error {
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		s.log.Warn("webhook requests still open at shutdown", "error", err)
+	}
+	if metricsSrv != nil {
+		metricsSrv.Close()
 	}
 	if err := s.Stop(); err != nil {
 		return fmt.Errorf("marketplace: close the bounty store: %w", err)
@@ -111,4 +131,43 @@ func writeFileAtomic(path string, data []byte) error {
 		return fmt.Errorf("rename %s: %w", tmp, err)
 	}
 	return nil
+}
+
+// serveMetrics serves /metrics on metrics_listen, apart from the webhook
+// port. The default address is taken only when it is free (a second
+// engine on the machine runs without); a configured one must be.
+func (s *Service) serveMetrics(ctx context.Context) (*http.Server, error) {
+	addr := s.cfg.MetricsListen
+	if addr == "" || addr == "off" {
+		return nil, nil
+	}
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
+	if err != nil {
+		if s.cfg.MetricsListenSet {
+			return nil, fmt.Errorf("marketplace: metrics_listen %s: %w", addr, err)
+		}
+		s.log.Warn("cannot serve /metrics on the default address: running without (set metrics_listen)", "addr", addr, "error", err)
+		return nil, nil
+	}
+	ln = newLimitListener(ln, 16, true, s.log)
+	addr = ln.Addr().String()
+	addrFile := filepath.Join(s.opts.DataDir, MetricsAddrFile)
+	if err := writeFileAtomic(addrFile, []byte(addr+"\n")); err != nil {
+		s.log.Warn("cannot write the metrics address file", "file", addrFile, "error", err)
+	}
+	s.log.Info("serving metrics", "addr", addr, "url", "http://"+addr+"/metrics")
+	srv := &http.Server{
+		Handler:           s.MetricsHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+	go func() {
+		defer os.Remove(addrFile)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("metrics server stopped", "error", err)
+		}
+	}()
+	return srv, nil
 }

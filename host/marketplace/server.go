@@ -1,6 +1,7 @@
 package marketplace
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -34,8 +35,9 @@ type reply struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// Handler serves POST on any path (webhooks), GET / (liveness), GET /healthz
-// (readiness: 503 when no plugin is healthy) and GET /metrics.
+// Handler serves POST on any path (webhooks), GET / (liveness) and GET
+// /healthz (readiness: 503 when no plugin is healthy). /metrics is served
+// apart, on MetricsHandler's own listener (metrics_listen).
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	// Webhooks on any path: polyswarm_engine routes them to
@@ -46,7 +48,15 @@ func (s *Service) Handler() http.Handler {
 		writeReply(w, http.StatusOK, reply{Status: "OK"})
 	})
 	mux.HandleFunc("GET /healthz", s.healthz)
+	return mux
+}
+
+// MetricsHandler serves GET /metrics (and /healthz, for a probe that
+// only reaches the metrics port).
+func (s *Service) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	mux.HandleFunc("GET /healthz", s.healthz)
 	return mux
 }
 
@@ -68,25 +78,48 @@ func (s *Service) webhook(w http.ResponseWriter, r *http.Request) {
 	s.metrics.webhooks.WithLabelValues(label, strconv.Itoa(code)).Inc()
 }
 
-// serveWebhook checks, in order: the body fits (413), it is signed (400)
-// by one of the secrets (401), the event is known (400). Only then is the
-// body looked at.
+// bodyReadTimeout bounds reading one webhook body once its headers are
+// in: the marketplace sends a few KB at once, so a body still arriving
+// after this is a slow client holding one of the few body buffers.
+const bodyReadTimeout = 5 * time.Second
+
+// serveWebhook checks, in order: the declared body fits (413) and it is
+// signed (400) — both before a byte of the body is read —, a body buffer
+// is free (503: the marketplace retries), the body fits (413), the
+// signature matches one of the secrets (401), the event is known (400).
+// Only then is the body looked at. Every refusal that leaves body unread
+// closes the connection, so no unread body is drained afterwards.
 func (s *Service) serveWebhook(w http.ResponseWriter, r *http.Request, event string) int {
 	fail := func(code int, reason string) int {
 		writeReply(w, code, reply{Status: "ERROR", Reason: reason})
 		return code
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodySize))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return fail(http.StatusRequestEntityTooLarge, "body is over the size limit")
-		}
-		return fail(http.StatusBadRequest, "cannot read the body: "+err.Error())
+	closing := func() { w.Header().Set("Connection", "close") }
+	if r.ContentLength > s.cfg.MaxBodySize {
+		closing()
+		return fail(http.StatusRequestEntityTooLarge, "body is over the size limit")
 	}
 	sig := r.Header.Get(HeaderSignature)
 	if strings.TrimSpace(sig) == "" {
+		closing()
 		return fail(http.StatusBadRequest, "missing "+HeaderSignature)
+	}
+	buf, ok := s.bodies.take()
+	if !ok {
+		closing()
+		w.Header().Set("Retry-After", "1")
+		return fail(http.StatusServiceUnavailable, "too many webhooks in flight: retry")
+	}
+	defer s.bodies.give(buf)
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	body, err := readBody(r.Body, buf, s.cfg.MaxBodySize)
+	buf.b = body[:0] // keep what the buffer grew to
+	if err != nil {
+		closing()
+		if errors.Is(err, errBodyTooBig) {
+			return fail(http.StatusRequestEntityTooLarge, "body is over the size limit")
+		}
+		return fail(http.StatusBadRequest, "cannot read the body: "+err.Error())
 	}
 	if !verifySignature(s.cfg.WebhookSecrets, body, sig) {
 		return fail(http.StatusUnauthorized, "signature does not match")
@@ -145,4 +178,57 @@ func writeReply(w http.ResponseWriter, code int, r reply) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(r)
+}
+
+var errBodyTooBig = errors.New("body is over the size limit")
+
+// readBody reads r into buf's storage, up to limit bytes.
+func readBody(r io.Reader, buf *bodyBuf, limit int64) ([]byte, error) {
+	b := bytes.NewBuffer(buf.b[:0])
+	n, err := b.ReadFrom(io.LimitReader(r, limit+1))
+	if err != nil {
+		return b.Bytes(), err
+	}
+	if n > limit {
+		return b.Bytes(), errBodyTooBig
+	}
+	return b.Bytes(), nil
+}
+
+// bodyBuf is one reusable webhook body buffer.
+type bodyBuf struct{ b []byte }
+
+// bodyPool holds the webhook body buffers. Its size is how many bodies
+// may be read at once: a flood of unsigned bodies costs at most
+// size × max_body_size, and buffers are reused rather than left to the
+// collector (measured before: 1,000 connections sending 1 MiB each took
+// the engine from 27 MB to 1.21 GB resident).
+type bodyPool struct {
+	free    chan *bodyBuf
+	maxKeep int // a buffer grown past this is dropped, not kept
+}
+
+func newBodyPool(n int, maxBody int64) *bodyPool {
+	p := &bodyPool{free: make(chan *bodyBuf, n), maxKeep: int(min(maxBody+1, 1<<20))}
+	for range n {
+		p.free <- &bodyBuf{}
+	}
+	return p
+}
+
+// take returns a free buffer, or false at once when all are in use.
+func (p *bodyPool) take() (*bodyBuf, bool) {
+	select {
+	case b := <-p.free:
+		return b, true
+	default:
+		return nil, false
+	}
+}
+
+func (p *bodyPool) give(b *bodyBuf) {
+	if cap(b.b) > p.maxKeep {
+		b.b = nil
+	}
+	p.free <- b
 }

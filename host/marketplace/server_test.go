@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -88,7 +89,19 @@ func TestLivenessHealthMetrics(t *testing.T) {
 	e.market.wait(5 * time.Second)
 	e.record(t, 7, PhaseAssertion)
 	waitCounter(t, e.reg, "microengine_bounties_answered_total", nil, 1)
-	_, body := get("/metrics")
+	// /metrics is not served on the webhook port: its own listener has it.
+	if code, _ := get("/metrics"); code == 200 {
+		t.Errorf("GET /metrics on the webhook port = %d", code)
+	}
+	msrv := httptest.NewServer(e.svc.MetricsHandler())
+	defer msrv.Close()
+	resp, err := http.Get(msrv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	body := string(raw)
 	for _, want := range []string{
 		`microengine_bounties_received_total{phase="assertion"} 1`,
 		`microengine_bounties_answered_total{phase="assertion",verdict="malicious"} 1`,

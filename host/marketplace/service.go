@@ -41,8 +41,8 @@ type Options struct {
 	Scanner Scanner
 	// Healthy backs /healthz (503 when false). Nil: always healthy.
 	Healthy func() bool
-	// Registry receives the metrics and is served on /metrics. Nil: a
-	// private registry.
+	// Registry receives the metrics, served on /metrics at metrics_listen.
+	// Nil: a private registry.
 	Registry *prometheus.Registry
 	Logger   hclog.Logger
 	// Version is the host's version, sent as metadata.scanner.version.
@@ -78,6 +78,8 @@ type Service struct {
 	metrics *metrics
 	reg     *prometheus.Registry
 
+	bodies *bodyPool // webhook body buffers; bounds the bodies read at once
+
 	queue chan task // to the scanning workers
 	quick chan task // to the posters of early unknown answers
 
@@ -103,7 +105,9 @@ type task struct {
 
 // withDefaults fills unset fields, so a hand-built config (tests) works.
 func withDefaults(c config.Marketplace) config.Marketplace {
-	setDefault(&c.MaxBodySize, 1<<20)
+	setDefault(&c.MaxBodySize, 64<<10)
+	setDefault(&c.MaxConnections, 1024)
+	setDefault(&c.MaxWebhooksInFlight, 64)
 	setDefault(&c.Workers, 4)
 	setDefault(&c.QueueSize, 1024)
 	setDefault(&c.SafetyMargin, 2*time.Second)
@@ -175,6 +179,7 @@ func New(opts Options) (*Service, error) {
 		cfg: cfg, opts: opts, log: opts.Logger, now: opts.Now, filters: filters, reg: opts.Registry,
 		fetcher:  &fetcher{client: client, tmpDir: tmp, maxSize: cfg.MaxArtifactSize},
 		poster:   &poster{client: client, minBackoff: 100 * time.Millisecond, maxBackoff: 2 * time.Second, attemptTimeout: 10 * time.Second},
+		bodies:   newBodyPool(cfg.MaxWebhooksInFlight, cfg.MaxBodySize),
 		queue:    make(chan task, cfg.QueueSize),
 		quick:    make(chan task, cfg.QueueSize),
 		inflight: map[string]struct{}{},

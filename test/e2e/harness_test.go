@@ -290,6 +290,7 @@ plugin "clamav" {
 marketplace {
   listen         = "127.0.0.1:0"
   webhook_secret = %q
+  metrics_listen = "127.0.0.1:0"
   fetch_timeout  = "2s"
   safety_margin  = "500ms"
 %s
@@ -418,7 +419,12 @@ func (e *engineProc) sendBounty(b bounty) {
 
 func (e *engineProc) metric(name string) string {
 	e.t.Helper()
-	resp, err := http.Get(e.url + "/metrics")
+	// /metrics has its own listener (metrics_listen), apart from webhooks.
+	addr, err := os.ReadFile(filepath.Join(e.dir, "data", "metrics.addr"))
+	if err != nil {
+		e.t.Fatalf("metrics address: %v", err)
+	}
+	resp, err := http.Get("http://" + strings.TrimSpace(string(addr)) + "/metrics")
 	if err != nil {
 		e.t.Fatal(err)
 	}

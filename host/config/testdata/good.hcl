@@ -41,6 +41,9 @@ marketplace {
   fetch_timeout     = "15s"
   max_redirects     = 0
   retention         = "24h"
+  metrics_listen    = "127.0.0.1:0"
+  max_connections   = 100
+  max_webhooks_in_flight = 8
 
   bid {
     strategy       = "custom"
