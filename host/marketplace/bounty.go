@@ -587,6 +587,11 @@ func (b Bounty) Fields() map[string]string {
 	f["id"] = b.IDString()
 	f["artifact_type"] = b.ArtifactType
 	f["artifact_uri"] = b.ArtifactURI
+	if head, _, ok := strings.Cut(b.ArtifactURI, ","); ok && isDataURI(b.ArtifactURI) {
+		// The content itself is no field: it would travel to every
+		// plugin again as metadata.
+		f["artifact_uri"] = head + ",…"
+	}
 	f["phase"] = string(b.Phase)
 	f["expiration"] = b.Expiration.Format(time.RFC3339Nano)
 	if b.SHA256 != "" {

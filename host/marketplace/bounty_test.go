@@ -288,3 +288,13 @@ func TestFieldsDeterministic(t *testing.T) {
 		}
 	}
 }
+
+func TestFieldsLeaveDataOut(t *testing.T) {
+	b, err := ParseBounty([]byte(`{"id":1,"artifact_type":"file","artifact_uri":"data:text/plain;base64,SGVsbG8=","response_url":"http://x/r"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Fields()["artifact_uri"]; got != "data:text/plain;base64,…" {
+		t.Errorf("artifact_uri field %q", got)
+	}
+}
