@@ -15,3 +15,9 @@ const (
 	CommentEncrypted           = "SKIPPED:ENCRYPTED"
 	CommentDecompressionUnsafe = "SKIPPED:DECOMPRESSION-UNSAFE"
 )
+
+// MetaMatches is the Result.Metadata key under which a plugin lists what
+// matched (signatures, rules) as a JSON array of objects, each with at
+// least a "rule" string. The host passes it on, per backend, in the
+// answer's metadata.
+const MetaMatches = "matches"

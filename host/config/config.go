@@ -49,6 +49,7 @@ var (
 			{Name: "health_interval"},
 			{Name: "drain_timeout"},
 			{Name: "admin"},
+			{Name: "malicious_quorum"},
 		},
 	}
 )
@@ -146,8 +147,27 @@ func (d *decoder) decodeRoot(body hcl.Body, cfg *Config) {
 
 	cfg.Engine = d.decodeEngine(engine)
 	cfg.Plugins = d.decodePlugins(plugins)
+	d.checkQuorum(cfg)
 	if market != nil {
 		cfg.Marketplace = d.decodeMarketplace(market)
+	}
+}
+
+// checkQuorum refuses a malicious_quorum that the enabled plugins cannot
+// reach: no verdict could ever be malicious.
+func (d *decoder) checkQuorum(cfg *Config) {
+	if d.quorum == nil {
+		return
+	}
+	n := 0
+	for _, p := range cfg.Plugins {
+		if p.Enabled {
+			n++
+		}
+	}
+	if cfg.Engine.MaliciousQuorum > n {
+		d.errorf(d.quorum.Expr.Range(), fmt.Sprintf("engine.malicious_quorum: %d is more than the %d enabled plugins", cfg.Engine.MaliciousQuorum, n),
+			"No artifact could ever be answered malicious. Lower the quorum or enable more plugins.")
 	}
 }
 
@@ -183,6 +203,8 @@ func (d *decoder) decodeEngine(b *hcl.Block) Engine {
 		Swap:           defaultSwap,
 		HealthInterval: defaultHealthInterval,
 		DrainTimeout:   defaultDrainTimeout,
+		// One malicious answer makes the verdict malicious.
+		MaliciousQuorum: 1,
 	}
 	if b == nil {
 		e.Admin, e.AdminNetwork = filepath.Join(e.DataDir, adminSocketName), "unix"
@@ -220,6 +242,10 @@ func (d *decoder) decodeEngine(b *hcl.Block) Engine {
 	}
 	if v, st := d.duration(a["drain_timeout"], "engine.drain_timeout", true); st == valid {
 		e.DrainTimeout = v
+	}
+	if n, st := d.integer(a["malicious_quorum"], "engine.malicious_quorum", 1); st == valid {
+		e.MaliciousQuorum = n
+		d.quorum = a["malicious_quorum"]
 	}
 
 	// The admin socket: where a too-long path is reported depends on what

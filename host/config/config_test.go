@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/microengine/microengine/shared"
 	"github.com/microengine/microengine/shared/launch"
 )
 
@@ -182,14 +184,15 @@ func TestGoodConfig(t *testing.T) {
 		t.Errorf("Filename = %q, want %q as given", cfg.Filename, name)
 	}
 	wantEngine := Engine{
-		DataDir:        abs(t, "testdata/state"),
-		LogLevel:       "debug",
-		Concurrency:    8,
-		Swap:           "reload",
-		HealthInterval: 5 * time.Second,
-		DrainTimeout:   2 * time.Minute,
-		Admin:          "127.0.0.1:9090",
-		AdminNetwork:   "tcp",
+		DataDir:         abs(t, "testdata/state"),
+		LogLevel:        "debug",
+		Concurrency:     8,
+		Swap:            "reload",
+		HealthInterval:  5 * time.Second,
+		DrainTimeout:    2 * time.Minute,
+		Admin:           "127.0.0.1:9090",
+		AdminNetwork:    "tcp",
+		MaliciousQuorum: 1,
 	}
 	if cfg.Engine != wantEngine {
 		t.Errorf("Engine = %+v\nwant     %+v", cfg.Engine, wantEngine)
@@ -214,8 +217,11 @@ func TestGoodConfig(t *testing.T) {
 	if fake.Body == nil {
 		t.Error("Body is nil; want the undecoded config block")
 	}
-	if fake.DefRange.Start.Line != 12 || fake.ConfigRange.Start.Line != 18 {
-		t.Errorf("DefRange line %d, ConfigRange line %d; want 12 and 18", fake.DefRange.Start.Line, fake.ConfigRange.Start.Line)
+	if fake.DefRange.Start.Line != 14 || fake.ConfigRange.Start.Line != 23 {
+		t.Errorf("DefRange line %d, ConfigRange line %d; want 14 and 23", fake.DefRange.Start.Line, fake.ConfigRange.Start.Line)
+	}
+	if fake.MaxVerdict != shared.VerdictSuspicious || fake.Weight == nil || *fake.Weight != 0.5 {
+		t.Errorf("MaxVerdict, Weight = %q, %v; want suspicious, 0.5", fake.MaxVerdict, fake.Weight)
 	}
 	off, _ := cfg.Plugin("off")
 	if off.Enabled || off.Body != nil || off.ConfigRange != off.DefRange {
@@ -247,9 +253,9 @@ func TestGoodConfig(t *testing.T) {
 		filters = append(filters, fmt.Sprintf("%d %s %s %s %s", f.Range.Start.Line, f.Action, f.Field, f.Op, f.Value))
 	}
 	wantFilters := []string{
-		"54 reject mimetype startswith image/",
-		"59 favor mimetype == application/x-dosexec",
-		"64 accept size < 1048576",
+		"59 reject mimetype startswith image/",
+		"64 favor mimetype == application/x-dosexec",
+		"69 accept size < 1048576",
 	}
 	if !slices.Equal(filters, wantFilters) {
 		t.Errorf("Filters = %q, want %q", filters, wantFilters)
@@ -272,6 +278,8 @@ func TestDefaults(t *testing.T) {
 		DrainTimeout:   60 * time.Second,
 		Admin:          filepath.Join(dataDir, "admin.sock"),
 		AdminNetwork:   "unix",
+		// Composition: one malicious answer is enough.
+		MaliciousQuorum: 1,
 	}
 	if cfg.Engine != want {
 		t.Errorf("Engine = %+v\nwant     %+v", cfg.Engine, want)

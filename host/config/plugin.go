@@ -29,6 +29,8 @@ var (
 			{Name: "sha256"},
 			{Name: "timeout"},
 			{Name: "enabled"},
+			{Name: "max_verdict"},
+			{Name: "weight"},
 		},
 		Blocks: []hcl.BlockHeaderSchema{{Type: "config"}},
 	}
@@ -84,6 +86,18 @@ func (d *decoder) decodePlugin(b *hcl.Block, name, where string) Plugin {
 	}
 	if v, st := d.boolean(a["enabled"], join(where, "enabled")); st == valid {
 		p.Enabled = v
+	}
+	if v, st := d.oneOf(a["max_verdict"], join(where, "max_verdict"), string(shared.VerdictMalicious), string(shared.VerdictSuspicious)); st == valid {
+		p.MaxVerdict = shared.Verdict(v)
+	}
+	if f, st := d.number(a["weight"], join(where, "weight")); st == valid {
+		w, _ := f.Float64()
+		if w < 0 || w > 1 {
+			d.errorf(a["weight"].Expr.Range(), join(where, "weight")+": must be between 0 and 1, not "+f.Text('g', -1),
+				"The weight scales the plugin's confidence, which drives the bid.")
+		} else {
+			p.Weight = &w
+		}
 	}
 
 	path, pathSt := d.str(a["path"], join(where, "path"))

@@ -280,3 +280,28 @@ func TestDecodePluginBodyCollections(t *testing.T) {
 		`6:17: plugin "clamav": config.tags: want a string or a list of strings, not an object`,
 	})
 }
+
+// TestCompositionPolicyFaults: max_verdict, weight and malicious_quorum are
+// checked at their lines.
+func TestCompositionPolicyFaults(t *testing.T) {
+	dir := t.TempDir()
+	writeBinary(t, filepath.Join(dir, "p"), "p")
+	src := `engine {
+  malicious_quorum = 3
+}
+plugin "a" {
+  path        = "p"
+  max_verdict = "benign"
+}
+plugin "b" {
+  path   = "p"
+  weight = 1.5
+}
+`
+	_, diags := Parse([]byte(src), filepath.Join(dir, "engine.hcl"))
+	wantDiags(t, diags, []string{
+		`2:22: engine.malicious_quorum: 3 is more than the 2 enabled plugins`,
+		`6:17: plugin "a": max_verdict: invalid value "benign"`,
+		`10:12: plugin "b": weight: must be between 0 and 1, not 1.5`,
+	})
+}

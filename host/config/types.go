@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/microengine/microengine/shared"
 )
 
 // Config is a decoded engine.hcl.
@@ -58,6 +60,9 @@ type Engine struct {
 	// AdminNetwork is "unix" when Admin is a socket path, "tcp" when it is
 	// a host:port, so callers can net.Listen(AdminNetwork, Admin) as is.
 	AdminNetwork string
+	// MaliciousQuorum is how many plugins must answer malicious for the
+	// engine's verdict to be malicious; fewer make it suspicious. Default 1.
+	MaliciousQuorum int
 }
 
 // Plugin is one plugin "NAME" block.
@@ -71,6 +76,13 @@ type Plugin struct {
 	Timeout time.Duration
 	// Enabled defaults to true.
 	Enabled bool
+	// MaxVerdict caps what this plugin alone can claim: "suspicious"
+	// turns its malicious answer into suspicious unless an uncapped plugin
+	// also answers malicious. Empty (or "malicious"): no cap.
+	MaxVerdict shared.Verdict
+	// Weight (0–1) scales the plugin's confidence; nil means 1 (a Plugin
+	// built by hand keeps the default).
+	Weight *float64
 
 	// Body is the plugin's own config { } block, decoded later against the
 	// schema the plugin declares, so its faults keep their file:line. Nil

@@ -33,6 +33,8 @@ type decoder struct {
 	ctx   *hcl.EvalContext
 	dir   string // absolute folder of the config file, for relative paths
 	diags hcl.Diagnostics
+	// quorum is engine.malicious_quorum, checked once the plugins are known.
+	quorum *hcl.Attribute
 }
 
 func (d *decoder) errorf(rng hcl.Range, summary, detail string) {

@@ -4,11 +4,10 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -57,7 +56,13 @@ type PluginResult struct {
 	Reason            string         `json:"reason,omitempty"`
 	// Comment is the plugin's standard comment on an unknown verdict
 	// (shared.MetaComment), such as SKIPPED:ENCRYPTED.
-	Comment  string        `json:"comment,omitempty"`
+	Comment string `json:"comment,omitempty"`
+	// Matches are the signatures or rules that matched, as the plugin
+	// lists them (shared.MetaMatches): a JSON array.
+	Matches json.RawMessage `json:"matches,omitempty"`
+	// Capped is set when the plugin's max_verdict lowered its malicious
+	// answer to suspicious in the composition.
+	Capped   bool          `json:"capped,omitempty"`
 	Duration time.Duration `json:"duration_ns"`
 	// Supported is false when the plugin does not scan this artifact type;
 	// such a plugin was not asked and takes no part in the verdict.
@@ -111,7 +116,15 @@ func (e *Engine) Scan(ctx context.Context, a Artifact) Result {
 		}(i, p)
 	}
 	wg.Wait()
-	return Compose(results)
+	return e.policy().Compose(results)
+}
+
+// policy is the composition policy in force for this scan.
+func (e *Engine) policy() Policy {
+	if ps, ok := e.plugins.(PolicySource); ok {
+		return ps.Policy()
+	}
+	return Policy{}
 }
 
 func scanOne(ctx context.Context, p Plugin, a Artifact, out *PluginResult) {
@@ -148,70 +161,9 @@ func scanOne(ctx context.Context, p Plugin, a Artifact, out *PluginResult) {
 	if res.Verdict == shared.VerdictUnknown {
 		out.Comment = res.Metadata[shared.MetaComment]
 	}
-}
-
-// Compose applies the verdict rule: any malicious → malicious; otherwise
-// benign only when every plugin that supports the artifact answered benign
-// (and at least one did); otherwise any suspicious → suspicious; otherwise
-// unknown. An unknown or a failure is never outvoted into benign.
-func Compose(results []PluginResult) Result {
-	out := Result{Verdict: shared.VerdictUnknown, Plugins: results}
-	var malicious, suspicious, benign, asked int
-	minBenign := 1.0
-	var reasons, comments []string
-	for _, r := range results {
-		if !r.Supported {
-			continue
-		}
-		asked++
-		switch r.Verdict {
-		case shared.VerdictMalicious:
-			if malicious == 0 || r.Confidence > out.Confidence {
-				out.Confidence = r.Confidence
-				if r.MalwareFamily != "" || out.MalwareFamily == "" {
-					out.MalwareFamily = r.MalwareFamily
-				}
-			}
-			out.Heuristic = out.Heuristic || r.Heuristic
-			malicious++
-		case shared.VerdictSuspicious:
-			suspicious++
-		case shared.VerdictBenign:
-			benign++
-			minBenign = min(minBenign, r.Confidence)
-		default:
-			why := r.Error
-			if why == "" {
-				why = r.Reason
-			}
-			if why == "" {
-				why = "no verdict"
-			}
-			reasons = append(reasons, r.Name+": "+why)
-			if r.Comment != "" && !slices.Contains(comments, r.Comment) {
-				comments = append(comments, r.Comment)
-			}
-		}
+	// Matches are passed on only as valid JSON: they are embedded as is
+	// in the answer sent to the marketplace.
+	if m := res.Metadata[shared.MetaMatches]; m != "" && json.Valid([]byte(m)) {
+		out.Matches = json.RawMessage(m)
 	}
-	switch {
-	case malicious > 0:
-		out.Verdict = shared.VerdictMalicious
-	case asked > 0 && benign == asked:
-		out.Verdict = shared.VerdictBenign
-		out.Confidence = minBenign
-	case suspicious > 0:
-		out.Verdict = shared.VerdictSuspicious
-		out.Confidence = 0
-	default:
-		out.Confidence = 0
-		switch {
-		case asked == 0:
-			out.Reason = "no enabled plugin scans this artifact type"
-			comments = []string{shared.CommentTypeUnsupported}
-		case len(reasons) > 0:
-			out.Reason = strings.Join(reasons, "; ")
-		}
-		out.Comments = comments
-	}
-	return out
 }

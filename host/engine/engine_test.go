@@ -143,3 +143,75 @@ func TestScanCarriesThePluginComment(t *testing.T) {
 		t.Errorf("result %+v", res)
 	}
 }
+
+// TestPolicyCompose: max_verdict caps what a plugin alone can claim,
+// weight scales its confidence, malicious_quorum counts malicious answers.
+func TestPolicyCompose(t *testing.T) {
+	half := 0.5
+	hunting := Policy{Plugins: map[string]PluginPolicy{"hunt": {MaxVerdict: shared.VerdictSuspicious, Weight: &half}}}
+	quorum2 := Policy{MaliciousQuorum: 2}
+	tests := []struct {
+		name       string
+		policy     Policy
+		in         []PluginResult
+		want       shared.Verdict
+		family     string
+		confidence float64
+		reason     string
+	}{
+		{"the zero policy is the default rule", Policy{}, []PluginResult{pr("a", "benign", 1, ""), pr("b", "malicious", 0.9, "X")}, "malicious", "X", 0.9, ""},
+		{"a capped plugin alone is suspicious", hunting, []PluginResult{pr("clamav", "benign", 1, ""), pr("hunt", "malicious", 1, "Hunt")}, "suspicious", "", 0, "capped at suspicious"},
+		{"a capped plugin beside an uncapped malicious", hunting, []PluginResult{pr("clamav", "malicious", 0.8, "Virus"), pr("hunt", "malicious", 1, "Hunt")}, "malicious", "Virus", 0.8, ""},
+		{"weight scales benign confidence", hunting, []PluginResult{pr("clamav", "benign", 1, ""), pr("hunt", "benign", 1, "")}, "benign", "", 0.5, ""},
+		{"quorum not met is suspicious", quorum2, []PluginResult{pr("a", "benign", 1, ""), pr("b", "malicious", 1, "X")}, "suspicious", "", 0, "1 of 2 plugins answered malicious; malicious_quorum is 2"},
+		{"quorum met", quorum2, []PluginResult{pr("a", "malicious", 0.7, "A"), pr("b", "malicious", 1, "B")}, "malicious", "B", 1, ""},
+		{"quorum counts capped plugins beside an uncapped one",
+			Policy{MaliciousQuorum: 2, Plugins: hunting.Plugins}, []PluginResult{pr("a", "malicious", 0.7, "A"), pr("hunt", "malicious", 1, "H")}, "malicious", "A", 0.7, ""},
+		{"a failure still blocks benign", quorum2, []PluginResult{pr("a", "benign", 1, ""), {Name: "b", Verdict: "unknown", Error: "down", Supported: true}}, "unknown", "", 0, "b: down"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.policy.Compose(tt.in)
+			if got.Verdict != tt.want || got.MalwareFamily != tt.family || got.Confidence != tt.confidence {
+				t.Fatalf("Compose = %s/%q/%.2f, want %s/%q/%.2f", got.Verdict, got.MalwareFamily, got.Confidence, tt.want, tt.family, tt.confidence)
+			}
+			if !strings.Contains(got.Reason, tt.reason) {
+				t.Errorf("reason %q does not contain %q", got.Reason, tt.reason)
+			}
+		})
+	}
+	got := hunting.Compose([]PluginResult{pr("clamav", "benign", 1, ""), pr("hunt", "malicious", 1, "Hunt")})
+	if !got.Plugins[1].Capped || got.Plugins[1].Verdict != shared.VerdictMalicious {
+		t.Errorf("the capped plugin's own answer %+v; want malicious, marked capped", got.Plugins[1])
+	}
+}
+
+type policyPlugins struct {
+	plugins
+	policy Policy
+}
+
+func (p policyPlugins) Policy() Policy { return p.policy }
+
+// TestScanUsesThePolicySourceAndPassesMatches: the engine asks its plugins'
+// policy on every scan and keeps a plugin's matches (valid JSON only).
+func TestScanUsesThePolicySourceAndPassesMatches(t *testing.T) {
+	files := []shared.ArtifactType{shared.ArtifactFile}
+	answer := func(matches string) func(context.Context, shared.Artifact) (shared.Result, error) {
+		return func(context.Context, shared.Artifact) (shared.Result, error) {
+			return shared.Result{Verdict: shared.VerdictMalicious, Confidence: 1, MalwareFamily: "F",
+				Metadata: map[string]string{shared.MetaMatches: matches}}, nil
+		}
+	}
+	ps := policyPlugins{plugins: plugins{
+		fakePlugin{name: "y", types: files, scan: answer(`[{"rule":"ns:r"}]`)},
+		fakePlugin{name: "bad", types: files, scan: answer(`[{"rule":`)},
+	}, policy: Policy{MaliciousQuorum: 3}}
+	res := New(ps).Scan(context.Background(), Artifact{Type: shared.ArtifactFile, Size: 1, Content: strings.NewReader("x")})
+	if res.Verdict != shared.VerdictSuspicious {
+		t.Errorf("quorum 3 of 2 malicious plugins: %s; want suspicious", res.Verdict)
+	}
+	if string(res.Plugins[0].Matches) != `[{"rule":"ns:r"}]` || res.Plugins[1].Matches != nil {
+		t.Errorf("matches %s and %s; want the valid list kept and the broken one dropped", res.Plugins[0].Matches, res.Plugins[1].Matches)
+	}
+}

@@ -1,6 +1,7 @@
 package marketplace
 
 import (
+	"encoding/json"
 	"math/big"
 	"regexp"
 	"runtime"
@@ -36,6 +37,41 @@ type Metadata struct {
 	// Comments say why an answer is unknown (the standard SKIPPED:*
 	// reasons) and what was assumed to accept the bounty.
 	Comments []string `json:"comments,omitempty"`
+	// Backends lists every plugin asked, with its own verdict, versions
+	// and matches, so the composed verdict can be traced to each backend.
+	Backends []Backend `json:"backends,omitempty"`
+}
+
+// Backend is one plugin's part in an answer.
+type Backend struct {
+	Name              string         `json:"name"`
+	Verdict           shared.Verdict `json:"verdict"`
+	Version           string         `json:"version,omitempty"`
+	VendorVersion     string         `json:"vendor_version,omitempty"`
+	SignaturesVersion string         `json:"signatures_version,omitempty"`
+	MalwareFamily     string         `json:"malware_family,omitempty"`
+	// Matches are the rules or signatures that matched (the yara plugin's
+	// namespace:rule with the meta that decided), as the plugin gave them.
+	Matches json.RawMessage `json:"matches,omitempty"`
+	// Capped: its malicious answer counted as suspicious (max_verdict).
+	Capped bool `json:"capped,omitempty"`
+}
+
+// backends lists the plugins that were asked, in the engine's order.
+func backends(res engine.Result) []Backend {
+	var out []Backend
+	for _, p := range res.Plugins {
+		if !p.Supported {
+			continue
+		}
+		b := Backend{Name: p.Name, Verdict: p.Verdict, Version: p.Version, VendorVersion: p.VendorVersion,
+			SignaturesVersion: p.SignaturesVersion, Matches: p.Matches, Capped: p.Capped}
+		if p.Verdict == shared.VerdictMalicious {
+			b.MalwareFamily = p.MalwareFamily
+		}
+		out = append(out, b)
+	}
+	return out
 }
 
 // ScannerInfo describes what produced the verdict.
@@ -105,6 +141,7 @@ func newMetadata(hostVersion string, b Bounty, res engine.Result) Metadata {
 			Environment:       Environment{OperatingSystem: runtime.GOOS, Architecture: runtime.GOARCH},
 		},
 		Comments: comments(b, res),
+		Backends: backends(res),
 	}
 }
 

@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/microengine/microengine/host/config"
+	"github.com/microengine/microengine/host/engine"
 	"github.com/microengine/microengine/shared"
 )
 
@@ -73,5 +75,27 @@ func TestAnswerComments(t *testing.T) {
 		if md.Scanner.Version != "1.0.0" || md.Confidence == nil {
 			t.Errorf("bounty %d: scanner.version %q confidence %v", tc.id, md.Scanner.Version, md.Confidence)
 		}
+	}
+}
+
+// TestAnswerListsEveryBackend: each plugin asked appears with its own
+// verdict, versions and matches (embedded as JSON, not as a string);
+// plugins not asked do not.
+func TestAnswerListsEveryBackend(t *testing.T) {
+	res := engine.Policy{Plugins: map[string]engine.PluginPolicy{"yara": {MaxVerdict: shared.VerdictSuspicious}}}.Compose([]engine.PluginResult{
+		{Name: "clamav", Supported: true, Verdict: shared.VerdictBenign, Confidence: 1, VendorVersion: "ClamAV 1.4.6", Version: "0.1.0"},
+		{Name: "yara", Supported: true, Verdict: shared.VerdictMalicious, Confidence: 1, MalwareFamily: "Hunt", Version: "0.1.0",
+			VendorVersion: "4.2.3", SignaturesVersion: "11 rules abc", Matches: json.RawMessage(`[{"rule":"hunting:x","class":"malicious"}]`)},
+		{Name: "urlscan", Supported: false, Verdict: shared.VerdictUnknown},
+	})
+	raw, err := json.Marshal(newMetadata("1.0.0", Bounty{}, res))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `"backends":[{"name":"clamav","verdict":"benign","version":"0.1.0","vendor_version":"ClamAV 1.4.6"},` +
+		`{"name":"yara","verdict":"malicious","version":"0.1.0","vendor_version":"4.2.3","signatures_version":"11 rules abc","malware_family":"Hunt",` +
+		`"matches":[{"rule":"hunting:x","class":"malicious"}],"capped":true}]`
+	if res.Verdict != shared.VerdictSuspicious || !strings.Contains(string(raw), want) {
+		t.Errorf("verdict %s, metadata %s\nwant it to hold %s", res.Verdict, raw, want)
 	}
 }

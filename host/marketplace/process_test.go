@@ -34,7 +34,7 @@ func TestAssertionAnswer(t *testing.T) {
 	want := Metadata{MalwareFamily: "EICAR-Test-File", Product: "microengine", Confidence: 1, Scanner: ScannerInfo{
 		Version: "0.1.0", VersionFull: "0.1.0-test", VendorVersion: "9.9", SignaturesVersion: "42",
 		Environment: got.Metadata.Scanner.Environment,
-	}}
+	}, Backends: []Backend{{Name: "fake", Verdict: shared.VerdictMalicious, Version: "1.2.3", VendorVersion: "9.9", SignaturesVersion: "42", MalwareFamily: "EICAR-Test-File"}}}
 	if got.Verdict != shared.VerdictMalicious || !reflect.DeepEqual(got.Metadata, want) || got.Metadata.Scanner.Environment.OperatingSystem == "" {
 		t.Errorf("answer %+v, want malicious with %+v", got, want)
 	}

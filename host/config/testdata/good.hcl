@@ -7,6 +7,8 @@ engine {
   health_interval = "5s"
   drain_timeout   = "2m"
   admin           = "127.0.0.1:9090"
+  # Only one plugin is enabled below, so 1 is the most it can be.
+  malicious_quorum = 1
 }
 
 plugin "fake" {
@@ -14,6 +16,9 @@ plugin "fake" {
   sha256  = "C2F9CD022BA2E6BBEE2BE1F05061046F19745F439E1728867E414440C26A0B80"
   timeout = "30s"
   enabled = true
+  # A hunting set: it alone can claim no more than suspicious.
+  max_verdict = "suspicious"
+  weight      = 0.5
 
   config {
     address     = "unix:///run/clamav/clamd.ctl"
