@@ -23,6 +23,7 @@ func TestCheckAccepts(t *testing.T) {
 		{Assertion, `{"verdict":"unknown","bid":0,"metadata":` + meta("", "0", `,"comments":["SKIPPED:CANNOT-FETCH","sha256 \"asdf\" is not 64 hex digits"]`) + `}`},
 		{Assertion, `{"verdict":"benign","bid":62500000000000000,"metadata":` + meta("", "0.5", `,"comments":["unknown phase \"x\": answered as assertion"],"domains":[],"ip_addresses":["127.0.0.1"]`) + `}`},
 		{Vote, `{"verdict":"suspicious","metadata":` + meta("", "0", "") + `}`},
+		{Assertion, `{"verdict":"unknown","bid":0,"metadata":` + meta("", "0", `,"backends":[{"name":"yara","verdict":"unknown","matches":[{"rule":"ns:r"}]}]`) + `}`},
 	} {
 		if err := Check([]byte(tc.body), tc.kind); err != nil {
 			t.Errorf("%s %s: %v", tc.kind, tc.body, err)
@@ -53,6 +54,7 @@ func TestCheckRefuses(t *testing.T) {
 		{"product case", Assertion, `{"verdict":"benign","bid":1,"metadata":` + strings.Replace(meta("", "0.5", ""), "microengine", "Micro Engine", 1) + `}`, "/metadata/product"},
 		{"comments not a list", Assertion, `{"verdict":"unknown","bid":0,"metadata":` + meta("", "0", `,"comments":"SKIPPED:CANNOT-FETCH"`) + `}`, "comments"},
 		{"non-standard SKIPPED", Assertion, `{"verdict":"unknown","bid":0,"metadata":` + meta("", "0", `,"comments":["SKIPPED:BORED"]`) + `}`, "comments"},
+		{"backend verdict", Assertion, `{"verdict":"unknown","bid":0,"metadata":` + meta("", "0", `,"backends":[{"name":"x","verdict":"clean"}]`) + `}`, "/metadata/backends/0/verdict"},
 		{"SKIPPED on a verdict", Assertion, `{"verdict":"benign","bid":1,"metadata":` + meta("", "0.5", `,"comments":["SKIPPED:ENCRYPTED"]`) + `}`, "verdict"},
 	} {
 		err := Check([]byte(tc.body), tc.kind)
