@@ -7,21 +7,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 )
 
-// Defaults, as documented on the types.
 const (
-	defaultDataDir        = "data"
-	defaultLogLevel       = "info"
-	defaultConcurrency    = 4
-	defaultSwap           = "watch"
-	defaultHealthInterval = 10 * time.Second
-	defaultDrainTimeout   = 60 * time.Second
-	adminSocketName       = "admin.sock"
+	adminSocketName = "admin.sock"
 
 	// maxUnixSocketPath is the longest socket path bind(2) takes on every
 	// platform we care about (sun_path is 104 bytes on macOS and the BSDs,
@@ -197,14 +189,13 @@ func (d *decoder) abs(p string) string {
 
 func (d *decoder) decodeEngine(b *hcl.Block) Engine {
 	e := Engine{
-		DataDir:        d.abs(defaultDataDir),
-		LogLevel:       defaultLogLevel,
-		Concurrency:    defaultConcurrency,
-		Swap:           defaultSwap,
-		HealthInterval: defaultHealthInterval,
-		DrainTimeout:   defaultDrainTimeout,
-		// One malicious answer makes the verdict malicious.
-		MaliciousQuorum: 1,
+		DataDir:         d.abs(DefaultDataDir),
+		LogLevel:        DefaultLogLevel,
+		Concurrency:     DefaultConcurrency,
+		Swap:            DefaultSwap,
+		HealthInterval:  DefaultHealthInterval,
+		DrainTimeout:    DefaultDrainTimeout,
+		MaliciousQuorum: DefaultMaliciousQuorum,
 	}
 	if b == nil {
 		e.Admin, e.AdminNetwork = filepath.Join(e.DataDir, adminSocketName), "unix"

@@ -6,25 +6,8 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
-	"time"
 
 	"github.com/hashicorp/hcl/v2"
-)
-
-// Marketplace defaults, as documented on the type.
-const (
-	defaultMaxBodySize     = 64 << 10
-	defaultMetricsListen   = "127.0.0.1:9464"
-	defaultMaxConnections  = 1024
-	defaultMaxInFlight     = 64
-	defaultWorkers         = 4
-	defaultQueueSize       = 1024
-	defaultSafetyMargin    = 2 * time.Second
-	defaultMaxArtifactSize = 64 << 20
-	defaultFetchTimeout    = 20 * time.Second
-	defaultMaxRedirects    = 5
-	defaultRetention       = 7 * 24 * time.Hour
-	defaultBidStrategy     = "default"
 )
 
 var (
@@ -71,21 +54,9 @@ var (
 )
 
 func (d *decoder) decodeMarketplace(b *hcl.Block) *Marketplace {
-	m := &Marketplace{
-		MetricsListen:       defaultMetricsListen,
-		MaxBodySize:         defaultMaxBodySize,
-		MaxConnections:      defaultMaxConnections,
-		MaxWebhooksInFlight: defaultMaxInFlight,
-		Workers:             defaultWorkers,
-		QueueSize:           defaultQueueSize,
-		SafetyMargin:        defaultSafetyMargin,
-		MaxArtifactSize:     defaultMaxArtifactSize,
-		FetchTimeout:        defaultFetchTimeout,
-		MaxRedirects:        defaultMaxRedirects,
-		Retention:           defaultRetention,
-		Bid:                 Bid{Strategy: defaultBidStrategy, MinMultiplier: 1, MaxMultiplier: 1},
-		DefRange:            b.DefRange,
-	}
+	m := new(Marketplace)
+	*m = DefaultMarketplace()
+	m.DefRange = b.DefRange
 	content, diags := b.Body.Content(marketplaceSchema)
 	d.structural(diags, "marketplace")
 	a := content.Attributes
@@ -230,7 +201,7 @@ func (d *decoder) readable(attr *hcl.Attribute, name, p string) bool {
 }
 
 func (d *decoder) decodeBid(b *hcl.Block) Bid {
-	bid := Bid{Strategy: defaultBidStrategy, MinMultiplier: 1, MaxMultiplier: 1}
+	bid := DefaultBid()
 	content, diags := b.Body.Content(bidSchema)
 	d.structural(diags, "marketplace.bid")
 	a := content.Attributes

@@ -20,8 +20,6 @@ import (
 	"github.com/microengine/microengine/shared/launch"
 )
 
-const defaultPluginTimeout = 60 * time.Second
-
 var (
 	pluginSchema = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{
@@ -63,7 +61,7 @@ func (d *decoder) decodePlugins(blocks []*hcl.Block) []Plugin {
 func (d *decoder) decodePlugin(b *hcl.Block, name, where string) Plugin {
 	p := Plugin{
 		Name:        name,
-		Timeout:     defaultPluginTimeout,
+		Timeout:     DefaultPluginTimeout,
 		Enabled:     true,
 		DefRange:    b.DefRange,
 		ConfigRange: b.DefRange,

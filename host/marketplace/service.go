@@ -32,9 +32,15 @@ type ScanFunc func(ctx context.Context, a engine.Artifact) engine.Result
 // Scan calls f.
 func (f ScanFunc) Scan(ctx context.Context, a engine.Artifact) engine.Result { return f(ctx, a) }
 
+// DefaultShutdownGrace is Options.ShutdownGrace when unset, and the
+// default of `microengine run -shutdown-grace`.
+const DefaultShutdownGrace = 10 * time.Second
+
 // Options configure a Service.
 type Options struct {
-	// Config is the marketplace block; zero fields take their defaults.
+	// Config is the marketplace block; zero fields take their defaults
+	// (config.Marketplace.WithDefaults). Build one in code from
+	// config.DefaultMarketplace.
 	Config *config.Marketplace
 	// DataDir holds bounties.db, tmp/ (downloads) and listen.addr.
 	DataDir string
@@ -48,8 +54,9 @@ type Options struct {
 	// Version is the host's version, sent as metadata.scanner.version.
 	Version string
 	// ShutdownGrace bounds how long in-flight and queued bounties may
-	// still be answered after shutdown begins. Default 10s. What is not
-	// done by then stays open in the store and is resumed at next start.
+	// still be answered after shutdown begins (default
+	// DefaultShutdownGrace). What is not done by then stays open in the
+	// store and is resumed at next start.
 	ShutdownGrace time.Duration
 	// HTTPClient downloads artifacts and posts answers. Nil: one with
 	// MaxRedirects applied. Tests pass their server's client.
@@ -103,32 +110,6 @@ type task struct {
 	b   Bounty
 }
 
-// withDefaults fills unset fields, so a hand-built config (tests) works.
-func withDefaults(c config.Marketplace) config.Marketplace {
-	setDefault(&c.MaxBodySize, 64<<10)
-	setDefault(&c.MaxConnections, 1024)
-	setDefault(&c.MaxWebhooksInFlight, 64)
-	setDefault(&c.Workers, 4)
-	setDefault(&c.QueueSize, 1024)
-	setDefault(&c.SafetyMargin, 2*time.Second)
-	setDefault(&c.MaxArtifactSize, 64<<20)
-	setDefault(&c.FetchTimeout, 20*time.Second)
-	setDefault(&c.Retention, 7*24*time.Hour)
-	if c.MaxRedirects < 0 {
-		c.MaxRedirects = 0
-	}
-	if c.Bid.Strategy == "" {
-		c.Bid.Strategy = "default"
-	}
-	return c
-}
-
-func setDefault[T int | int64 | time.Duration](p *T, def T) {
-	if *p <= 0 {
-		*p = def
-	}
-}
-
 // New opens the store and builds the service. Nothing runs until Start.
 func New(opts Options) (*Service, error) {
 	if opts.Config == nil {
@@ -140,7 +121,7 @@ func New(opts Options) (*Service, error) {
 	if opts.DataDir == "" {
 		return nil, errors.New("marketplace: no data directory")
 	}
-	cfg := withDefaults(*opts.Config)
+	cfg := opts.Config.WithDefaults()
 	if len(cfg.WebhookSecrets) == 0 {
 		return nil, errors.New("marketplace: no webhook secret: every delivery must be verified")
 	}
@@ -160,7 +141,7 @@ func New(opts Options) (*Service, error) {
 		opts.Now = time.Now
 	}
 	if opts.ShutdownGrace <= 0 {
-		opts.ShutdownGrace = 10 * time.Second
+		opts.ShutdownGrace = DefaultShutdownGrace
 	}
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()

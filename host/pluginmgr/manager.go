@@ -24,8 +24,8 @@ import (
 
 // Options tune supervision. Zero values take the defaults.
 type Options struct {
-	HealthInterval time.Duration // default 10s (engine.health_interval)
-	DrainTimeout   time.Duration // default 60s (engine.drain_timeout)
+	HealthInterval time.Duration // default engine.health_interval, else config.DefaultHealthInterval
+	DrainTimeout   time.Duration // default engine.drain_timeout, else config.DefaultDrainTimeout
 	KillTimeout    time.Duration // default 5s
 	BackoffBase    time.Duration // default 250ms
 	BackoffMax     time.Duration // default 30s
@@ -45,9 +45,9 @@ func (o Options) withDefaults(cfg *config.Config) Options {
 		}
 	}
 	def(&o.HealthInterval, cfg.Engine.HealthInterval)
-	def(&o.HealthInterval, 10*time.Second)
+	def(&o.HealthInterval, config.DefaultHealthInterval)
 	def(&o.DrainTimeout, cfg.Engine.DrainTimeout)
-	def(&o.DrainTimeout, 60*time.Second)
+	def(&o.DrainTimeout, config.DefaultDrainTimeout)
 	def(&o.KillTimeout, defaultKillTimeout)
 	def(&o.BackoffBase, 250*time.Millisecond)
 	def(&o.BackoffMax, 30*time.Second)

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
@@ -32,7 +31,7 @@ func runEngine(ctx context.Context, args []string, _, stderr io.Writer) int {
 	fs := newFlagSet("run", stderr, "run -config FILE")
 	var cf configFlags
 	cf.register(fs)
-	grace := fs.Duration("shutdown-grace", 10*time.Second, "how long in-flight bounties may still be answered after SIGTERM")
+	grace := fs.Duration("shutdown-grace", marketplace.DefaultShutdownGrace, "how long in-flight bounties may still be answered after SIGTERM")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
