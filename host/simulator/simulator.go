@@ -1,7 +1,8 @@
 // Package simulator plays the PolySwarm marketplace against an engine: it
 // serves artifacts over HTTP, sends signed bounties with real deadlines to
 // the engine's webhook URL at a fixed rate, takes the answers at its own
-// response URLs, checks them against the protocol and the expected
+// response URLs, checks them against the protocol (bids within the rules,
+// and the answer's JSON Schema, internal/answerschema) and the expected
 // verdicts, and keeps the score.
 //
 // It implements its side of the protocol on its own (it does not import
