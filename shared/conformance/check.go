@@ -19,6 +19,9 @@ type check struct {
 type outcome struct {
 	status Status
 	actual string
+	// crashQuoted: actual already says how the plugin crashed, so the
+	// runner adds no log tail of its own.
+	crashQuoted bool
 }
 
 func passf(format string, args ...any) outcome {
@@ -27,6 +30,11 @@ func passf(format string, args ...any) outcome {
 
 func failf(format string, args ...any) outcome {
 	return outcome{status: Fail, actual: fmt.Sprintf(format, args...)}
+}
+
+// crashedf fails a check that saw the plugin die and says how.
+func crashedf(format string, args ...any) outcome {
+	return outcome{status: Fail, actual: fmt.Sprintf(format, args...), crashQuoted: true}
 }
 
 func skipf(format string, args ...any) outcome {

@@ -199,6 +199,15 @@ func TestBrokenPlugins(t *testing.T) {
 			// Relaunched for the checks after the crash.
 			also: []string{"URL-001", "CONFIG-002", "CONCURRENCY-001", "CANCEL-001"},
 		}},
+		// Well-formed content never trips it: only HOSTILE-001 finds the
+		// crash, and quotes the panic and the line instead of a dump.
+		{"elfparser", "elfparser", nil, want{
+			failed: []string{"HOSTILE-001"},
+			says: map[string][]string{"HOSTILE-001": {
+				"the plugin crashed on the 4 bytes of the ELF magic: panic: runtime error: slice bounds out of range [:40] with capacity 4 (fakeplugin.go:",
+			}},
+			also: []string{"SCAN-001", "SCAN-002", "CHUNK-004", "LARGE-001", "CONFIG-002", "CONCURRENCY-001"},
+		}},
 		{"chatty: a SHOULD failure", "chatty", nil, want{
 			failed: []string{"STDOUT-002"},
 			says:   map[string][]string{"STDOUT-002": {"wrote", "bytes to stdout after the handshake", "scanning"}},

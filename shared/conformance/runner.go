@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/microengine/microengine/shared"
+	"github.com/microengine/microengine/shared/crash"
 	"github.com/microengine/microengine/shared/launch"
 )
 
@@ -171,7 +172,9 @@ func (r *runner) run(ctx context.Context, c check) (res CheckResult) {
 	out := r.runCheck(ctx, c)
 	if s := r.sess; s != nil {
 		if s.exited(ctx) {
-			out = failf("the plugin process exited during this check%s%s", prefixed("; ", out.actual), s.lastWords())
+			if !out.crashQuoted {
+				out = failf("the plugin process exited during this check%s; %s", prefixed("; ", out.actual), s.crashReport())
+			}
 			r.dropSession()
 		} else if _, tainted := s.state(); tainted != "" {
 			// The plugin may be stuck on work it should have dropped; do
@@ -284,9 +287,10 @@ func (r *runner) launch() (*session, error) {
 	r.launches++
 	logs := newTailBuffer()
 	s := &session{
-		r:    r,
-		logs: logs,
-		log:  newCaptureLogger(r.cfg.LogOutput, r.cfg.LogLevel, logs, r.stdout),
+		r:     r,
+		logs:  logs,
+		crash: &crash.Recorder{},
+		log:   newCaptureLogger(r.cfg.LogOutput, r.cfg.LogLevel, logs, r.stdout),
 	}
 	client, err := launch.NewClient(launch.Config{
 		Path:         r.cfg.Plugin,
@@ -294,6 +298,7 @@ func (r *runner) launch() (*session, error) {
 		Logger:       s.log,
 		StartTimeout: r.cfg.StartTimeout,
 		Env:          r.cfg.Env,
+		Stderr:       s.crash,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("launch.NewClient: %w", err)

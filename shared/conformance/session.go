@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/microengine/microengine/shared"
+	"github.com/microengine/microengine/shared/crash"
 	"github.com/microengine/microengine/shared/launch"
 )
 
@@ -23,6 +24,8 @@ type session struct {
 	scanner *shared.GRPCClient
 	logs    *tailBuffer
 	log     hclog.Logger
+	// crash records the Go runtime's report if the process panics.
+	crash *crash.Recorder
 
 	pluginInfo shared.Info
 	infoOK     bool
@@ -173,6 +176,16 @@ func (s *session) exited(ctx context.Context) bool {
 		}
 	}
 	return false
+}
+
+// crashReport says how the process died: the runtime's panic line and the
+// plugin's failing frame when it left a crash report, otherwise the end of
+// its log.
+func (s *session) crashReport() string {
+	if rep, ok := s.crash.Report(); ok {
+		return rep.String()
+	}
+	return "it left no crash report" + s.lastWords()
 }
 
 // lastWords quotes the end of the plugin's log (its stderr, re-emitted by

@@ -14,7 +14,7 @@ import (
 //
 // This table is the suite's index; the checks live by area in
 // suite_handshake.go, suite_info.go, suite_health.go, suite_scan.go,
-// suite_config.go and suite_stress.go.
+// suite_hostile.go, suite_config.go and suite_stress.go.
 func suite() []check {
 	return []check{
 		{CheckInfo{"HANDSHAKE-001", MUST,
@@ -91,6 +91,9 @@ func suite() []check {
 		{CheckInfo{"URL-001", MUST,
 			"a URL artifact is answered, or declared unsupported and never called benign",
 			"a verdict when Info lists url; otherwise unknown or an error"}, checkURL},
+		{CheckInfo{"HOSTILE-001", MUST,
+			"the plugin survives hostile content: empty, 1 byte, chunk-boundary sizes, noise, long runs of one byte, truncated archives and executable headers, and its own samples cut, repeated and with bytes flipped",
+			"any verdict or error for each input, and the process still running"}, checkHostile},
 		{CheckInfo{"CONFIG-002", MUST,
 			"Configure is idempotent: the same config twice, then scans give the same verdicts",
 			"both calls accepted, verdicts unchanged"}, checkConfigIdempotent},

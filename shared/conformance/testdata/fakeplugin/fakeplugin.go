@@ -10,6 +10,7 @@ package fakeplugin
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -52,6 +53,11 @@ type Options struct {
 	// PrintOnScan writes a line to stdout on every scan, after the
 	// handshake.
 	PrintOnScan bool
+	// ParseELF reads an ELF header's program-header offset without first
+	// checking that the header is whole: content that starts like an ELF
+	// file but is cut short panics (slice bounds out of range). Only
+	// hostile content triggers it.
+	ParseELF bool
 }
 
 type settings struct {
@@ -157,6 +163,9 @@ func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, e
 	if err := s.backendUp(); err != nil {
 		return shared.Unknown("%v", err), nil
 	}
+	if s.opts.ParseELF {
+		a.Content = s.peekELF(a.Content)
+	}
 	found, _, err := s.find(ctx, a.Content)
 	if s.opts.IgnoreStreamLength && errors.Is(err, shared.ErrStreamLength) {
 		err = nil
@@ -168,6 +177,19 @@ func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, e
 		return shared.Unknown("read: %v", err), nil
 	}
 	return s.verdict(found), nil
+}
+
+// peekELF looks at the ELF header, if r starts with one, and returns a
+// reader of the whole content.
+func (s *Scanner) peekELF(r io.Reader) io.Reader {
+	head := make([]byte, 64)
+	n, _ := io.ReadFull(r, head)
+	head = head[:n:n]
+	if bytes.HasPrefix(head, []byte("\x7fELF")) {
+		phoff := binary.LittleEndian.Uint64(head[32:40]) // the bug: head may be shorter
+		s.log.Debug("ELF file", "phoff", phoff)
+	}
+	return io.MultiReader(bytes.NewReader(head), r)
 }
 
 func (s *Scanner) verdict(found bool) shared.Result {
