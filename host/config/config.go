@@ -24,7 +24,6 @@ const (
 
 var (
 	logLevels  = []string{"trace", "debug", "info", "warn", "error"}
-	swapModes  = []string{"watch", "reload"}
 	rootSchema = &hcl.BodySchema{
 		Blocks: []hcl.BlockHeaderSchema{
 			{Type: "engine"},
@@ -219,13 +218,13 @@ func (d *decoder) decodeEngine(b *hcl.Block) Engine {
 			e.DataDir = d.abs(s)
 		}
 	}
-	if s, st := d.oneOf(a["log_level"], "engine.log_level", logLevels...); st == valid {
+	if s, st := oneOf(d, a["log_level"], "engine.log_level", logLevels...); st == valid {
 		e.LogLevel = s
 	}
 	if n, st := d.integer(a["concurrency"], "engine.concurrency", 1); st == valid {
 		e.Concurrency = n
 	}
-	if s, st := d.oneOf(a["swap"], "engine.swap", swapModes...); st == valid {
+	if s, st := oneOf(d, a["swap"], "engine.swap", swapModes...); st == valid {
 		e.Swap = s
 	}
 	if v, st := d.duration(a["health_interval"], "engine.health_interval", true); st == valid {

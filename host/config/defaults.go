@@ -11,7 +11,7 @@ const (
 	DefaultDataDir        = "data"
 	DefaultLogLevel       = "info"
 	DefaultConcurrency    = 4
-	DefaultSwap           = "watch"
+	DefaultSwap           = SwapWatch
 	DefaultHealthInterval = 10 * time.Second
 	DefaultDrainTimeout   = 60 * time.Second
 	// DefaultMaliciousQuorum: one malicious answer makes the verdict
@@ -31,7 +31,7 @@ const (
 	DefaultFetchTimeout    = 20 * time.Second
 	DefaultMaxRedirects    = 5
 	DefaultRetention       = 7 * 24 * time.Hour
-	DefaultBidStrategy     = "default"
+	DefaultBidStrategy     = BidDefault
 )
 
 // DefaultBid is the bid block's defaults: the default strategy, whose

@@ -48,9 +48,6 @@ var (
 			{Name: "value"},
 		},
 	}
-	bidStrategies = []string{"default", "aggressive", "conservative", "custom"}
-	filterActions = []string{"accept", "reject", "favor", "penalize"}
-	filterOps     = []string{"<", "<=", "==", ">=", ">", "contains", "startswith", "endswith", "regex"}
 )
 
 func (d *decoder) decodeMarketplace(b *hcl.Block) *Marketplace {
@@ -205,7 +202,7 @@ func (d *decoder) decodeBid(b *hcl.Block) Bid {
 	content, diags := b.Body.Content(bidSchema)
 	d.structural(diags, "marketplace.bid")
 	a := content.Attributes
-	if s, st := d.oneOf(a["strategy"], "marketplace.bid.strategy", bidStrategies...); st == valid {
+	if s, st := oneOf(d, a["strategy"], "marketplace.bid.strategy", bidStrategies...); st == valid {
 		bid.Strategy = s
 	}
 	for _, m := range []struct {
@@ -218,7 +215,7 @@ func (d *decoder) decodeBid(b *hcl.Block) Bid {
 		}
 		// The named strategies fix their own bounds; a multiplier beside
 		// one would be silently ignored, so it is refused.
-		if bid.Strategy != "custom" {
+		if bid.Strategy != BidCustom {
 			d.errorf(attr.NameRange, fmt.Sprintf("marketplace.bid.%s: only applies to strategy \"custom\"", m.name),
 				fmt.Sprintf("Strategy %q sets its own multipliers. Use strategy = \"custom\" to set them yourself.", bid.Strategy))
 			continue
@@ -231,7 +228,7 @@ func (d *decoder) decodeBid(b *hcl.Block) Bid {
 }
 
 func (d *decoder) decodeFilter(b *hcl.Block) (Filter, bool) {
-	f := Filter{Action: b.Labels[0], Range: b.DefRange}
+	f := Filter{Action: FilterAction(b.Labels[0]), Range: b.DefRange}
 	where := fmt.Sprintf("marketplace.filter %q", f.Action)
 	ok := true
 	if !slices.Contains(filterActions, f.Action) {
@@ -257,19 +254,20 @@ func (d *decoder) decodeFilter(b *hcl.Block) (Filter, bool) {
 	}
 	var okField, okOp, okValue bool
 	f.Field, okField = required("field")
-	if f.Op, okOp = required("op"); okOp && !slices.Contains(filterOps, f.Op) {
+	op, okOp := required("op")
+	if f.Op = FilterOp(op); okOp && !slices.Contains(filterOps, f.Op) {
 		d.errorf(a["op"].Expr.Range(), fmt.Sprintf("%s: invalid op %q", join(where, "op"), f.Op), "Want one of: "+quoteList(filterOps)+".")
 		okOp = false
 	}
 	f.Value, okValue = required("value")
 	if okOp && okValue {
-		switch f.Op {
-		case "regex":
+		switch {
+		case f.Op == OpRegex:
 			if _, err := regexp.Compile(f.Value); err != nil {
 				d.errorf(a["value"].Expr.Range(), join(where, "value")+": invalid regular expression", fmt.Errorf("compile %q: %w", f.Value, err).Error()+". The syntax is Go's (RE2).")
 				okValue = false
 			}
-		case "<", "<=", ">=", ">":
+		case f.Op.Ordering():
 			// An ordering against a non-number would be false for every
 			// bounty, silently; refuse it here instead.
 			if _, err := strconv.ParseFloat(f.Value, 64); err != nil {

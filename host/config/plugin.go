@@ -85,8 +85,8 @@ func (d *decoder) decodePlugin(b *hcl.Block, name, where string) Plugin {
 	if v, st := d.boolean(a["enabled"], join(where, "enabled")); st == valid {
 		p.Enabled = v
 	}
-	if v, st := d.oneOf(a["max_verdict"], join(where, "max_verdict"), string(shared.VerdictMalicious), string(shared.VerdictSuspicious)); st == valid {
-		p.MaxVerdict = shared.Verdict(v)
+	if v, st := oneOf(d, a["max_verdict"], join(where, "max_verdict"), shared.VerdictMalicious, shared.VerdictSuspicious); st == valid {
+		p.MaxVerdict = v
 	}
 	if f, st := d.number(a["weight"], join(where, "weight")); st == valid {
 		w, _ := f.Float64()

@@ -46,9 +46,9 @@ type Engine struct {
 	LogLevel string // default "info"
 	// Concurrency bounds the artifacts scanned at once by `scan`. Default 4.
 	Concurrency int
-	// Swap is "watch" (default: replace a plugin when its binary changes on
-	// disk) or "reload" (only on SIGHUP or `microengine reload`).
-	Swap string
+	// Swap is SwapWatch (default: replace a plugin when its binary changes
+	// on disk) or SwapReload (only on SIGHUP or `microengine reload`).
+	Swap SwapMode
 	// HealthInterval is how often each plugin's health is checked. Default 10s.
 	HealthInterval time.Duration
 	// DrainTimeout bounds how long an old plugin process may finish its
@@ -146,7 +146,7 @@ type Marketplace struct {
 type Bid struct {
 	// Strategy is "default", "aggressive" (min × 8), "conservative" (always
 	// min) or "custom" (the multipliers below).
-	Strategy string
+	Strategy BidStrategy
 	// MinMultiplier and MaxMultiplier are set only with strategy "custom"
 	// (both > 0); for the named strategies they are 1 and the strategy
 	// name decides.
@@ -158,9 +158,9 @@ type Bid struct {
 // (×1.2) / penalize (×0.8) the confidence, when Field Op Value holds on the
 // bounty's metadata (top-level fields such as mimetype, or metadata keys).
 type Filter struct {
-	Action string // accept, reject, favor, penalize
+	Action FilterAction // accept, reject, favor, penalize
 	Field  string
-	Op     string // < <= == >= > contains startswith endswith regex
+	Op     FilterOp // < <= == >= > contains startswith endswith regex
 	// Value is always a string in the file's spelling; for < <= >= > it
 	// was checked to parse as a number (strconv.ParseFloat), for regex to
 	// compile (regexp.Compile).

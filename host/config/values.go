@@ -302,19 +302,19 @@ func (d *decoder) stringList(attr *hcl.Attribute, name string) ([]string, status
 }
 
 // oneOf decodes a string that must be one of choices.
-func (d *decoder) oneOf(attr *hcl.Attribute, name string, choices ...string) (string, status) {
+func oneOf[T ~string](d *decoder, attr *hcl.Attribute, name string, choices ...T) (T, status) {
 	s, st := d.str(attr, name)
 	if st != valid {
-		return s, st
+		return T(s), st
 	}
-	if slices.Contains(choices, s) {
-		return s, valid
+	if slices.Contains(choices, T(s)) {
+		return T(s), valid
 	}
 	d.errorf(attr.Expr.Range(), fmt.Sprintf("%s: invalid value %q", name, s), "Want one of: "+quoteList(choices)+".")
 	return "", invalid
 }
 
-func quoteList(xs []string) string {
+func quoteList[T ~string](xs []T) string {
 	q := make([]string, len(xs))
 	for i, x := range xs {
 		q[i] = fmt.Sprintf("%q", x)

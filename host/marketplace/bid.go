@@ -40,11 +40,11 @@ func ComputeBid(strategy config.Bid, rules Rules, verdict shared.Verdict, confid
 
 	minMul, maxMul := 1.0, 1.0
 	switch strategy.Strategy {
-	case "conservative":
+	case config.BidConservative:
 		return new(big.Int).Set(lo)
-	case "aggressive":
+	case config.BidAggressive:
 		minMul = 8
-	case "custom":
+	case config.BidCustom:
 		minMul, maxMul = positiveOr1(strategy.MinMultiplier), positiveOr1(strategy.MaxMultiplier)
 	}
 	c := shared.ClampConfidence(confidence)

@@ -40,31 +40,31 @@ func NewFilters(cfgs []config.Filter) (*Filters, error) {
 	fs := &Filters{}
 	for _, c := range cfgs {
 		f := filter{Filter: c}
-		switch c.Op {
-		case "regex":
+		switch {
+		case c.Op == config.OpRegex:
 			re, err := regexp.Compile(c.Value)
 			if err != nil {
 				return nil, fmt.Errorf("filter %s %s: %w", c.Action, c.Field, err)
 			}
 			f.re = re
-		case "<", "<=", ">=", ">":
+		case c.Op.Ordering():
 			n, err := strconv.ParseFloat(c.Value, 64)
 			if err != nil {
 				return nil, fmt.Errorf("filter %s %s %s: value %q is not a number: %w", c.Action, c.Field, c.Op, c.Value, err)
 			}
 			f.num = n
-		case "==", "contains", "startswith", "endswith":
+		case c.Op == config.OpEqual, c.Op == config.OpContains, c.Op == config.OpStartsWith, c.Op == config.OpEndsWith:
 		default:
 			return nil, fmt.Errorf("filter %s %s: unknown op %q", c.Action, c.Field, c.Op)
 		}
 		switch c.Action {
-		case "accept":
+		case config.FilterAccept:
 			fs.accept = append(fs.accept, f)
-		case "reject":
+		case config.FilterReject:
 			fs.reject = append(fs.reject, f)
-		case "favor":
+		case config.FilterFavor:
 			fs.favor = append(fs.favor, f)
-		case "penalize":
+		case config.FilterPenalize:
 			fs.penalize = append(fs.penalize, f)
 		default:
 			return nil, fmt.Errorf("filter %q: unknown action (want accept, reject, favor or penalize)", c.Action)
@@ -123,20 +123,20 @@ func (f filter) match(fields map[string]string) bool {
 		return false
 	}
 	switch f.Op {
-	case "==":
+	case config.OpEqual:
 		a, errA := strconv.ParseFloat(v, 64)
 		b, errB := strconv.ParseFloat(f.Value, 64)
 		if errA == nil && errB == nil {
 			return a == b
 		}
 		return v == f.Value
-	case "contains":
+	case config.OpContains:
 		return strings.Contains(v, f.Value)
-	case "startswith":
+	case config.OpStartsWith:
 		return strings.HasPrefix(v, f.Value)
-	case "endswith":
+	case config.OpEndsWith:
 		return strings.HasSuffix(v, f.Value)
-	case "regex":
+	case config.OpRegex:
 		return f.re.MatchString(v)
 	}
 	n, err := strconv.ParseFloat(v, 64)
@@ -144,13 +144,13 @@ func (f filter) match(fields map[string]string) bool {
 		return false
 	}
 	switch f.Op {
-	case "<":
+	case config.OpLess:
 		return n < f.num
-	case "<=":
+	case config.OpLessEq:
 		return n <= f.num
-	case ">=":
+	case config.OpGreaterEq:
 		return n >= f.num
-	case ">":
+	case config.OpGreater:
 		return n > f.num
 	}
 	return false

@@ -27,7 +27,7 @@ func TestFilterOperators(t *testing.T) {
 		{"mimetype", "<", "5", false}, // not a number: no match
 		{"absent", "==", "", false},   // an absent field matches nothing
 	} {
-		fs, err := NewFilters([]config.Filter{{Action: "accept", Field: tc.field, Op: tc.op, Value: tc.value}})
+		fs, err := NewFilters([]config.Filter{{Action: "accept", Field: tc.field, Op: config.FilterOp(tc.op), Value: tc.value}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -74,7 +74,7 @@ func runEngine(ctx context.Context, args []string, _, stderr io.Writer) int {
 			log.Error("admin endpoint stopped", "error", err)
 		}
 	}()
-	if cfg.Engine.Swap != "reload" {
+	if cfg.Engine.Swap != config.SwapReload {
 		side.Add(1)
 		go func() {
 			defer side.Done()
