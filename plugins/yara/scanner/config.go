@@ -116,19 +116,15 @@ var externalNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // object). Every fault is reported, each under its attribute's name.
 func ParseConfig(raw []byte) (Config, error) {
 	cfg := DefaultConfig()
-	if err := decodeConfig(raw, &cfg); err != nil {
-		return DefaultConfig(), err
-	}
-	ce := &shared.ConfigError{}
-	cfg.check(ce)
-	if err := ce.Err(); err != nil {
+	if err := shared.DecodeConfig(raw, &cfg); err != nil {
 		return DefaultConfig(), err
 	}
 	return cfg, nil
 }
 
-// check normalises the values and records every fault.
-func (c *Config) check(ce *shared.ConfigError) {
+// CheckConfig normalises the decoded values and records every fault
+// (shared.DecodeConfig calls it).
+func (c *Config) CheckConfig(ce *shared.ConfigError) {
 	if len(c.Rules) == 0 {
 		ce.Add(keyRules, "is required: list the rule files, directories or globs to load")
 	}

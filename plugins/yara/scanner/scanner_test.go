@@ -215,7 +215,7 @@ func TestConfigFaultsNameTheirField(t *testing.T) {
 	os.WriteFile(bad, []byte("rule a {\n  condition:\n    nosuch\n}\n"), 0o644)
 	for cfg, want := range map[string][]string{
 		`{}`:                                {"rules: is required"},
-		`{"rules": "x"}`:                    {"rules: wrong type"},
+		`{"rules": "x"}`:                    {"rules: want a []string"},
 		`{"rules": ["/x"], "no_such": 1}`:   {"no_such: unknown attribute"},
 		`{"rules": ["/nonexistent/r.yar"]}`: {"rules[0]: stat /nonexistent/r.yar"},
 		`{"rules": ["/x"], "externals": {"a": 1.5, "b c": "x"}}`:                  {"externals.a: want a string", `externals.b c: "b c" is not a valid`},
