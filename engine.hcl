@@ -1,11 +1,15 @@
-# microengine's default configuration: the eicar and clamav plugins against
-# the private clamd that `make run` and `make test` start (never the system
-# service). `microengine validate -config engine.hcl` checks it.
+# microengine's default configuration: the eicar, clamav and yara plugins,
+# clamav against the private clamd that `make run` and `make test` start
+# (never the system service), yara on the project's own rules in
+# testdata/yara. `microengine validate -config engine.hcl` checks it.
 
 engine {
   data_dir  = "./build/data"
   log_level = "info"
   swap      = "watch" # replace a plugin when its binary changes on disk
+  # How many plugins must answer malicious for the verdict to be malicious
+  # (fewer: suspicious). 1: any backend's detection carries.
+  malicious_quorum = 1
 }
 
 plugin "eicar" {
@@ -21,6 +25,20 @@ plugin "clamav" {
     # A system clamd on Debian listens at unix:///run/clamav/clamd.ctl.
     address         = "unix://${abspath("build/clamd/clamd.sock")}"
     max_stream_size = "25M"
+  }
+}
+
+plugin "yara" {
+  path    = "./bin/microengine-plugin-yara"
+  timeout = "30s"
+  # Composition: max_verdict = "suspicious" would cap what this rule set
+  # alone can claim (e.g. hunting rules); weight (0-1) scales its confidence.
+  max_verdict = "malicious"
+  weight      = 1
+  config {
+    rules     = ["./testdata/yara"] # files, directories (recursive: *.yar, *.yara), globs; relative to this file
+    externals = { owner = "" }      # extra external variables (filename, filepath, extension, filetype, owner are built in)
+    strict    = false               # true: one rule file that fails to compile refuses the whole config
   }
 }
 

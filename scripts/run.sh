@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-COUNT=${COUNT:-27}
+COUNT=${COUNT:-28}
 RATE=${RATE:-9}
 mkdir -p build
 go build -o build/tools/devclamd ./internal/cmd/devclamd

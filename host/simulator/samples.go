@@ -22,6 +22,10 @@ type Sample struct {
 	// (answers to it count as answered, neither correct nor wrong).
 	Expected shared.Verdict `json:"verdict"`
 	Mimetype string         `json:"mimetype,omitempty"`
+	// CaughtBy names the plugins that should flag the sample (manifest
+	// caught_by); nil when not said, and then every plugin is expected
+	// to give the sample's verdict.
+	CaughtBy []string `json:"caught_by,omitempty"`
 }
 
 // EICAR returns the standard 68-byte EICAR test file. It is assembled from
@@ -58,7 +62,7 @@ func Marker(spec string) (Sample, error) {
 
 // ManifestFile, in a sample folder, lists the samples and their verdicts:
 //
-//	{"samples": [{"file": "eicar.com", "verdict": "malicious"},
+//	{"samples": [{"file": "eicar.com", "verdict": "malicious", "caught_by": ["eicar", "clamav"]},
 //	             {"file": "notes.txt", "verdict": "benign", "mimetype": "text/plain"},
 //	             {"url": "http://example.com/x", "verdict": "unknown"}]}
 //
@@ -68,10 +72,11 @@ const ManifestFile = "manifest.json"
 
 type manifest struct {
 	Samples []struct {
-		File     string `json:"file"`
-		URL      string `json:"url"`
-		Verdict  string `json:"verdict"`
-		Mimetype string `json:"mimetype"`
+		File     string   `json:"file"`
+		URL      string   `json:"url"`
+		Verdict  string   `json:"verdict"`
+		Mimetype string   `json:"mimetype"`
+		CaughtBy []string `json:"caught_by"`
 	} `json:"samples"`
 }
 
@@ -118,7 +123,7 @@ func loadManifest(dir string, raw []byte) ([]Sample, error) {
 	}
 	var out []Sample
 	for i, e := range m.Samples {
-		s := Sample{Mimetype: e.Mimetype}
+		s := Sample{Mimetype: e.Mimetype, CaughtBy: e.CaughtBy}
 		if e.Verdict != "" {
 			v, err := shared.ParseVerdict(e.Verdict)
 			if err != nil {

@@ -50,6 +50,9 @@ type Scoreboard struct {
 	Seconds  float64  `json:"seconds"`
 	SendRate float64  `json:"send_rate"`
 	Errors   []string `json:"errors,omitempty"`
+	// Plugins is each backend's agreement, by plugin name (see
+	// PluginAgreement); empty when the answers do not list backends.
+	Plugins map[string]PluginAgreement `json:"plugins,omitempty"`
 }
 
 // Latency percentiles, in milliseconds.
@@ -85,6 +88,7 @@ func (s *sim) score(elapsed time.Duration) *Scoreboard {
 	sb := &Scoreboard{Verdicts: map[string]int{}, Seconds: elapsed.Seconds(), Errors: s.errors}
 	var lat []time.Duration
 	var first, last time.Time
+	tally := map[string]*PluginAgreement{}
 	for i := range s.bounties {
 		b := &s.bounties[i]
 		if b.sample == nil {
@@ -113,6 +117,7 @@ func (s *sim) score(elapsed time.Duration) *Scoreboard {
 		}
 		lat = append(lat, b.answeredAt.Sub(b.sentAt))
 		sb.Verdicts[string(b.verdict)]++
+		agree(tally, b.sample, b.backends)
 		if b.invalid != "" {
 			sb.Invalid++
 		}
@@ -135,6 +140,12 @@ func (s *sim) score(elapsed time.Duration) *Scoreboard {
 		sb.SendRate = float64(sb.Sent-1) / last.Sub(first).Seconds()
 	}
 	sb.Latency = percentiles(lat)
+	if len(tally) > 0 {
+		sb.Plugins = make(map[string]PluginAgreement, len(tally))
+		for n, a := range tally {
+			sb.Plugins[n] = *a
+		}
+	}
 	return sb
 }
 
@@ -185,6 +196,7 @@ func (s *Scoreboard) WriteText(w io.Writer) {
 	if len(parts) > 0 {
 		fmt.Fprintf(w, "verdicts  %s\n", strings.Join(parts, "  "))
 	}
+	writePlugins(w, s.Plugins)
 	fmt.Fprintf(w, "latency   p50 %.1fms  p90 %.1fms  p99 %.1fms  max %.1fms  (bounty sent → answer received)\n",
 		s.Latency.P50, s.Latency.P90, s.Latency.P99, s.Latency.Max)
 	for _, e := range s.Errors {

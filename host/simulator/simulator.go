@@ -112,6 +112,8 @@ type bounty struct {
 	verdict    shared.Verdict
 	bid        string // as sent, to tell a conflicting repeat
 	invalid    string
+	// backends are the plugins' own verdicts from the answer's metadata.
+	backends   map[string]shared.Verdict
 	duplicates int
 	// conflicting counts the repeats whose verdict or bid differ from
 	// the first answer.
@@ -315,6 +317,7 @@ func (s *sim) answer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b.answered, b.answeredAt, b.verdict, b.bid, b.invalid = true, at, verdict, bid, problem
+	b.backends = backendVerdicts(raw)
 	if b.accepted {
 		s.pending--
 	}

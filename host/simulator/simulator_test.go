@@ -134,3 +134,48 @@ func TestLoadDir(t *testing.T) {
 		t.Error("bad verdict accepted")
 	}
 }
+
+// TestPerPluginAgreement: two fake backends, one catching only "ALPHA", the
+// other only "BRAVO"; the composed verdict is right for every sample, and
+// the scoreboard shows which backend caught what.
+func TestPerPluginAgreement(t *testing.T) {
+	twoBackends := func(ctx context.Context, a engine.Artifact) engine.Result {
+		data, _ := io.ReadAll(io.NewSectionReader(a.Content, 0, a.Size))
+		judge := func(name, marker string) engine.PluginResult {
+			pr := engine.PluginResult{Name: name, Version: "1.0.0", Supported: true, Verdict: shared.VerdictBenign, Confidence: 1}
+			if bytes.Contains(data, []byte(marker)) {
+				pr.Verdict, pr.MalwareFamily = shared.VerdictMalicious, marker
+			}
+			return pr
+		}
+		return engine.Compose([]engine.PluginResult{judge("alpha", "ALPHA"), judge("bravo", "BRAVO")})
+	}
+	url := startEngine(t, twoBackends)
+	samples := []simulator.Sample{
+		{Name: "a", Type: shared.ArtifactFile, Content: []byte("ALPHA"), Expected: shared.VerdictMalicious, CaughtBy: []string{"alpha"}},
+		{Name: "b", Type: shared.ArtifactFile, Content: []byte("BRAVO"), Expected: shared.VerdictMalicious, CaughtBy: []string{"bravo"}},
+		{Name: "ab", Type: shared.ArtifactFile, Content: []byte("ALPHA BRAVO"), Expected: shared.VerdictMalicious, CaughtBy: []string{"alpha", "bravo"}},
+		{Name: "none", Type: shared.ArtifactFile, Content: []byte("clean"), Expected: shared.VerdictBenign},
+		// Said to be caught by both, but bravo misses it.
+		{Name: "missed", Type: shared.ArtifactFile, Content: []byte("ALPHA again"), Expected: shared.VerdictMalicious},
+	}
+	sb, err := simulator.Run(context.Background(), simulator.Options{URL: url, Secret: "sim-secret", Count: len(samples), Rate: 100,
+		Expiry: 5 * time.Second, Samples: samples})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	sb.WriteText(&out)
+	t.Log("\n" + out.String())
+	if !sb.OK() || sb.Correct != len(samples) {
+		t.Fatalf("scoreboard: %+v", sb)
+	}
+	alpha, bravo := sb.Plugins["alpha"], sb.Plugins["bravo"]
+	if alpha.Asked != 5 || alpha.Agree != 5 || bravo.Asked != 5 || bravo.Agree != 4 || bravo.Disagree != 1 ||
+		len(bravo.Misses) != 1 || !strings.HasPrefix(bravo.Misses[0], "missed (benign, want malicious)") {
+		t.Errorf("agreement alpha %+v, bravo %+v", alpha, bravo)
+	}
+	if !strings.Contains(out.String(), "plugins   alpha agrees 5/5  bravo agrees 4/5") {
+		t.Errorf("scoreboard text lacks the per-plugin line:\n%s", out.String())
+	}
+}

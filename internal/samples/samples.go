@@ -1,8 +1,9 @@
 // Package samples writes the sample set that `make run`, the end-to-end
 // tests and benchmarks use: EICAR, the harmless markers that the repo's test
-// signatures (testdata/signatures) flag, a zip that is only flagged for what
-// it contains, and clean files — with the verdict each must get, in the
-// simulator's manifest format.
+// signatures (testdata/signatures) and YARA rules (testdata/yara) flag —
+// some only ClamAV catches, some only YARA, some both — a zip that is only
+// flagged for what it contains, and clean files that neither catches, with
+// the verdict each must get, in the simulator's manifest format.
 package samples
 
 import (
@@ -30,6 +31,15 @@ func Marker(name string) []byte {
 	return []byte("a harmless file holding a test marker: " + markerPrefix + name + "\n")
 }
 
+// yaraPrefix starts the markers only the project's YARA rules know.
+const yaraPrefix = "MICROENGINE-YARA-" + "TEST-"
+
+// YaraMarker returns content holding the named YARA test marker (FAMILY,
+// SCORE-MID, HUNTING, SCRIPT, ...; see testdata/yara/README.md).
+func YaraMarker(name string) []byte {
+	return []byte("a harmless file holding a YARA test marker: " + yaraPrefix + name + "\n")
+}
+
 // Zip returns a zip archive holding one file with the given content.
 func Zip(name string, content []byte) ([]byte, error) {
 	var buf bytes.Buffer
@@ -53,6 +63,9 @@ type Entry struct {
 	Verdict  string `json:"verdict"`
 	Mimetype string `json:"mimetype,omitempty"`
 	Note     string `json:"note,omitempty"`
+	// CaughtBy names the plugins expected to flag the sample, so a
+	// scoreboard can tell a backend's miss from its detection.
+	CaughtBy []string `json:"caught_by,omitempty"`
 	content  []byte
 }
 
@@ -63,13 +76,27 @@ func Set() ([]Entry, error) {
 		return nil, err
 	}
 	return []Entry{
-		{File: "eicar.com", Verdict: "malicious", Mimetype: "application/octet-stream", content: EICAR(), Note: "both plugins flag it"},
-		{File: "marker-alpha.txt", Verdict: "malicious", Mimetype: "text/plain", content: Marker("ALPHA"), Note: "clamav .ndb signature"},
-		{File: "marker-bravo.bin", Verdict: "malicious", Mimetype: "application/octet-stream", content: append([]byte{0, 1, 2, 3}, Marker("BRAVO")...), Note: "clamav .ndb signature"},
-		{File: "zipped-marker.zip", Verdict: "malicious", Mimetype: "application/zip", content: zipped, Note: "clamav .ldb signature that matches only inside a zip"},
+		{File: "eicar.com", Verdict: "malicious", Mimetype: "application/octet-stream", content: EICAR(), CaughtBy: []string{"eicar", "clamav"},
+			Note: "eicar and clamav flag it"},
+		{File: "marker-alpha.txt", Verdict: "malicious", Mimetype: "text/plain", content: Marker("ALPHA"), CaughtBy: []string{"clamav", "yara"},
+			Note: "both backends: clamav .ndb signature and the yara rule Shared_With_ClamAV"},
+		{File: "marker-bravo.bin", Verdict: "malicious", Mimetype: "application/octet-stream", content: append([]byte{0, 1, 2, 3}, Marker("BRAVO")...),
+			CaughtBy: []string{"clamav"}, Note: "clamav only: .ndb signature"},
+		{File: "zipped-marker.zip", Verdict: "malicious", Mimetype: "application/zip", content: zipped, CaughtBy: []string{"clamav"},
+			Note: "clamav only: .ldb signature that matches only inside a zip"},
+		{File: "yara-family.txt", Verdict: "malicious", Mimetype: "text/plain", content: YaraMarker("FAMILY"), CaughtBy: []string{"yara"},
+			Note: "yara only: family from meta malware_family"},
+		{File: "yara-score-high.bin", Verdict: "malicious", Mimetype: "application/octet-stream", content: YaraMarker("SCORE-HIGH"), CaughtBy: []string{"yara"},
+			Note: "yara only: meta score 80"},
+		{File: "dropper.vbs", Verdict: "malicious", Mimetype: "text/vbscript", content: YaraMarker("SCRIPT"), CaughtBy: []string{"yara"},
+			Note: "yara only, through the filename external: the same marker in a .txt is clean"},
+		{File: "yara-score-mid.txt", Verdict: "suspicious", Mimetype: "text/plain", content: YaraMarker("SCORE-MID"), CaughtBy: []string{"yara"},
+			Note: "yara only: meta score 50 is suspicious"},
+		{File: "yara-hunting.txt", Verdict: "benign", Mimetype: "text/plain", content: YaraMarker("HUNTING"),
+			Note: "a hunting rule matches: reported in the answer's metadata, never deciding"},
 		{File: "bare-zipped-marker.txt", Verdict: "benign", Mimetype: "text/plain", content: Marker("ZIPPED"), Note: "the zip-only marker outside a zip is clean"},
-		{File: "hello.txt", Verdict: "benign", Mimetype: "text/plain", content: []byte("Hello, marketplace.\n")},
-		{File: "lorem.txt", Verdict: "benign", Mimetype: "text/plain", content: []byte(strings.Repeat("Lorem ipsum dolor sit amet. ", 200))},
+		{File: "hello.txt", Verdict: "benign", Mimetype: "text/plain", content: []byte("Hello, marketplace.\n"), Note: "neither backend"},
+		{File: "lorem.txt", Verdict: "benign", Mimetype: "text/plain", content: []byte(strings.Repeat("Lorem ipsum dolor sit amet. ", 200)), Note: "neither backend"},
 		{File: "empty", Verdict: "benign", Mimetype: "application/octet-stream", content: nil},
 		{File: "picture.png", Verdict: "unknown", Mimetype: "image/png", content: []byte("\x89PNG\r\n\x1a\nnot really an image"), Note: "engine.hcl rejects image/*: answered unknown, bid 0"},
 	}, nil

@@ -265,16 +265,29 @@ func (s *Scanner) Health(ctx context.Context) (shared.Health, error) {
 	return h, nil
 }
 
-// describe summarises a set for Health: counts, then each skipped file's
-// first error.
+// maxHealthErrors bounds the compile errors Health quotes: a public
+// collection can skip hundreds of files (the log has every one).
+const maxHealthErrors = 20
+
+// describe summarises a set for Health: counts, then the skipped files'
+// errors, each at its file:line.
 func describe(set *rules.Set) string {
 	msg := fmt.Sprintf("libyara %s: %d rules from %d files", LibraryVersion, set.RuleCount, len(set.Files))
 	if len(set.Skipped) > 0 {
-		var firsts []string
+		var errs []string
+		total := 0
 		for _, sk := range set.Skipped {
-			firsts = append(firsts, sk.Errors[0].String())
+			for _, d := range sk.Errors {
+				total++
+				if len(errs) < maxHealthErrors {
+					errs = append(errs, d.String())
+				}
+			}
 		}
-		msg += fmt.Sprintf("; %d files skipped: %s", len(set.Skipped), strings.Join(firsts, "; "))
+		if total > len(errs) {
+			errs = append(errs, fmt.Sprintf("and %d more errors (see the log)", total-len(errs)))
+		}
+		msg += fmt.Sprintf("; %d files skipped: %s", len(set.Skipped), strings.Join(errs, "; "))
 	}
 	return msg
 }
