@@ -234,3 +234,42 @@ func TestMainInterruptedMidway(t *testing.T) {
 		t.Errorf("want %q in:\n%s", want, s)
 	}
 }
+
+// -samples adds a folder of samples named by verdict: one the plugin
+// misses fails SCAN-002 by its name, and HOSTILE-001 derives inputs from
+// them.
+func TestMainSamplesFolder(t *testing.T) {
+	dir := t.TempDir()
+	write := func(rel string, b []byte) {
+		p := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eicar := `X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*`
+	write("malicious/eicar.com", []byte(eicar))
+	write("benign/docs/readme.txt", []byte("an ordinary readme\n"))
+	out, errs, code := runMain(t, nil, "-samples", dir, "-run", "^(SCAN-00[12]|HOSTILE-001)$", bin("eicar"))
+	if code != ExitOK {
+		t.Fatalf("exit %d\n%s%s", code, out, errs)
+	}
+	if !strings.Contains(out, "benign samples: 3, all benign") {
+		t.Errorf("the folder's benign sample was not scanned:\n%s", out)
+	}
+
+	write("malicious/missed.bin", []byte("nothing the eicar plugin knows"))
+	out, _, code = runMain(t, nil, "-samples", dir, "-run", "^SCAN-002$", bin("eicar"))
+	if code != ExitFailed || !strings.Contains(out, `"malicious/missed.bin"`) {
+		t.Errorf("exit %d, want %d and SCAN-002 naming malicious/missed.bin:\n%s", code, ExitFailed, out)
+	}
+
+	// A folder named for no verdict is refused rather than left out.
+	write("malware/x.bin", []byte("x"))
+	_, errs, code = runMain(t, nil, "-samples", dir, bin("eicar"))
+	if code != ExitUsage || !strings.Contains(errs, "want only folders named malicious, benign or suspicious") {
+		t.Errorf("exit %d, want %d with a reason; stderr:\n%s", code, ExitUsage, errs)
+	}
+}
