@@ -63,6 +63,8 @@ func TestAnswerComments(t *testing.T) {
 	}{
 		{30, map[string]any{"artifact_type": "apk"}, clean, shared.VerdictUnknown, []string{shared.CommentTypeUnsupported}},
 		{31, nil, e.market.srv.URL + "/artifacts/none", shared.VerdictUnknown, []string{shared.CommentCannotFetch}},
+		{34, nil, "ftp://example.invalid/a", shared.VerdictUnknown, []string{shared.CommentCannotFetch}},
+		{35, nil, "data:;base64,!!!", shared.VerdictUnknown, []string{shared.CommentCannotFetch}},
 		{32, map[string]any{"sha256": "asdf"}, clean, shared.VerdictBenign, []string{`sha256 "asdf" is not 64 hex digits: the download was not verified`}},
 		{33, nil, clean, shared.VerdictBenign, nil},
 	} {

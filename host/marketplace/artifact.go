@@ -13,6 +13,11 @@ import (
 // URL to judge (text/uri-list), not the artifact_uri itself.
 func (f *fetcher) fetchArtifact(ctx context.Context, sp *spool, uri, wantSHA256 string) (int64, error) {
 	if !isDataURI(uri) {
+		// Only http(s) is downloaded; a bounty with any other link was
+		// accepted all the same, to be answered unknown.
+		if err := checkHTTPURL(uri); err != nil {
+			return 0, fmt.Errorf("artifact_uri: %w (or a data: URI)", err)
+		}
 		return f.fetch(ctx, sp, uri, wantSHA256)
 	}
 	data, err := decodeDataURI(uri, f.maxSize)

@@ -149,19 +149,22 @@ func textID(s string) int64 {
 // checked by hand; unknown fields are ignored, as the marketplace adds
 // fields over time.
 type wireBounty struct {
-	ID           json.RawMessage `json:"id"`
+	ID json.RawMessage `json:"id"`
+	// GUID and ArtifactURL are the older webhook generation's names
+	// (microengine-webhooks-py's integration fixtures), read when the
+	// current ones are absent.
+	GUID         json.RawMessage `json:"guid"`
 	ArtifactType *string         `json:"artifact_type"`
 	ArtifactURI  *string         `json:"artifact_uri"`
+	ArtifactURL  *string         `json:"artifact_url"`
 	Expiration   *string         `json:"expiration"`
 	ResponseURL  *string         `json:"response_url"`
 	Phase        *string         `json:"phase"`
 	SHA256       *string         `json:"sha256"`
 	Mimetype     *string         `json:"mimetype"`
 	Metadata     json.RawMessage `json:"metadata"`
-	Rules        *struct {
-		Min json.RawMessage `json:"min_allowed_bid"`
-		Max json.RawMessage `json:"max_allowed_bid"`
-	} `json:"rules"`
+	// Rules is an object, or an empty list (the same fixtures send []).
+	Rules    json.RawMessage `json:"rules"`
 	Duration json.RawMessage `json:"duration"`
 	TaskedAt *string         `json:"tasked_at"`
 }
@@ -225,6 +228,9 @@ func isNull(raw json.RawMessage) bool {
 func (p *bountyParser) id() {
 	raw := bytes.TrimSpace(p.w.ID)
 	if isNull(raw) {
+		raw = bytes.TrimSpace(p.w.GUID)
+	}
+	if isNull(raw) {
 		p.bad("id", "missing")
 		return
 	}
@@ -263,23 +269,19 @@ func (p *bountyParser) artifactType() {
 }
 
 // artifactURI is downloaded for every type: an http(s) URL, or a data: URI
-// carrying the content itself.
+// carrying the content itself. Any other form is still accepted: the
+// download fails and the answer is unknown (SKIPPED:CANNOT-FETCH), which
+// costs the engine less than a refusal.
 func (p *bountyParser) artifactURI() {
-	if p.w.ArtifactURI == nil || strings.TrimSpace(*p.w.ArtifactURI) == "" {
+	uri := p.w.ArtifactURI
+	if uri == nil || strings.TrimSpace(*uri) == "" {
+		uri = p.w.ArtifactURL
+	}
+	if uri == nil || strings.TrimSpace(*uri) == "" {
 		p.bad("artifact_uri", "missing")
 		return
 	}
-	uri := strings.TrimSpace(*p.w.ArtifactURI)
-	if isDataURI(uri) {
-		if _, _, _, err := splitDataURI(uri); err != nil {
-			p.bad("artifact_uri", "%v", err)
-			return
-		}
-	} else if err := checkHTTPURL(uri); err != nil {
-		p.bad("artifact_uri", "%v (or a data: URI)", err)
-		return
-	}
-	p.b.ArtifactURI = uri
+	p.b.ArtifactURI = strings.TrimSpace(*uri)
 }
 
 func (p *bountyParser) expiration() {
@@ -418,14 +420,23 @@ func (p *bountyParser) mimetype() {
 // above max is clamped (the bid is then max), not refused.
 func (p *bountyParser) rules() {
 	p.b.Rules = DefaultRules()
-	if p.w.Rules == nil {
+	raw := bytes.TrimSpace(p.w.Rules)
+	if isNull(raw) || bytes.Equal(raw, []byte("[]")) {
+		return
+	}
+	var w struct {
+		Min json.RawMessage `json:"min_allowed_bid"`
+		Max json.RawMessage `json:"max_allowed_bid"`
+	}
+	if raw[0] != '{' || json.Unmarshal(raw, &w) != nil {
+		p.bad("rules", "want an object with min_allowed_bid and max_allowed_bid")
 		return
 	}
 	for _, r := range []struct {
 		name string
 		raw  json.RawMessage
 		dst  **big.Int
-	}{{"min_allowed_bid", p.w.Rules.Min, &p.b.Rules.MinAllowedBid}, {"max_allowed_bid", p.w.Rules.Max, &p.b.Rules.MaxAllowedBid}} {
+	}{{"min_allowed_bid", w.Min, &p.b.Rules.MinAllowedBid}, {"max_allowed_bid", w.Max, &p.b.Rules.MaxAllowedBid}} {
 		if isNull(r.raw) {
 			continue
 		}

@@ -87,10 +87,9 @@ func TestParseBountyRejects(t *testing.T) {
 		{`{"id": "` + strings.Repeat("u", 129) + `",` + base + `}`, "id: 129 characters"},
 		{`{"id": 1, "artifact_type": 3}`, "artifact_type: wrong type"},
 		{`{"id": 1,"artifact_type":"file","artifact_uri":"http://x/a","expiration":"soon","response_url":"http://x/r"}`, "expiration: not an ISO-8601"},
-		{`{"id": 1,"artifact_type":"file","artifact_uri":"ftp://x/a","expiration":"2026-03-01T12:00:00","response_url":"http://x/r"}`, "artifact_uri: want an absolute http(s) URL"},
-		{`{"id": 1,"artifact_type":"url","artifact_uri":"evil.example/path","expiration":"2026-03-01T12:00:00","response_url":"http://x/r"}`, "artifact_uri: want an absolute http(s) URL"},
-		{`{"id": 1,"artifact_type":"file","artifact_uri":"data:text/plain;base64","expiration":"2026-03-01T12:00:00","response_url":"http://x/r"}`, "artifact_uri: data: URI without a comma"},
+		{`{"id": 1,"artifact_type":"file","expiration":"2026-03-01T12:00:00","response_url":"http://x/r"}`, "artifact_uri: missing"},
 		{`{"id": 1,"artifact_type":"file","artifact_uri":"http://x/a","expiration":"2026-03-01T12:00:00"}`, "response_url: missing"},
+		{`{"id": 1,` + base + `,"rules":[1]}`, "rules: want an object"},
 		{`{"id": 1,` + base + `,"metadata":[1]}`, "metadata: want an object"},
 		{`{"id": 1,` + base + `,"metadata":{"a":[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]}}`, "metadata: nested deeper than 16"},
 		{`{"id": 1,` + base + `,"metadata":{"a":"` + strings.Repeat("x", MaxMetadataSize) + `"}}`, "metadata: 32776 bytes, over the limit of 32768"},
@@ -110,7 +109,7 @@ func TestParseBountyRejects(t *testing.T) {
 }
 
 func TestParseBountyNamesEveryFault(t *testing.T) {
-	_, err := ParseBounty([]byte(`{"id": 1.5, "artifact_type": "file", "artifact_uri": "ftp://x", "expiration": "soon", "response_url": "x", "rules": {"max_allowed_bid": -3}}`))
+	_, err := ParseBounty([]byte(`{"id": 1.5, "artifact_type": "file", "expiration": "soon", "response_url": "x", "rules": {"max_allowed_bid": -3}}`))
 	if err == nil {
 		t.Fatal("accepted")
 	}
@@ -200,6 +199,18 @@ func TestParseBountyDialects(t *testing.T) {
 		}, ""},
 		{"data: URI", `{"id":1,"artifact_type":"file","artifact_uri":"data:text/plain;base64,SGVsbG8=","response_url":"http://x/r"}`, func(b Bounty) string {
 			if b.ArtifactURI != "data:text/plain;base64,SGVsbG8=" {
+				return "uri " + b.ArtifactURI
+			}
+			return ""
+		}, ""},
+		{"older generation: guid, artifact_url, empty expiration, rules []", `{"guid":"a7e8818a-95fc-4487-ad9a-522f6cd88cb2","artifact_type":"file","artifact_url":"https://x/eicar.com","expiration":"","phase":"assertion","response_url":"http://x/r","rules":[]}`, func(b Bounty) string {
+			if b.IDText != "a7e8818a-95fc-4487-ad9a-522f6cd88cb2" || b.ArtifactURI != "https://x/eicar.com" || !b.Expiration.Equal(now.Add(90*time.Second)) || b.Rules.MaxAllowedBid.Cmp(DefaultRules().MaxAllowedBid) != 0 {
+				return fmt.Sprintf("%+v", b)
+			}
+			return ""
+		}, ""},
+		{"a link that cannot be downloaded is still accepted", `{"id":1,"artifact_type":"file","artifact_uri":"mock://example.com/eicar","response_url":"http://x/r","rules":{}}`, func(b Bounty) string {
+			if b.ArtifactURI != "mock://example.com/eicar" {
 				return "uri " + b.ArtifactURI
 			}
 			return ""

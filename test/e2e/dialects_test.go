@@ -66,6 +66,14 @@ func TestPolySwarmDialects(t *testing.T) {
 			"id": "d2", "artifact_type": "file", "phase": "assertion",
 			"artifact_uri": "data:application/octet-stream;base64," + base64.StdEncoding.EncodeToString(samples.EICAR()),
 		}, "malicious", false, ""},
+		{"microengine-webhooks-py's integration fixture: guid, artifact_url, empty expiration, rules []", "/", "d9", map[string]any{
+			"guid": "a7e8818a-95fc-4487-ad9a-522f6cd88cb2", "artifact_type": "file", "artifact_url": eicar,
+			"sha256": sha256Hex(samples.EICAR()), "mimetype": "text/plain", "expiration": "", "phase": "assertion", "rules": []any{},
+		}, "malicious", false, ""},
+		{"polyswarm_engine's fixture: data: URI with its sha256, no phase, no expiration", "/", "d10", map[string]any{
+			"id": 2099741177, "artifact_type": "file", "sha256": sha256Hex(samples.EICAR()), "mimetype": "text/plain",
+			"artifact_uri": "data:text/plain;base64," + base64.StdEncoding.EncodeToString(samples.EICAR()),
+		}, "malicious", false, ""},
 		{"arbitration_window is a vote", "/", "d3", map[string]any{
 			"id": 3_000_003, "artifact_type": "file", "artifact_uri": clean, "expiration": soon(), "phase": "arbitration_window",
 		}, "benign", true, ""},
@@ -109,7 +117,7 @@ func TestPolySwarmDialects(t *testing.T) {
 			if tc.key == "d5" && a.RawBid != "1000000000000000000" {
 				t.Errorf("bid %s, want the maximum (min above max is clamped to it)", a.RawBid)
 			}
-			if exp, ok := tc.body["expiration"].(string); ok {
+			if exp, ok := tc.body["expiration"].(string); ok && exp != "" {
 				if at, _ := time.Parse("2006-01-02T15:04:05.000000", exp); !a.At.Before(at) {
 					t.Errorf("answered at %s, after the expiration %s", a.At, at)
 				}
@@ -135,4 +143,9 @@ func postTo(t *testing.T, url string, body []byte) (int, string) {
 	defer resp.Body.Close()
 	reply, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(reply)
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
