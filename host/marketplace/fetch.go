@@ -6,16 +6,22 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 )
 
 // fetcher downloads artifacts into temp files: engine.Artifact needs an
 // io.ReaderAt, and an artifact is never held whole in memory.
 type fetcher struct {
-	client  *http.Client
-	tmpDir  string
-	maxSize int64
+	client       *http.Client // with checkRedirect as its redirect policy
+	tmpDir       string
+	maxSize      int64
+	maxRedirects int
+	// lookup resolves a host name for checkRedirect; nil is the system
+	// resolver (tests map names to chosen addresses).
+	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 // spool is one worker's download file, reused from bounty to bounty:
@@ -58,25 +64,89 @@ func (s *spool) close() {
 	}
 }
 
-// newHTTPClient is the client for downloads and answers. Redirects are
-// bounded; timeouts come from each request's context.
-func newHTTPClient(maxRedirects int, base http.RoundTripper) *http.Client {
-	if base == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		// The marketplace is one or two hosts: keep enough idle
-		// connections for every worker to reuse one.
-		t.MaxIdleConnsPerHost = 64
-		base = t
+// newHTTPClient is the client for downloads and answers; each use sets
+// its own redirect policy (answersClient, fetcher.checkRedirect).
+// Timeouts come from each request's context.
+func newHTTPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	// The marketplace is one or two hosts: keep enough idle connections
+	// for every worker to reuse one.
+	t.MaxIdleConnsPerHost = 64
+	return &http.Client{Transport: t}
+}
+
+// answersClient is c that never follows a redirect: a 302 would turn the
+// answer's POST into a GET (the store would say answered, and nobody got
+// the answer) and a 307 would re-post it wherever the Location says. The
+// 3xx itself comes back, and the poster counts it a failed attempt.
+func answersClient(c *http.Client) *http.Client {
+	ac := *c
+	ac.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &ac
+}
+
+// downloadsClient is c following at most f.maxRedirects redirects, by
+// f.checkRedirect's rules.
+func (f *fetcher) downloadsClient(c *http.Client) *http.Client {
+	dc := *c
+	dc.CheckRedirect = f.checkRedirect
+	return &dc
+}
+
+// checkRedirect bounds a download's redirects, and refuses one from a
+// public address to a loopback, link-local or private one: an artifact
+// host on the internet must not make the engine fetch (and then report
+// on) what only the engine's own network can reach, such as its metrics.
+// A host given by name counts as private when any of its addresses is.
+func (f *fetcher) checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) > f.maxRedirects {
+		return fmt.Errorf("stopped after %d redirects", f.maxRedirects)
 	}
-	return &http.Client{
-		Transport: base,
-		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if len(via) > maxRedirects {
-				return fmt.Errorf("stopped after %d redirects", maxRedirects)
+	ctx := req.Context()
+	to, err := f.internal(ctx, req.URL.Hostname())
+	if err != nil {
+		return fmt.Errorf("redirect to %s: %w", req.URL.Host, err)
+	}
+	if !to {
+		return nil
+	}
+	for _, prev := range via {
+		from, err := f.internal(ctx, prev.URL.Hostname())
+		if err != nil {
+			return fmt.Errorf("redirect from %s: %w", prev.URL.Host, err)
+		}
+		if !from {
+			return fmt.Errorf("refused a redirect from the public %s to the internal %s", prev.URL.Host, req.URL.Host)
+		}
+	}
+	return nil
+}
+
+// internal reports whether host is, or resolves to, a loopback,
+// link-local, private or unspecified address.
+func (f *fetcher) internal(ctx context.Context, host string) (bool, error) {
+	var addrs []netip.Addr
+	if a, err := netip.ParseAddr(host); err == nil {
+		addrs = []netip.Addr{a}
+	} else {
+		lookup := f.lookup
+		if lookup == nil {
+			lookup = func(ctx context.Context, host string) ([]netip.Addr, error) {
+				return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 			}
-			return nil
-		},
+		}
+		if addrs, err = lookup(ctx, host); err != nil {
+			return false, fmt.Errorf("resolve: %w", err)
+		}
 	}
+	for _, a := range addrs {
+		a = a.Unmap()
+		if a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
+			a.IsUnspecified() || a.IsInterfaceLocalMulticast() {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // fetch streams uri into the spool file, checking the size limit as it

@@ -8,18 +8,19 @@ import (
 // registry the caller passes (the plugin manager registers plugin health on
 // the same one), never in package globals.
 type metrics struct {
-	webhooks   *prometheus.CounterVec // by event and HTTP code
-	received   *prometheus.CounterVec // by phase
-	duplicates prometheus.Counter
-	answered   *prometheus.CounterVec // by verdict and phase
-	expired    prometheus.Counter
-	failed     *prometheus.CounterVec // by verdict
-	early      prometheus.Counter     // answered unknown without a scan, for lack of time
-	scan       *prometheus.HistogramVec
-	fetch      *prometheus.HistogramVec
-	toAnswer   prometheus.Histogram
-	queue      prometheus.GaugeFunc
-	inFlight   prometheus.GaugeFunc
+	webhooks     *prometheus.CounterVec // by event and HTTP code
+	received     *prometheus.CounterVec // by phase
+	duplicates   prometheus.Counter
+	answered     *prometheus.CounterVec // by verdict and phase
+	expired      prometheus.Counter
+	failed       *prometheus.CounterVec // by verdict
+	early        prometheus.Counter     // answered unknown without a scan, for lack of time
+	storeRetries prometheus.Counter     // store writes retried (answer commits, outcomes)
+	scan         *prometheus.HistogramVec
+	fetch        *prometheus.HistogramVec
+	toAnswer     prometheus.Histogram
+	queue        prometheus.GaugeFunc
+	inFlight     prometheus.GaugeFunc
 }
 
 func newMetrics(reg prometheus.Registerer, queueLen, inFlight func() float64) (*metrics, error) {
@@ -48,6 +49,9 @@ func newMetrics(reg prometheus.Registerer, queueLen, inFlight func() float64) (*
 		early: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "microengine_bounties_unscanned_total", Help: "Bounties answered unknown without a scan because no scan could finish before the expiration.",
 		}),
+		storeRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "microengine_store_write_retries_total", Help: "Answer commits and outcome records retried after the store failed them (a full disk, say).",
+		}),
 		scan: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "microengine_bounty_scan_seconds", Help: "Engine scan time per bounty, by verdict.", Buckets: buckets,
 		}, []string{"verdict"}),
@@ -65,7 +69,7 @@ func newMetrics(reg prometheus.Registerer, queueLen, inFlight func() float64) (*
 		}, inFlight),
 	}
 	for _, c := range []prometheus.Collector{m.webhooks, m.received, m.duplicates, m.answered, m.expired,
-		m.failed, m.early, m.scan, m.fetch, m.toAnswer, m.queue, m.inFlight} {
+		m.failed, m.early, m.storeRetries, m.scan, m.fetch, m.toAnswer, m.queue, m.inFlight} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

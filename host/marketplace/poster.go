@@ -71,6 +71,9 @@ func (p *poster) once(ctx context.Context, url string, body []byte) error {
 	switch c := resp.StatusCode; {
 	case c >= 200 && c <= 299:
 		return nil
+	case c >= 300 && c <= 399:
+		// Never followed (answersClient): the answer was not taken.
+		return fmt.Errorf("post answer: HTTP %s (to %q): answers do not follow redirects", resp.Status, truncate(resp.Header.Get("Location"), 200))
 	case c == http.StatusRequestTimeout || c == http.StatusTooEarly || c == http.StatusTooManyRequests:
 		return fmt.Errorf("post answer: HTTP %s", resp.Status)
 	case c >= 400 && c <= 499:

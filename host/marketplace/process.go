@@ -3,6 +3,7 @@ package marketplace
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -14,12 +15,15 @@ import (
 	"github.com/microengine/microengine/shared"
 )
 
-// process takes one stored bounty to its end: expired, answered or failed.
-// When scan is false (the early lane) it answers unknown without a scan.
-// Whatever goes wrong is answered unknown, bid 0: never benign.
+// process takes one stored bounty to the point where its answer is
+// committed, then hands the posting to deliver, on its own goroutine: a
+// worker never waits for a marketplace. When scan is false (the early
+// lane, or a bounty the deadline watch took from the queue) it answers
+// unknown without a scan. Whatever goes wrong is answered unknown, bid 0:
+// never benign.
 func (s *Service) process(t task, scan bool, sp *spool) {
-	// The claim is released once the outcome is committed (deliver hands
-	// that to the store), so no sweep can queue the bounty again meanwhile.
+	// The claim is released once the outcome is recorded (deliver does
+	// it), so no sweep can queue the bounty again meanwhile.
 	handedOff := false
 	defer func() {
 		if !handedOff {
@@ -47,12 +51,24 @@ func (s *Service) process(t task, scan bool, sp *spool) {
 		s.finishExpired(key, "expired before it could be processed")
 		return
 	}
+	if rec.Answer != nil {
+		// Computed and committed before a crash or a stop: the same answer
+		// is posted again, never a new one.
+		log.Info("posting the answer committed before the restart", "verdict", rec.Answer.Verdict)
+		handedOff = s.handOff(log, t.key, rec, rec.Answer)
+		return
+	}
 
 	var res engine.Result
 	switch {
 	case rec.Damaged != "":
 		log.Warn("the stored bounty is incomplete: answering unknown", "reason", rec.Damaged)
 		res = unknownResult("the bounty could not be stored whole (%s)", rec.Damaged)
+	case scan && s.tooLateToScan(b):
+		// Re-checked when the work is taken, not only when it was queued:
+		// the queue may have moved slower than predicted.
+		s.metrics.early.Inc()
+		res = unknownResult("no scan could finish before the expiration: answered unknown at once")
 	case scan:
 		res = s.evaluate(log, b, sp)
 	default:
@@ -63,7 +79,22 @@ func (s *Service) process(t task, scan bool, sp *spool) {
 		log.Info("shutdown: bounty left open for the next start")
 		return
 	}
-	handedOff = s.deliver(log, t.key, rec, res)
+	answer := s.answerFor(b, res)
+	rec.Reason, rec.Plugins = res.Reason, res.Plugins
+	if res.MalwareFamily != "" {
+		log = log.With("family", res.MalwareFamily)
+	}
+	if res.Confidence != 0 {
+		log = log.With("confidence", res.Confidence)
+	}
+	handedOff = s.handOff(log, t.key, rec, answer)
+}
+
+// tooLateToScan: the time left before expiration − margin is gone, or is
+// less than a recent fetch+scan took.
+func (s *Service) tooLateToScan(b Bounty) bool {
+	left := b.Expiration.Add(-s.cfg.SafetyMargin).Sub(s.now())
+	return left <= 0 || time.Duration(s.scanEWMA.Load()) > left
 }
 
 func unknownResult(format string, args ...any) engine.Result {
@@ -152,17 +183,67 @@ func (s *Service) answerFor(b Bounty, res engine.Result) *Answer {
 	return a
 }
 
-// deliver posts the answer until it is accepted or the bounty expires, and
-// records the outcome without waiting for the commit: the worker moves on,
-// and the claim on the bounty is released by the store once committed.
-// It reports whether it handed the claim over.
-func (s *Service) deliver(log hclog.Logger, key string, rec Record, res engine.Result) bool {
+// handOff starts deliver on its own goroutine and reports true: the claim
+// is deliver's to release. Only a shutdown already past its grace stops it.
+func (s *Service) handOff(log hclog.Logger, key string, rec Record, answer *Answer) bool {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.release(key)
+		s.deliver(log, key, rec, answer)
+	}()
+	return true
+}
+
+// Retry bounds for store writes that must not be lost (an answer before
+// its first post, an outcome after): a full disk may free up.
+const (
+	commitMinBackoff = 50 * time.Millisecond
+	commitMaxBackoff = 2 * time.Second
+)
+
+// deliver commits the answer (unless rec already holds it), posts it until
+// it is accepted or the bounty expires, and records the outcome. The
+// answer is committed before its first POST, so every retry and every
+// restart posts the same answer; a commit that fails is retried while the
+// bounty can still be answered, and nothing uncommitted is ever posted.
+// A recorded outcome that fails is retried while the engine runs.
+func (s *Service) deliver(log hclog.Logger, key string, rec Record, answer *Answer) {
 	b := rec.Bounty
-	answer := s.answerFor(b, res)
+	if rec.Answer == nil {
+		ctx, cancel := context.WithDeadline(s.hardCtx, b.Expiration)
+		finished := false
+		committed, err := s.retryWrite(ctx, log, "commit the answer", func(ctx context.Context) error {
+			stored, err := s.store.CommitAnswer(ctx, []byte(key), answer, rec.Reason, rec.Plugins)
+			if stored != nil {
+				answer = stored // committed earlier: that one is the answer
+			}
+			if errors.Is(err, ErrFinished) {
+				finished = true
+				return nil
+			}
+			return err
+		})
+		cancel()
+		if finished {
+			return
+		}
+		if !committed {
+			if s.hardCtx.Err() != nil {
+				log.Info("shutdown before the answer was committed: bounty left open for the next start")
+				return
+			}
+			log.Error("the answer could not be committed before the expiration: nothing was posted", "error", err)
+			s.recordOutcome(log, key, Outcome{State: StateFailed, At: s.now(), Answer: answer,
+				Reason: joinNonEmpty("; ", rec.Reason, "the answer could not be committed: "+errString(err)), Plugins: rec.Plugins})
+			s.metrics.failed.WithLabelValues(string(answer.Verdict)).Inc()
+			return
+		}
+	}
 	body, err := json.Marshal(answer)
 	if err != nil { // cannot happen with these types; never post a guess
 		log.Error("cannot encode the answer", "error", err)
-		return false
+		return
 	}
 	ctx, cancel := context.WithDeadline(s.hardCtx, b.Expiration)
 	attempts, err := s.poster.post(ctx, b.ResponseURL, body, func(n int, err error) {
@@ -170,50 +251,88 @@ func (s *Service) deliver(log hclog.Logger, key string, rec Record, res engine.R
 	})
 	cancel()
 	if err != nil && s.hardCtx.Err() != nil {
-		log.Info("shutdown while posting: bounty left open for the next start")
-		return false
+		log.Info("shutdown while posting: bounty left open (its answer committed) for the next start")
+		return
 	}
-
-	out := Outcome{State: StateAnswered, At: s.now(), Answer: answer, Reason: res.Reason, Plugins: res.Plugins, PostAttempts: attempts}
+	out := Outcome{State: StateAnswered, At: s.now(), Answer: answer, Reason: rec.Reason, Plugins: rec.Plugins, PostAttempts: attempts}
 	if err != nil {
 		out.State = StateFailed
-		out.Reason = joinNonEmpty("; ", res.Reason, err.Error())
-	}
-	s.store.FinishAsync([]byte(key), out, func(_ bool, ferr error) {
-		if ferr != nil {
-			// The answer went out. Keeping the claim stops the sweep from
-			// scanning and posting it again every second; after a restart
-			// it is posted once more at worst.
-			log.Error("cannot record the bounty's outcome; it stays claimed until restart", "error", ferr)
-			return
-		}
-		s.release(key)
-	})
-
-	bid := ""
-	if answer.Bid != nil {
-		bid = answer.Bid.String()
+		out.Reason = joinNonEmpty("; ", rec.Reason, err.Error())
 	}
 	if err != nil {
 		s.metrics.failed.WithLabelValues(string(answer.Verdict)).Inc()
 		log.Error("could not post the answer before the expiration", "verdict", answer.Verdict, "attempts", attempts, "error", err)
-		return true
+	} else {
+		took := out.At.Sub(rec.ReceivedAt)
+		s.metrics.answered.WithLabelValues(string(answer.Verdict), string(b.Phase)).Inc()
+		s.metrics.toAnswer.Observe(took.Seconds())
+		args := []any{"verdict", answer.Verdict, "took", took, "attempts", attempts}
+		if answer.Bid != nil {
+			args = append(args, "bid", answer.Bid.String())
+		}
+		if rec.Reason != "" {
+			args = append(args, "reason", rec.Reason)
+		}
+		log.Info("answered", args...)
 	}
-	took := out.At.Sub(rec.ReceivedAt)
-	s.metrics.answered.WithLabelValues(string(answer.Verdict), string(b.Phase)).Inc()
-	s.metrics.toAnswer.Observe(took.Seconds())
-	args := []any{"verdict", answer.Verdict, "confidence", res.Confidence, "took", took, "attempts", attempts}
-	if bid != "" {
-		args = append(args, "bid", bid)
+	s.recordOutcome(log, key, out)
+}
+
+// recordOutcome finishes the bounty in the store, retrying while the
+// engine runs: the claim is held meanwhile, so no sweep scans and posts it
+// again. A restart before it succeeds posts the committed answer again.
+func (s *Service) recordOutcome(log hclog.Logger, key string, out Outcome) {
+	if ok, err := s.retryWrite(s.hardCtx, log, "record the outcome", func(ctx context.Context) error {
+		// Asynchronous: an outcome may wait 5 ms to share a commit.
+		done := make(chan error, 1)
+		s.store.FinishAsync([]byte(key), out, func(_ bool, err error) { done <- err })
+		select {
+		case err := <-done:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}); !ok {
+		log.Error("shutdown before the outcome was recorded: its committed answer is posted again at next start", "error", err)
 	}
-	if res.MalwareFamily != "" {
-		args = append(args, "family", res.MalwareFamily)
+}
+
+// retryWrite runs write until it succeeds or ctx ends, with backoff, and
+// logs the first failure and the recovery.
+func (s *Service) retryWrite(ctx context.Context, log hclog.Logger, what string, write func(context.Context) error) (bool, error) {
+	backoff := commitMinBackoff
+	var last error
+	for attempt := 1; ; attempt++ {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := write(wctx)
+		cancel()
+		if err == nil {
+			if attempt > 1 {
+				log.Info("store write succeeded after retries", "what", what, "attempts", attempt)
+			}
+			return true, nil
+		}
+		last = err
+		if attempt == 1 {
+			log.Error("cannot "+what+": retrying", "error", err)
+		}
+		s.metrics.storeRetries.Inc()
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false, last
+		case <-t.C:
+		}
+		backoff = min(2*backoff, commitMaxBackoff)
 	}
-	if res.Reason != "" {
-		args = append(args, "reason", res.Reason)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "no time left"
 	}
-	log.Info("answered", args...)
-	return true
+	return err.Error()
 }
 
 func joinNonEmpty(sep string, parts ...string) string {

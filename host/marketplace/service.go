@@ -58,8 +58,10 @@ type Options struct {
 	// DefaultShutdownGrace). What is not done by then stays open in the
 	// store and is resumed at next start.
 	ShutdownGrace time.Duration
-	// HTTPClient downloads artifacts and posts answers. Nil: one with
-	// MaxRedirects applied. Tests pass their server's client.
+	// HTTPClient downloads artifacts and posts answers; its redirect
+	// policy is replaced (answers never follow one, downloads follow
+	// max_redirects, never from a public to an internal address). Nil: a
+	// default client. Tests pass their server's client.
 	HTTPClient *http.Client
 	// OnStore is called by Run with the open bounty store, so the admin
 	// endpoint can list bounties while the engine holds the store's lock.
@@ -91,7 +93,7 @@ type Service struct {
 	quick chan task // to the posters of early unknown answers
 
 	inflightMu sync.Mutex
-	inflight   map[string]struct{} // queued or being processed; bounded by the queues and pools
+	inflight   map[string]*claim // queued, being processed or being delivered
 
 	scanEWMA atomic.Int64 // recent fetch+scan time, ns: predicts whether a scan can finish
 
@@ -108,6 +110,7 @@ type Service struct {
 type task struct {
 	key string
 	b   Bounty
+	c   *claim // set by dispatch
 }
 
 // New opens the store and builds the service. Nothing runs until Start.
@@ -153,17 +156,19 @@ func New(opts Options) (*Service, error) {
 	removeLeftovers(tmp, opts.Logger)
 	client := opts.HTTPClient
 	if client == nil {
-		client = newHTTPClient(cfg.MaxRedirects, nil)
+		client = newHTTPClient()
 	}
+	fetch := &fetcher{tmpDir: tmp, maxSize: cfg.MaxArtifactSize, maxRedirects: cfg.MaxRedirects}
+	fetch.client = fetch.downloadsClient(client)
 
 	s := &Service{
 		cfg: cfg, opts: opts, log: opts.Logger, now: opts.Now, filters: filters, reg: opts.Registry,
-		fetcher:  &fetcher{client: client, tmpDir: tmp, maxSize: cfg.MaxArtifactSize},
-		poster:   &poster{client: client, minBackoff: 100 * time.Millisecond, maxBackoff: 2 * time.Second, attemptTimeout: 10 * time.Second},
+		fetcher:  fetch,
+		poster:   &poster{client: answersClient(client), minBackoff: 100 * time.Millisecond, maxBackoff: 2 * time.Second, attemptTimeout: 10 * time.Second},
 		bodies:   newBodyPool(cfg.MaxWebhooksInFlight, cfg.MaxBodySize),
 		queue:    make(chan task, cfg.QueueSize),
 		quick:    make(chan task, cfg.QueueSize),
-		inflight: map[string]struct{}{},
+		inflight: map[string]*claim{},
 		drain:    make(chan struct{}),
 	}
 	s.hardCtx, s.hardCancel = context.WithCancel(context.Background())
@@ -211,8 +216,9 @@ func (s *Service) Start() {
 			s.wg.Add(1)
 			go s.worker(s.quick, false)
 		}
-		s.wg.Add(1)
+		s.wg.Add(2)
 		go s.janitor()
+		go s.watchDeadlines()
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -146,6 +147,42 @@ func (s *Store) Put(ctx context.Context, b Bounty, delivery string, now time.Tim
 	return isNew, nil
 }
 
+// ErrFinished means the bounty is no longer open: nothing is to be done.
+var ErrFinished = errors.New("the bounty is already finished")
+
+// CommitAnswer records the answer computed for an open bounty, before it
+// is posted, so that every post, retry and restart sends this same answer.
+// A bounty has one answer: when one is committed already, it is kept and
+// returned (stored) to be posted instead. A bounty no longer open or no
+// longer stored gives ErrFinished.
+func (s *Store) CommitAnswer(ctx context.Context, key []byte, a *Answer, reason string, plugins []engine.PluginResult) (stored *Answer, err error) {
+	err = s.write(ctx, func(tx *bolt.Tx) error {
+		stored = nil
+		bounties := tx.Bucket(bucketBounties)
+		raw := bounties.Get(key)
+		if raw == nil {
+			return ErrFinished
+		}
+		r, err := decodeRecord(raw)
+		if err != nil {
+			return err
+		}
+		if r.State != StateOpen {
+			return ErrFinished
+		}
+		if r.Answer != nil {
+			stored = r.Answer
+			return nil
+		}
+		r.Answer, r.Reason, r.Plugins = a, reason, plugins
+		return putRecord(bounties, key, r)
+	})
+	if err != nil {
+		return stored, fmt.Errorf("commit answer: %w", err)
+	}
+	return stored, nil
+}
+
 // Finish records how an open bounty ended. It reports false (and changes
 // nothing) when the bounty is no longer open, so a bounty is finished once.
 func (s *Store) Finish(ctx context.Context, key []byte, o Outcome) (bool, error) {
@@ -198,7 +235,10 @@ func finishOp(key []byte, o Outcome, done *bool) func(tx *bolt.Tx) error {
 		if o.Answer != nil || r.Answer == nil {
 			r.Answer = o.Answer
 		}
-		r.Reason, r.Plugins, r.PostAttempts = o.Reason, o.Plugins, o.PostAttempts
+		r.Reason, r.PostAttempts = o.Reason, o.PostAttempts
+		if o.Plugins != nil {
+			r.Plugins = o.Plugins
+		}
 		if err := tx.Bucket(bucketDone).Put(timeKey(r.FinishedAt, key), nil); err != nil {
 			return fmt.Errorf("index finished bounty: %w", err)
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
@@ -15,11 +16,14 @@ const janitorInterval = time.Second
 // scanned before its expiration (its share of the queue ahead would take
 // longer than the time left) goes to the early lane and is answered unknown
 // at once: an unknown answer beats none. When both are full the bounty
-// stays open in the store and the janitor's next sweep retries it.
+// stays open in the store and the janitor's next sweep retries it. While
+// it waits in a queue, the deadline watch may take it and answer unknown.
 func (s *Service) dispatch(t task) {
-	if !s.claim(t.key) {
+	c := s.claim(t.key, t.b.Expiration)
+	if c == nil {
 		return // already queued or being processed
 	}
+	t.c = c
 	if s.cannotFinish(t.b) {
 		select {
 		case s.quick <- t:
@@ -39,6 +43,54 @@ func (s *Service) dispatch(t task) {
 	}
 	s.release(t.key)
 	s.log.Warn("queues are full: the bounty waits in the store", "bounty", t.b.ID, "phase", t.b.Phase)
+}
+
+// claim is a bounty queued or being processed. Whoever moves it from
+// queued to taken does the work: a worker, or the deadline watch.
+type claim struct {
+	expiration time.Time
+	taken      atomic.Bool
+}
+
+func (c *claim) take() bool { return c.taken.CompareAndSwap(false, true) }
+
+// watchInterval is how often the deadline watch looks at queued bounties.
+const watchInterval = 250 * time.Millisecond
+
+// watchDeadlines answers unknown, without a scan, every queued bounty that
+// no worker took while there was still time to scan it: workers held by
+// slow downloads or scans then cost the bounties behind them their
+// verdicts, never their answers.
+func (s *Service) watchDeadlines() {
+	defer s.wg.Done()
+	tick := time.NewTicker(watchInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.drain:
+			return
+		case <-tick.C:
+		}
+		// Taken once the scan deadline is at most two ticks away: the
+		// safety margin is left to post the answer.
+		cutoff := s.now().Add(s.cfg.SafetyMargin + 2*watchInterval)
+		var late []task
+		s.inflightMu.Lock()
+		for key, c := range s.inflight {
+			if c.expiration.Before(cutoff) && !c.taken.Load() && c.take() {
+				late = append(late, task{key: key, c: c})
+			}
+		}
+		s.inflightMu.Unlock()
+		for _, t := range late {
+			s.log.Warn("no worker took the bounty in time: answering unknown", "key", fmt.Sprintf("%x", t.key))
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.process(t, false, nil)
+			}()
+		}
+	}
 }
 
 // cannotFinish predicts from recent scan times whether the queue ahead
@@ -70,14 +122,17 @@ func (s *Service) observeScan(d time.Duration) {
 	}
 }
 
-func (s *Service) claim(key string) bool {
+// claim registers a bounty as queued; nil when it already is (or is being
+// processed).
+func (s *Service) claim(key string, expiration time.Time) *claim {
 	s.inflightMu.Lock()
 	defer s.inflightMu.Unlock()
 	if _, ok := s.inflight[key]; ok {
-		return false
+		return nil
 	}
-	s.inflight[key] = struct{}{}
-	return true
+	c := &claim{expiration: expiration}
+	s.inflight[key] = c
+	return c
 }
 
 func (s *Service) release(key string) {
@@ -100,15 +155,21 @@ func (s *Service) worker(q chan task, scan bool) {
 	defer s.wg.Done()
 	sp := &spool{dir: s.fetcher.tmpDir}
 	defer sp.close()
+	work := func(t task) {
+		if t.c != nil && !t.c.take() {
+			return // the deadline watch answered it meanwhile
+		}
+		s.process(t, scan, sp)
+	}
 	for {
 		select {
 		case t := <-q:
-			s.process(t, scan, sp)
+			work(t)
 		case <-s.drain:
 			for {
 				select {
 				case t := <-q:
-					s.process(t, scan, sp)
+					work(t)
 				default:
 					return
 				}
