@@ -96,16 +96,24 @@ type Environment struct {
 }
 
 // leadingVersion is the part of a version string ScanMetadata accepts:
-// its pattern is ^[0-9]+(\.[0-9]+)*$.
+// its pattern is ^[0-9]+(\.[0-9]+)*$ (polyswarm-artifact's older schema
+// asked for exactly three numbers).
 var leadingVersion = regexp.MustCompile(`^[0-9]+(\.[0-9]+)*`)
 
-// metadataVersion is v cut to what ScanMetadata accepts ("1.0.0-rc1" →
-// "1.0.0", "v2" → "0"), and the whole string when that differs.
+// metadataVersion is v as both of ScanMetadata's patterns accept it: its
+// leading numbers, three of them ("1.0.0-rc1" → "1.0.0", "2" → "2.0.0",
+// "dev" → "0.0.0"), and the whole string when that differs.
 func metadataVersion(v string) (version, full string) {
-	version = leadingVersion.FindString(strings.TrimPrefix(strings.TrimSpace(v), "v"))
-	if version == "" {
-		version = "0"
+	parts := strings.Split(leadingVersion.FindString(strings.TrimPrefix(strings.TrimSpace(v), "v")), ".")
+	for len(parts) < 3 {
+		parts = append(parts, "0")
 	}
+	for i, p := range parts {
+		if p == "" {
+			parts[i] = "0"
+		}
+	}
+	version = strings.Join(parts[:3], ".")
 	if version != v {
 		full = v
 	}

@@ -15,18 +15,20 @@ import (
 
 func TestMetadataVersion(t *testing.T) {
 	pattern := regexp.MustCompile(`^[0-9]+(\.[0-9]+)*$`)
+	older := regexp.MustCompile(`^\d+\.\d+\.\d+$`)
 	for _, tc := range []struct{ in, version, full string }{
 		{"1.0.0", "1.0.0", ""},
 		{"1.0.0-rc1", "1.0.0", "1.0.0-rc1"},
 		{"0.1.0-test", "0.1.0", "0.1.0-test"},
-		{"v2.3", "2.3", "v2.3"},
-		{"12", "12", ""},
-		{"1.2.", "1.2", "1.2."},
-		{"dev", "0", "dev"},
-		{"", "0", ""},
+		{"v2.3", "2.3.0", "v2.3"},
+		{"12", "12.0.0", "12"},
+		{"1.2.", "1.2.0", "1.2."},
+		{"1.2.3.4", "1.2.3", "1.2.3.4"},
+		{"dev", "0.0.0", "dev"},
+		{"", "0.0.0", ""},
 	} {
 		v, full := metadataVersion(tc.in)
-		if v != tc.version || full != tc.full || !pattern.MatchString(v) {
+		if v != tc.version || full != tc.full || !pattern.MatchString(v) || !older.MatchString(v) {
 			t.Errorf("metadataVersion(%q) = %q, %q; want %q, %q", tc.in, v, full, tc.version, tc.full)
 		}
 	}
