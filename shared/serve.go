@@ -10,22 +10,6 @@ import (
 	"google.golang.org/grpc"
 )
 
-// Logger returns the logger a plugin should use: JSON lines on stderr, which
-// the host re-emits under the plugin's name, at the host's level. A plugin
-// must never write to stdout: go-plugin's handshake line lives there.
-func Logger(name string) hclog.Logger {
-	level := hclog.LevelFromString(os.Getenv("MICROENGINE_LOG_LEVEL"))
-	if level == hclog.NoLevel {
-		level = hclog.Info
-	}
-	return hclog.New(&hclog.LoggerOptions{
-		Name:       name,
-		Output:     os.Stderr,
-		Level:      level,
-		JSONFormat: true,
-	})
-}
-
 // Serve runs a scanner as a plugin. It does not return. It also makes sure
 // the plugin cannot outlive its host: see watchParent.
 func Serve(s Scanner, logger hclog.Logger) {
