@@ -333,14 +333,16 @@ func (p *bountyParser) phase() {
 }
 
 // metadata keeps the object as sent, within MaxMetadataSize and
-// MaxMetadataDepth.
+// MaxMetadataDepth. The on-chain generation's metadata was a list of
+// objects, one per artifact (polyswarm-artifact's bounty.json): that is
+// kept too, and its first object read as the metadata.
 func (p *bountyParser) metadata() {
 	m := bytes.TrimSpace(p.w.Metadata)
 	if isNull(m) {
 		return
 	}
 	switch {
-	case m[0] != '{':
+	case m[0] != '{' && m[0] != '[':
 		p.bad("metadata", "want an object")
 	case len(m) > MaxMetadataSize:
 		p.bad("metadata", "%d bytes, over the limit of %d", len(m), MaxMetadataSize)
@@ -349,8 +351,22 @@ func (p *bountyParser) metadata() {
 	default:
 		p.b.Metadata = append(json.RawMessage(nil), m...)
 		// Only the top level: sha256 and mimetype are read from it.
-		_ = json.Unmarshal(m, &p.meta)
+		p.meta = metadataObject(m)
 	}
+}
+
+// metadataObject is the metadata's object: itself, or the first element
+// of a list of objects. Nil when there is none.
+func metadataObject(raw json.RawMessage) map[string]json.RawMessage {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) == nil {
+		return m
+	}
+	var list []json.RawMessage
+	if json.Unmarshal(raw, &list) == nil && len(list) > 0 && json.Unmarshal(list[0], &m) == nil {
+		return m
+	}
+	return nil
 }
 
 // jsonDepth is the deepest nesting of objects and arrays in a valid JSON
@@ -578,8 +594,7 @@ func truncate(s string, n int) string {
 func (b Bounty) Fields() map[string]string {
 	f := map[string]string{}
 	if len(b.Metadata) > 0 {
-		var m map[string]json.RawMessage
-		if json.Unmarshal(b.Metadata, &m) == nil {
+		if m := metadataObject(b.Metadata); m != nil {
 			// Flattened into its own map first: adding "metadata.KEY"
 			// entries to the map being ranged over would let the range
 			// visit some of them again, at random. The prefixed names are

@@ -90,7 +90,7 @@ func TestParseBountyRejects(t *testing.T) {
 		{`{"id": 1,"artifact_type":"file","expiration":"2026-03-01T12:00:00","response_url":"http://x/r"}`, "artifact_uri: missing"},
 		{`{"id": 1,"artifact_type":"file","artifact_uri":"http://x/a","expiration":"2026-03-01T12:00:00"}`, "response_url: missing"},
 		{`{"id": 1,` + base + `,"rules":[1]}`, "rules: want an object"},
-		{`{"id": 1,` + base + `,"metadata":[1]}`, "metadata: want an object"},
+		{`{"id": 1,` + base + `,"metadata":"x"}`, "metadata: want an object"},
 		{`{"id": 1,` + base + `,"metadata":{"a":[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]}}`, "metadata: nested deeper than 16"},
 		{`{"id": 1,` + base + `,"metadata":{"a":"` + strings.Repeat("x", MaxMetadataSize) + `"}}`, "metadata: 32776 bytes, over the limit of 32768"},
 		{`{"id": 1,` + base + `,"rules":{"min_allowed_bid":1.5}}`, "rules.min_allowed_bid: 1.5 is not a whole number of wei"},
@@ -182,6 +182,12 @@ func TestParseBountyDialects(t *testing.T) {
 		{"sha256 and mimetype under metadata", base(`,"id":1,"metadata":{"sha256":"E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855","mimetype":"text/plain"}`), func(b Bounty) string {
 			if b.SHA256 != "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" || b.Mimetype != "text/plain" {
 				return fmt.Sprintf("sha256 %q mimetype %q", b.SHA256, b.Mimetype)
+			}
+			return ""
+		}, ""},
+		{"on-chain metadata: a list of objects", base(`,"id":1,"metadata":[{"mimetype":"text/plain","filename":"a.txt","sha256":null}]`), func(b Bounty) string {
+			if b.Mimetype != "text/plain" || b.Fields()["filename"] != "a.txt" || b.Fields()["metadata.filename"] != "a.txt" {
+				return fmt.Sprintf("mimetype %q fields %v", b.Mimetype, b.Fields())
 			}
 			return ""
 		}, ""},
