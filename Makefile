@@ -48,14 +48,18 @@ run: deps build
 conformance: deps build
 	$(GO) test -count=1 -run 'Conformance' ./shared/conformance/... ./plugins/...
 	bin/microengine conformance -strict bin/microengine-plugin-eicar
+	bin/microengine conformance -strict -config engine.hcl -plugin yara
 
 # Benchmarks (not part of `make test`): clamav streaming against a bare
-# clamd client (4 rounds, so each way goes first once), the marketplace
+# clamd client (4 rounds, so each way goes first once), the yara plugin
+# against Debian's yara command on the same rules (cold, 3 rounds) and its
+# peak resident set on 512 MiB, the marketplace
 # machinery, then the real engine under the
 # simulator at 200 bounties/s for 30 s, the 10-minute memory soak, and the
 # engine's peak resident set under 1,000 forged 1 MiB webhooks.
 bench: deps build
 	$(GO) test -run '^$$' -bench Instream -benchtime 4x -timeout 30m ./plugins/clamav/
+	$(GO) test -run '^$$' -bench YaraAgainstCLI -benchtime 3x -timeout 30m ./plugins/yara/
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./host/marketplace/...
 	$(GO) test -tags e2e -run '^$$' -bench 'EngineLoad|EngineSoak|UnsignedFlood' -benchtime 1x -timeout 30m ./test/e2e/
 
