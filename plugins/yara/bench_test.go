@@ -235,4 +235,3 @@ func tail(b []byte, n int) []byte {
 	}
 	return b
 }
-
