@@ -47,7 +47,7 @@ func newMetrics() *metrics {
 // Register adds the plugin metrics to reg.
 func (m *Manager) Register(reg prometheus.Registerer) error {
 	for _, c := range []prometheus.Collector{m.metrics.up, m.metrics.healthy, m.metrics.restarts, m.metrics.swaps, m.metrics.swapFailures,
-		m.metrics.crashes, m.metrics.crashRetries, m.metrics.crashedArtifacts} {
+		m.metrics.crashes, m.metrics.crashRetries, m.metrics.crashedArtifacts, newInfoCollector(m)} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
