@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/microengine/microengine/shared"
+	"github.com/microengine/microengine/shared/conformance"
 	pluginlaunch "github.com/microengine/microengine/shared/launch"
 )
 
@@ -25,24 +24,13 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "clamav-plugin-test")
+	bin, cleanup, err := conformance.BuildPlugin(".")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "temp folder:", err)
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	pluginBinary = filepath.Join(dir, "microengine-plugin-clamav")
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "the go command is needed to build the plugin:", err)
-		return 1
-	}
-	build := exec.Command(gobin, "build", "-o", pluginBinary, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build the clamav plugin:", err)
-		return 1
-	}
+	defer cleanup()
+	pluginBinary = bin
 	defer plugin.CleanupClients()
 	return m.Run()
 }
