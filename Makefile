@@ -15,16 +15,23 @@ TOOLS     := $(CURDIR)/build/tools
 
 all: build
 
-# Each binary's version variable, set from VERSION (plugins keep their own
-# when VERSION is not given on the command line).
-CLAMAV_VERSION_VAR := github.com/microengine/microengine/plugins/clamav/scanner.Version
-YARA_VERSION_VAR   := github.com/microengine/microengine/plugins/yara/scanner.Version
+# Every folder under plugins/ with a main.go is a plugin: make build builds
+# it as bin/microengine-plugin-NAME, no list to keep.
+PLUGINS := $(patsubst plugins/%/main.go,%,$(wildcard plugins/*/main.go))
+MODULE  := github.com/microengine/microengine
+# A plugin's version lives in main.version or in its scanner package's
+# Version (clamav, yara); PLUGIN_VERSION sets whichever it has (the linker
+# ignores the other). Without it plugins keep their own.
+plugin_ldflags = $(if $(PLUGIN_VERSION),-ldflags "-X main.version=$(PLUGIN_VERSION) -X $(MODULE)/plugins/$(1)/scanner.Version=$(PLUGIN_VERSION)")
+
+define build_plugin
+	$(GO) build $(call plugin_ldflags,$(1)) -o $(BIN)/microengine-plugin-$(1) ./plugins/$(1)
+
+endef
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/microengine ./host/cmd/microengine
-	$(GO) build $(if $(PLUGIN_VERSION),-ldflags "-X main.version=$(PLUGIN_VERSION)") -o $(BIN)/microengine-plugin-eicar ./plugins/eicar
-	$(GO) build $(if $(PLUGIN_VERSION),-ldflags "-X $(CLAMAV_VERSION_VAR)=$(PLUGIN_VERSION)") -o $(BIN)/microengine-plugin-clamav ./plugins/clamav
-	$(GO) build $(if $(PLUGIN_VERSION),-ldflags "-X $(YARA_VERSION_VAR)=$(PLUGIN_VERSION)") -o $(BIN)/microengine-plugin-yara ./plugins/yara
+	$(foreach p,$(PLUGINS),$(call build_plugin,$(p)))
 
 deps:
 	@scripts/ensure-clamd.sh

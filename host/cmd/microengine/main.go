@@ -30,6 +30,7 @@ func commands() map[string]command {
 		"bounties":    {"list the bounties a running or stopped engine has stored", runBounties},
 		"simulate":    {"play the marketplace against an engine and print a scoreboard", runSimulate},
 		"version":     {"print the host's version", runVersion},
+		"new-plugin":  {"write plugins/NAME: a scanner plugin that passes conformance, to start from", runNewPlugin},
 	}
 }
 
