@@ -31,3 +31,17 @@ func TestCheckAnswer(t *testing.T) {
 		}
 	}
 }
+
+func TestExponentForm(t *testing.T) {
+	for in, want := range map[string]string{
+		"62500000000000000":   "6.25e+16",
+		"1000000000000000000": "1e+18",
+		"123":                 "1.23e+2",
+		"0":                   "0",
+		"7":                   "7",
+	} {
+		if got := string(exponentForm(in)); got != want {
+			t.Errorf("exponentForm(%s) = %s, want %s", in, got, want)
+		}
+	}
+}

@@ -59,7 +59,14 @@ type Options struct {
 	Insecure bool
 	// MinBid and MaxBid are the rules sent (wei); default 1/16 NCT and 1 NCT.
 	MinBid, MaxBid string
+	// Dialect is the form of the bounties sent; default the marketplace's.
+	Dialect Dialect
 }
+
+const (
+	defaultMinBid = "62500000000000000"
+	defaultMaxBid = "1000000000000000000"
+)
 
 func (o *Options) defaults() error {
 	if o.URL == "" {
@@ -93,11 +100,16 @@ func (o *Options) defaults() error {
 		o.StartID = time.Now().UnixMicro()
 	}
 	if o.MinBid == "" {
-		o.MinBid = "62500000000000000"
+		o.MinBid = defaultMinBid
 	}
 	if o.MaxBid == "" {
-		o.MaxBid = "1000000000000000000"
+		o.MaxBid = defaultMaxBid
 	}
+	d, err := ParseDialect(string(o.Dialect))
+	if err != nil {
+		return fmt.Errorf("simulator: %w", err)
+	}
+	o.Dialect = d
 	return nil
 }
 
@@ -245,13 +257,17 @@ func (s *sim) send(ctx context.Context, i int) {
 	if sample.Mimetype != "" {
 		body["mimetype"] = sample.Mimetype
 	}
+	postURL := s.opts.URL
+	if s.opts.Dialect == DialectPolySwarm {
+		postURL = s.polyswarmForm(i, id, body, sample.Content)
+	}
 	raw, _ := json.Marshal(body)
 
 	s.mu.Lock()
 	s.bounties[i] = bounty{sample: sample, sentAt: now, expiration: exp}
 	s.mu.Unlock()
 
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.opts.URL, bytes.NewReader(raw))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, postURL, bytes.NewReader(raw))
 	if err != nil {
 		s.fail(fmt.Sprintf("bounty %d: %v", id, err))
 		return

@@ -82,6 +82,25 @@ func TestSimulatorAgainstEngine(t *testing.T) {
 	}
 }
 
+// TestSimulatorPolySwarmDialect: the engine takes every form PolySwarm's
+// own code sends, and answers each correctly and in time.
+func TestSimulatorPolySwarmDialect(t *testing.T) {
+	url := startEngine(t, fakeEngine)
+	sb, err := simulator.Run(context.Background(), simulator.Options{URL: url, Secret: "sim-secret", Count: 16, Rate: 400, Expiry: 5 * time.Second, Dialect: simulator.DialectPolySwarm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	sb.WriteText(&out)
+	t.Log("\n" + out.String())
+	if !sb.OK() || sb.Refused != 0 || sb.Correct != 16 || sb.Invalid != 0 {
+		t.Errorf("scoreboard: %+v", sb)
+	}
+	if _, err := simulator.ParseDialect("klingon"); err == nil {
+		t.Error("an unknown dialect is accepted")
+	}
+}
+
 func TestSimulatorScoresWrongAndRefused(t *testing.T) {
 	url := startEngine(t, func(context.Context, engine.Artifact) engine.Result {
 		return engine.Compose([]engine.PluginResult{{Name: "lazy", Supported: true, Verdict: shared.VerdictBenign, Confidence: 1}})

@@ -29,7 +29,7 @@ func (m *markerFlags) Set(s string) error { *m = append(*m, s); return nil }
 // the secret is the first webhook_secret). Exit 0 when every bounty got a
 // valid, on-time answer that was not wrong; 1 otherwise.
 func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("simulate", stderr, "simulate (-url URL -secret SECRET | -config FILE) [-count N] [-rate R] [-expiry D] [-samples DIR] [-marker VERDICT:TEXT]... [-json]")
+	fs := newFlagSet("simulate", stderr, "simulate (-url URL -secret SECRET | -config FILE) [-count N] [-rate R] [-expiry D] [-samples DIR] [-marker VERDICT:TEXT]... [-dialect marketplace|polyswarm] [-json]")
 	configPath := fs.String("config", "", "engine.hcl of the engine to play against (gives -url and -secret)")
 	url := fs.String("url", "", "the engine's webhook URL")
 	secret := fs.String("secret", "", "the webhook secret")
@@ -43,10 +43,16 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	asJSON := fs.Bool("json", false, "print the scoreboard as JSON")
 	insecure := fs.Bool("insecure", false, "do not verify the engine's TLS certificate")
 	concurrency := fs.Int("concurrency", 64, "webhook requests in flight at most")
+	dialect := fs.String("dialect", "marketplace", "the bounties' form: marketplace, or polyswarm (the forms PolySwarm's own code sends, in turn)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	opts := simulator.Options{URL: *url, Secret: *secret, Count: *count, Rate: *rate, Expiry: *expiry, Insecure: *insecure, Concurrency: *concurrency}
+	d, err := simulator.ParseDialect(*dialect)
+	if err != nil {
+		fmt.Fprintf(stderr, "simulate: %v\n", err)
+		return 2
+	}
+	opts := simulator.Options{URL: *url, Secret: *secret, Count: *count, Rate: *rate, Expiry: *expiry, Insecure: *insecure, Concurrency: *concurrency, Dialect: d}
 	if *configPath != "" && (opts.URL == "" || opts.Secret == "") {
 		if err := fromConfig(*configPath, &opts, stderr); err != nil {
 			fmt.Fprintf(stderr, "simulate: %v\n", err)
