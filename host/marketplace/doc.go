@@ -3,7 +3,8 @@
 // acknowledging it, scans the artifact with the engine on a bounded worker
 // pool, computes the bid, and posts the answer to the bounty's response_url
 // before its expiration. Every fault along the way is answered `unknown`
-// with bid 0, never benign (DESIGN.md §4, §6).
+// with bid 0, never benign (docs/architecture.md: the verdict rule, the
+// marketplace protocol, a bounty's path).
 //
 // The pieces, one file each: bounty.go (the webhook body), signature.go,
 // server.go (the HTTP side), store*.go (bbolt with group commit), fetch.go,

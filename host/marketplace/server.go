@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Webhook headers (DESIGN.md §6).
+// Webhook headers (docs/architecture.md, "The marketplace protocol").
 const (
 	HeaderEvent     = "X-POLYSWARM-EVENT"
 	HeaderDelivery  = "X-POLYSWARM-DELIVERY"
