@@ -281,7 +281,9 @@ func TestRedeliveryProcessedOnce(t *testing.T) {
 
 func TestQueueFullAnswersUnknownEarly(t *testing.T) {
 	release := make(chan struct{})
+	scanning := make(chan struct{}, 4)
 	slow := ScanFunc(func(ctx context.Context, a engine.Artifact) engine.Result {
+		scanning <- struct{}{}
 		select {
 		case <-release:
 		case <-ctx.Done():
@@ -290,9 +292,15 @@ func TestQueueFullAnswersUnknownEarly(t *testing.T) {
 	})
 	e := newTestEngine(t, slow, func(c *config.Marketplace, _ *Options) { c.Workers, c.QueueSize = 1, 1 })
 	uri := e.market.put("c", []byte("c"))
-	for id := int64(20); id < 24; id++ { // one scanning, one queued, two early
+	// One scanning: the only worker has taken it before the next arrives.
+	e.accept(t, e.market.bountyJSON(20, uri, time.Minute, nil))
+	select {
+	case <-scanning:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the worker never took the first bounty")
+	}
+	for id := int64(21); id < 24; id++ { // one queued, two early
 		e.accept(t, e.market.bountyJSON(id, uri, time.Minute, nil))
-		time.Sleep(20 * time.Millisecond)
 	}
 	for range 2 {
 		a := e.market.wait(2 * time.Second)

@@ -378,6 +378,18 @@ func startLoad(eng *engine.Engine, workers int) *load {
 	return l
 }
 
+// waitScans waits until the load has run n scans in all.
+func (l *load) waitScans(t *testing.T, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for l.scans.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d scans under load after 10s, want %d", l.scans.Load(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func (l *load) finish(t *testing.T) {
 	t.Helper()
 	close(l.stop)
@@ -401,7 +413,7 @@ func TestSwapUnderLoad(t *testing.T) {
 	}
 
 	l := startLoad(eng, 4)
-	time.Sleep(300 * time.Millisecond)
+	l.waitScans(t, 10) // the swap lands in the middle of scans
 	f.install(b.eicarV2)
 	cfg, err := f.load()
 	if err != nil {
@@ -410,7 +422,7 @@ func TestSwapUnderLoad(t *testing.T) {
 	if err := m.Reload(context.Background(), cfg); err != nil {
 		t.Fatalf("reload: %v", err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	l.waitScans(t, l.scans.Load()+10) // and the new process serves some
 	l.finish(t)
 
 	now := status(t, m)
@@ -438,12 +450,39 @@ func TestWatchSwapsReplacedBinary(t *testing.T) {
 	m := f.start(fastOptions)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go m.Watch(ctx, f.cfg, func() (*config.Config, hcl.Diagnostics) { return config.Load(f.cfg) })
-	time.Sleep(100 * time.Millisecond) // let the watch start
+	loaded := make(chan struct{}, 1)
+	go m.Watch(ctx, f.cfg, func() (*config.Config, hcl.Diagnostics) {
+		select {
+		case loaded <- struct{}{}:
+		default:
+		}
+		return config.Load(f.cfg)
+	})
+	// The watch is running once it has seen engine.hcl change: rewrite
+	// it (unchanged) until the watch reloads it. Each try waits out the
+	// watch's settle time, which every new write restarts.
+	raw, err := os.ReadFile(f.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for watching := false; !watching; {
+		if err := os.WriteFile(f.cfg, raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-loaded:
+			watching = true
+		case <-time.After(time.Second):
+			if time.Now().After(deadline) {
+				t.Fatal("the watch never reloaded a rewritten engine.hcl")
+			}
+		}
+	}
 
 	l := startLoad(engine.New(m), 2)
 	f.install(b.eicarV2)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(5 * time.Second)
 	for status(t, m).Version != "2.0.0" {
 		if time.Now().After(deadline) {
 			t.Fatalf("new version not serving 5s after the binary was replaced: %+v", status(t, m))
@@ -494,7 +533,7 @@ func TestBrokenReplacementKeepsOldServing(t *testing.T) {
 				t.Fatal(err)
 			}
 			err = m.Reload(context.Background(), cfg)
-			time.Sleep(200 * time.Millisecond)
+			l.waitScans(t, l.scans.Load()+10) // the old process still serving
 			l.finish(t)
 			if err == nil || !strings.Contains(strings.ToLower(err.Error()), tc.want) {
 				t.Fatalf("reload error %v; want one mentioning %q", err, tc.want)

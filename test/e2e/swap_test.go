@@ -118,6 +118,35 @@ func startDriver(mk *marketplace, eng *engineProc, every time.Duration) *driver 
 	return d
 }
 
+// answered is how many of the driver's bounties have an answer.
+func (d *driver) answered() int {
+	d.mu.Lock()
+	keys := make([]string, 0, len(d.sent))
+	for k := range d.sent {
+		keys = append(keys, k)
+	}
+	d.mu.Unlock()
+	n := 0
+	for _, k := range keys {
+		if len(d.mk.answersFor(k)) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// waitAnswered waits until n of the driver's bounties have an answer.
+func (d *driver) waitAnswered(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for d.answered() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d bounties answered after 20s, want %d", d.answered(), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // finish stops sending and checks every bounty got its right answer, and
 // only one: a swap must cost no scan, and must not make the engine answer
 // a bounty twice (a second answer, even the same, means the engine lost
@@ -182,17 +211,18 @@ func TestHotSwapUnderSteadyLoad(t *testing.T) {
 	before := eng.plugins()
 	d := startDriver(mk, eng, 20*time.Millisecond)
 
-	time.Sleep(time.Second)
+	// Each swap lands while bounties are being answered.
+	d.waitAnswered(t, 20)
 	install(t, bins.eicarV2, filepath.Join(dir, "plugins", "microengine-plugin-eicar"))
 	st, took := eng.waitVersion("eicar", "2.0.0", 5*time.Second)
 	t.Logf("eicar 2.0.0 serving %s after the binary was replaced (pid %d → %d)", took.Round(time.Millisecond), before["eicar"].PID, st.PID)
 
-	time.Sleep(time.Second)
+	d.waitAnswered(t, d.answered()+20)
 	install(t, bins.clamavV2, filepath.Join(dir, "plugins", "microengine-plugin-clamav"))
 	st, took = eng.waitVersion("clamav", "9.9.9", 5*time.Second)
 	t.Logf("clamav 9.9.9 serving %s after the binary was replaced (pid %d → %d)", took.Round(time.Millisecond), before["clamav"].PID, st.PID)
 
-	time.Sleep(time.Second)
+	d.waitAnswered(t, d.answered()+20)
 	d.finish(t)
 	waitGone(t, before["eicar"].PID, 10*time.Second)
 	waitGone(t, before["clamav"].PID, 10*time.Second)
@@ -211,7 +241,7 @@ func TestHotSwapUnderSteadyLoad(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	time.Sleep(500 * time.Millisecond)
+	d.waitAnswered(t, d.answered()+5) // answered by the process that stayed
 	d.finish(t)
 	if now := eng.plugins()["clamav"]; now.PID != serving.PID || now.Version != "9.9.9" || !now.Up {
 		t.Fatalf("after a broken replacement: %+v; want pid %d still serving", now, serving.PID)

@@ -590,6 +590,13 @@ func TestMaxConnectionsLimitsConcurrency(t *testing.T) {
 			}
 		}
 		readInstream(conn)
+		// Hold the answer until two scans are in clamd at once (the
+		// limit reached, whatever the scheduling), then a little longer:
+		// the window in which a third, over the limit, would show.
+		deadline := time.Now().Add(5 * time.Second)
+		for peak.Load() < 2 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
 		time.Sleep(50 * time.Millisecond)
 		cur.Add(-1)
 		io.WriteString(conn, "stream: OK\x00")
@@ -657,10 +664,13 @@ func TestConfigureIsIdempotentAndSafeDuringScans(t *testing.T) {
 			}
 		}
 	}()
+	// The configs keep changing for as long as the scans run, however
+	// long that takes.
+	var scans sync.WaitGroup
 	for i := range 4 {
-		wg.Add(1)
+		scans.Add(1)
 		go func() {
-			defer wg.Done()
+			defer scans.Done()
 			for range 25 {
 				if r := scan(t, s, file(EICAR())); r.Verdict != shared.VerdictMalicious {
 					t.Errorf("scanner %d: %+v", i, r)
@@ -668,7 +678,7 @@ func TestConfigureIsIdempotentAndSafeDuringScans(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(300 * time.Millisecond)
+	scans.Wait()
 	close(stop)
 	wg.Wait()
 }
