@@ -46,9 +46,10 @@ unit:
 
 e2e:
 	$(GO) test -count=1 -tags e2e -timeout 15m ./test/e2e/...
+	$(GO) test -count=1 -tags e2e -timeout 10m -run 'PartialScanAll|SkipsSilentlyAll|DefaultLimits' ./plugins/clamav/scanner/
 
-# Starts a private clamd, the engine and the marketplace simulator on a
-# sample set, and prints the scoreboard.
+# Starts the engine (its clamav plugin runs its own clamd) and the
+# marketplace simulator on a sample set, and prints the scoreboard.
 run: deps build
 	@scripts/run.sh
 

@@ -1,7 +1,7 @@
 # microengine's default configuration: the eicar, clamav and yara plugins,
-# clamav against the private clamd that `make run` and `make test` start
-# (never the system service), yara on the project's own rules in
-# testdata/yara. `microengine validate -config engine.hcl` checks it.
+# clamav with a clamd of its own on the repo's test signatures (never the
+# system service), yara on the project's own rules in testdata/yara.
+# `microengine validate -config engine.hcl` checks it.
 
 engine {
   data_dir  = "./build/data"
@@ -21,9 +21,13 @@ plugin "clamav" {
   path    = "./bin/microengine-plugin-clamav"
   timeout = "30s"
   config {
-    # The private clamd of `make run` (scripts/run.sh starts it here).
-    # A system clamd on Debian listens at unix:///run/clamav/clamd.ctl.
-    address         = "unix://${abspath("build/clamd/clamd.sock")}"
+    # The plugin starts and supervises its own clamd on this signature
+    # folder (relative to this file): the repo's test signatures here,
+    # freshclam's folder (/var/lib/clamav) in production; a new daily there
+    # is loaded without a restart. For clamds someone else runs, set
+    # address instead: "unix:///run/clamav/clamd.ctl" (Debian's), or a list
+    # of them, a pool.
+    database        = "testdata/signatures"
     max_stream_size = "25M"
   }
 }

@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # `make run`: the engine's main job end to end on the default engine.hcl.
-# Starts a private clamd (child process, generated config, the repo's test
-# signatures), the engine, and the local marketplace simulator on the
-# sample set; bounties flow, answers come back, and the scoreboard is shown.
+# Starts the engine (whose clamav plugin runs its own clamd on the repo's
+# test signatures) and the local marketplace simulator on the sample set;
+# bounties flow, answers come back, and the scoreboard is shown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 COUNT=${COUNT:-28}
 RATE=${RATE:-9}
 mkdir -p build
-go build -o build/tools/devclamd ./internal/cmd/devclamd
 go run ./internal/cmd/mksamples build/samples
 
 pids=()
@@ -29,12 +28,6 @@ wait_for() { # FILE SECONDS WHAT
   done
 }
 
-echo "==> private clamd on testdata/signatures"
-rm -f build/clamd.addr
-build/tools/devclamd -dir build/clamd -address-file build/clamd.addr >/dev/null 2>build/clamd.log &
-pids+=($!)
-wait_for build/clamd.addr 30 "clamd (log: build/clamd.log)"
-
 echo "==> the engine: bin/microengine run -config engine.hcl"
 rm -f build/data/listen.addr
 bin/microengine run -config engine.hcl &
@@ -53,6 +46,6 @@ echo "==> the audit trail it keeps: bin/microengine bounties -config engine.hcl 
 bin/microengine bounties -config engine.hcl -limit 5 || true
 echo
 echo "==> stopping the engine (SIGTERM: in-flight bounties are answered first)"
-kill -TERM "${pids[1]}"
-wait "${pids[1]}" || true
+kill -TERM "${pids[0]}"
+wait "${pids[0]}" || true
 exit $status

@@ -14,6 +14,10 @@ const (
 	CommentCannotFetch         = "SKIPPED:CANNOT-FETCH"
 	CommentEncrypted           = "SKIPPED:ENCRYPTED"
 	CommentDecompressionUnsafe = "SKIPPED:DECOMPRESSION-UNSAFE"
+	// CommentSignaturesStale: the backend's signatures are too old to
+	// vouch for a benign answer, or a new set is being loaded. Not one of
+	// PolySwarm's four; the schema takes any string.
+	CommentSignaturesStale = "SKIPPED:SIGNATURES-STALE"
 )
 
 // MetaMatches is the Result.Metadata key under which a plugin lists what

@@ -63,7 +63,7 @@ func TestPluginBinary(t *testing.T) {
 			t.Fatal(err)
 		}
 		if info.Name != "clamav" || info.Version != scanner.Version || info.VendorVersion == "" || !info.HasBackend ||
-			!info.Supports(shared.ArtifactFile) || info.Supports(shared.ArtifactURL) || len(info.ConfigSchema) != 5 {
+			!info.Supports(shared.ArtifactFile) || info.Supports(shared.ArtifactURL) || len(info.ConfigSchema) != len(scanner.ConfigSchema()) {
 			t.Errorf("Info = %+v", info)
 		}
 		h, err := s.Health(ctx)

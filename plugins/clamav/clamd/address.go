@@ -1,12 +1,12 @@
 // Package clamd is a client for the clamd daemon's socket protocol: INSTREAM
-// scans, PING, VERSION and STATS, over a unix socket or TCP.
+// scans, PING, VERSION, STATS and RELOAD, over a unix socket or TCP.
 //
 // Every call takes a context first. The context's deadline becomes the
 // connection's deadline, and cancelling it closes the connection, so a
 // cancelled scan returns at once even while blocked in a write to a clamd
-// that has stopped reading. Commands use the NUL-framed "z" form, one command
-// per connection (no IDSESSION: its replies come back tagged and reordered,
-// and a scanner gains nothing from them).
+// that has stopped reading. Commands use the NUL-framed "z" form, one
+// command per connection, except small INSTREAMs, which ride kept IDSESSION
+// connections (see session.go).
 package clamd
 
 import (

@@ -117,6 +117,7 @@ const (
 	cmdVersion  = "zVERSION\x00"
 	cmdStats    = "zSTATS\x00"
 	cmdInstream = "zINSTREAM\x00"
+	cmdReload   = "zRELOAD\x00"
 )
 
 // connect opens a connection for INSTREAM, as a kept session when sessions
@@ -188,6 +189,21 @@ func (c *Client) Version(ctx context.Context) (Version, error) {
 		return Version{}, c.fail("VERSION", true, 0, reply, err)
 	}
 	return v, nil
+}
+
+// Reload asks clamd to reload its signature database. clamd answers
+// RELOADING at once and loads in the background: with its default
+// ConcurrentDatabaseReload it scans on the old database until the new one
+// is in place.
+func (c *Client) Reload(ctx context.Context) error {
+	reply, err := c.simple(ctx, "RELOAD", cmdReload, maxReplySize)
+	if err != nil {
+		return err
+	}
+	if reply != "RELOADING" {
+		return c.fail("RELOAD", true, 0, reply, fmt.Errorf("%w: want RELOADING, got %q", ErrProtocol, reply))
+	}
+	return nil
 }
 
 // Stats asks clamd for its thread pool and queue report.

@@ -2,11 +2,13 @@ package scanner
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/microengine/microengine/internal/devclamd"
 	"github.com/microengine/microengine/shared"
 )
 
@@ -17,12 +19,12 @@ func TestParseConfigDefaults(t *testing.T) {
 			t.Errorf("ParseConfig(%q): %v", raw, err)
 			continue
 		}
-		if cfg != DefaultConfig() {
+		if !cfg.Equal(DefaultConfig()) {
 			t.Errorf("ParseConfig(%q) = %+v, want the defaults %+v", raw, cfg, DefaultConfig())
 		}
 	}
 	d := DefaultConfig()
-	if d.Address != "unix:///run/clamav/clamd.ctl" || d.Timeout != 30*time.Second || d.MaxStreamSize != 25<<20 ||
+	if !slices.Equal(d.Address, Addresses{"unix:///run/clamav/clamd.ctl"}) || d.MaxSignatureAge != 7*24*time.Hour || d.Timeout != 30*time.Second || d.MaxStreamSize != 25<<20 ||
 		d.MaxConnections != 8 || d.Confidence != 1.0 {
 		t.Errorf("DefaultConfig() = %+v", d)
 	}
@@ -34,7 +36,18 @@ func TestParseConfigValues(t *testing.T) {
 		want Config
 	}{
 		{`{"address":"tcp://127.0.0.1:3310","timeout":"1m30s","max_stream_size":1048576,"max_connections":2,"confidence":0.75}`,
-			Config{Address: "tcp://127.0.0.1:3310", Timeout: 90 * time.Second, MaxStreamSize: 1 << 20, MaxConnections: 2, Confidence: 0.75}},
+			Config{Address: Addresses{"tcp://127.0.0.1:3310"}, Timeout: 90 * time.Second, MaxStreamSize: 1 << 20, MaxConnections: 2, Confidence: 0.75, MaxSignatureAge: DefaultMaxSignatureAge}},
+		// A pool of clamds, and a managed clamd with no address.
+		{`{"address":["unix:///a.sock","tcp://127.0.0.1:3310"]}`, func() Config {
+			c := DefaultConfig()
+			c.Address = Addresses{"unix:///a.sock", "tcp://127.0.0.1:3310"}
+			return c
+		}()},
+		{fmt.Sprintf(`{"database":%q,"max_signature_age":"0s"}`, repoSignatures(t)), func() Config {
+			c := DefaultConfig()
+			c.Address, c.Database, c.MaxSignatureAge = nil, repoSignatures(t), 0
+			return c
+		}()},
 		// Sizes as a person writes them, and clamd's K/M/G.
 		{`{"max_stream_size":"25M"}`, func() Config { c := DefaultConfig(); c.MaxStreamSize = 25 << 20; return c }()},
 		{`{"max_stream_size":"100MiB"}`, func() Config { c := DefaultConfig(); c.MaxStreamSize = 100 << 20; return c }()},
@@ -43,7 +56,7 @@ func TestParseConfigValues(t *testing.T) {
 		{`{"max_connections":8.0,"max_stream_size":1024.0}`, func() Config { c := DefaultConfig(); c.MaxStreamSize = 1024; return c }()},
 		{`{"confidence":0}`, func() Config { c := DefaultConfig(); c.Confidence = 0; return c }()},
 		{`{"confidence":1}`, DefaultConfig()},
-		{`{"address":"/var/run/clamav/clamd.ctl"}`, func() Config { c := DefaultConfig(); c.Address = "/var/run/clamav/clamd.ctl"; return c }()},
+		{`{"address":"/var/run/clamav/clamd.ctl"}`, func() Config { c := DefaultConfig(); c.Address = Addresses{"/var/run/clamav/clamd.ctl"}; return c }()},
 	}
 	for _, tt := range tests {
 		got, err := ParseConfig([]byte(tt.raw))
@@ -51,7 +64,7 @@ func TestParseConfigValues(t *testing.T) {
 			t.Errorf("ParseConfig(%s): %v", tt.raw, err)
 			continue
 		}
-		if got != tt.want {
+		if !got.Equal(tt.want) {
 			t.Errorf("ParseConfig(%s) = %+v, want %+v", tt.raw, got, tt.want)
 		}
 	}
@@ -66,7 +79,13 @@ func TestParseConfigFaultsNameTheirField(t *testing.T) {
 		{`{"adress":"unix:///x.sock"}`, []string{"adress"}, "unknown attribute"},
 		{`{"address":"clamd.sock"}`, []string{"address"}, "no scheme"},
 		{`{"address":"http://x:1"}`, []string{"address"}, "unsupported scheme"},
-		{`{"address":42}`, []string{"address"}, "want a string"},
+		{`{"address":42}`, []string{"address"}, "clamd address"},
+		{`{"address":["unix:///a.sock","nowhere"]}`, []string{"address[1]"}, "no scheme"},
+		{`{"address":["unix:///a.sock","unix:///a.sock"]}`, []string{"address[1]"}, "twice"},
+		{`{"address":[]}`, []string{"address"}, "empty"},
+		{`{"address":"unix:///a.sock","database":"/var/lib/clamav"}`, []string{"address", "database"}, "not both"},
+		{`{"database":"/nonexistent/clamav"}`, []string{"database"}, "no such file"},
+		{`{"max_signature_age":"-1h"}`, []string{"max_signature_age"}, "0 (no check) or more"},
 		{`{"timeout":"soon"}`, []string{"timeout"}, "duration"},
 		{`{"timeout":30}`, []string{"timeout"}, "duration"},
 		{`{"timeout":"-1s"}`, []string{"timeout"}, "more than 0"},
@@ -117,8 +136,11 @@ func TestConfigSchemaDefaultsParse(t *testing.T) {
 	// The defaults the schema advertises must be what an empty block
 	// means, in the schema's own types.
 	raw := "{"
-	for i, f := range ConfigSchema() {
-		if i > 0 {
+	for _, f := range ConfigSchema() {
+		if f.Default == "" {
+			continue // database: no default
+		}
+		if raw != "{" {
 			raw += ","
 		}
 		switch f.Type {
@@ -133,7 +155,17 @@ func TestConfigSchemaDefaultsParse(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ParseConfig(%s): %v", raw, err)
 	}
-	if cfg != DefaultConfig() {
+	if !cfg.Equal(DefaultConfig()) {
 		t.Errorf("schema defaults %s parse to %+v, want %+v", raw, cfg, DefaultConfig())
 	}
+}
+
+// repoSignatures is the repository's test signature folder.
+func repoSignatures(t *testing.T) string {
+	t.Helper()
+	dir, err := devclamd.RepoSignatureDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

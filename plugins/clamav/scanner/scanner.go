@@ -3,9 +3,18 @@
 //
 // The mapping never turns a fault into benign. Only "stream: OK" for a
 // stream that was sent whole is benign; a signature match is malicious;
-// a scan limit clamd hit (Heuristics.Limits.Exceeded.*), a size limit, a
-// timeout, a daemon that is down or dies mid-stream, a malformed reply —
-// all are unknown, with the reason in Result.Reason and the log.
+// a scan limit clamd hit (Heuristics.Limits.Exceeded.*), encrypted content
+// (Heuristics.Encrypted.*), a size limit, a timeout, a daemon that is down
+// or dies mid-stream, a malformed reply — all are unknown, with the reason
+// in Result.Reason and the log. An OK is benign only from a clamd that can
+// be trusted with it: one that alerts on what it skips (the plugin's own,
+// or one that passed the probes; see probe.go), whose signatures are not
+// older than max_signature_age and are not being reloaded.
+//
+// The clamds are a pool (backend.go): the plugin's own managed clamd
+// (package daemon), or one or more addresses, each checked in the
+// background; a scan goes to the least busy one that answers, and is
+// retried once on another when its clamd fails before answering.
 //
 // Artifact types: files only. A URL's text is no file, and clamd has no URL
 // reputation to judge it by: it would answer OK, a benign claim about a URL
@@ -15,9 +24,11 @@
 package scanner
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +37,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/microengine/microengine/plugins/clamav/clamd"
+	"github.com/microengine/microengine/plugins/clamav/daemon"
 	"github.com/microengine/microengine/shared"
 )
 
@@ -45,9 +57,6 @@ const Vendor = "ClamAV"
 const (
 	MetaVendorVersion     = "vendor_version"
 	MetaSignaturesVersion = "signatures_version"
-	// MetaComment holds a standard comment on an unknown verdict, such as
-	// SKIPPED:ENCRYPTED: why the artifact was not judged.
-	MetaComment = "comment"
 )
 
 // Alerts that say clamd did not examine the whole artifact. Neither is a
@@ -64,26 +73,30 @@ const (
 	encryptedSignaturePrefix = "Heuristics.Encrypted"
 )
 
-// Comments on an unknown result, as PolySwarm's ScanMetadata names them.
-// They travel in Result.Metadata under MetaComment.
-const (
-	CommentDecompressionUnsafe = "SKIPPED:DECOMPRESSION-UNSAFE"
-	CommentEncrypted           = "SKIPPED:ENCRYPTED"
-)
-
 // heuristicsPrefix names clamd's heuristic (non-signature) alerts.
 const heuristicsPrefix = "Heuristics."
 
 // Tuning that is not configuration.
 const (
-	// versionRefreshInterval: VERSION is re-asked at most this often from
-	// scans, so a database update shows in results within a minute without
-	// a VERSION call per scan. Health re-asks on every check.
+	// versionRefreshInterval: VERSION is re-asked this often by the
+	// background checks, so a database update shows in results within a
+	// minute without a VERSION call per scan.
 	versionRefreshInterval = time.Minute
 	// retryBackoff is the pause before the one retry of a scan whose
-	// connection was refused (clamd restarting, listen queue full); the
-	// clamd client makes it.
+	// connection was refused (clamd restarting, listen queue full), when
+	// there is no other clamd to try; the clamd client makes it.
 	retryBackoff = 200 * time.Millisecond
+	// retryBufferMax: with more than one clamd, artifacts up to this size
+	// are read whole before they are sent, so a clamd that fails mid-scan
+	// can be replaced by another. Larger ones are retried only when the
+	// failure came before any byte was read, or when their content can
+	// seek back.
+	retryBufferMax = 1 << 20
+	// managedStartWait bounds how long Configure waits for the managed
+	// clamd's first PONG: enough for a small database (0.2 s), so a
+	// one-shot `microengine scan` gets verdicts; the official database
+	// takes 10-15 s, and scans answer unknown until it is loaded.
+	managedStartWait = 5 * time.Second
 	// infoVersionTimeout bounds the VERSION call Info makes when no
 	// version is known yet: Info must stay cheap with clamd down.
 	infoVersionTimeout = 2 * time.Second
@@ -101,16 +114,31 @@ type Scanner struct {
 	configMu sync.Mutex
 	// current is swapped whole by Configure: a scan runs to its end on the
 	// state it started with.
-	current  atomic.Pointer[state]
-	versions *versionCache
+	current atomic.Pointer[state]
+	// probes are built once, on first use.
+	probesOnce sync.Once
+	probeSet   []probe
+	probeErr   error
+	// now is the clock, for signature ages.
+	now func() time.Time
 }
 
 // state is one configuration and what was built from it.
 type state struct {
-	cfg    Config
-	client *clamd.Client
+	cfg      Config
+	backends []*backend
+	// daemon is the managed clamd, when cfg.Database is set. ownsDaemon
+	// is cleared when a later state takes it over.
+	daemon     *daemon.Daemon
+	ownsDaemon atomic.Bool
 	// slots is a semaphore of MaxConnections tokens.
 	slots chan struct{}
+	// stop ends the background checks and probes.
+	stop     chan struct{}
+	stopOnce sync.Once
+	// monitored is set once the background checks run; the defaults New
+	// starts with are not checked until Configure confirms them.
+	monitored atomic.Bool
 }
 
 var _ shared.Scanner = (*Scanner)(nil)
@@ -120,30 +148,23 @@ func New(log hclog.Logger) *Scanner {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	s := &Scanner{log: log}
-	st, err := newState(DefaultConfig(), nil)
+	s := &Scanner{log: log, now: time.Now}
+	st, err := s.newState(DefaultConfig(), nil, false)
 	if err != nil {
 		// The defaults are constants that parse: this is a programming error.
 		panic(fmt.Sprintf("clamav: default config: %v", err))
 	}
 	s.current.Store(st)
-	s.versions = newVersionCache(versionRefreshInterval, log)
-	s.versions.use(st.client)
 	return s
 }
 
-func newState(cfg Config, prev *state) (*state, error) {
-	client, err := clamd.NewClient(cfg.Address, clamd.Options{
-		Timeout:       cfg.Timeout,
-		MaxStreamSize: int64(cfg.MaxStreamSize),
-		// One kept session per connection a scan may hold.
-		Sessions:     cfg.MaxConnections,
-		RetryBackoff: retryBackoff,
-	})
-	if err != nil {
-		return nil, err
-	}
-	st := &state{cfg: cfg, client: client}
+func (s *Scanner) probes() ([]probe, error) {
+	s.probesOnce.Do(func() { s.probeSet, s.probeErr = buildProbes() })
+	return s.probeSet, s.probeErr
+}
+
+func (s *Scanner) newState(cfg Config, prev *state, monitor bool) (_ *state, err error) {
+	st := &state{cfg: cfg, stop: make(chan struct{})}
 	if prev != nil && prev.cfg.MaxConnections == cfg.MaxConnections {
 		// Keep the semaphore, so scans in flight still count against
 		// the same limit.
@@ -151,19 +172,128 @@ func newState(cfg Config, prev *state) (*state, error) {
 	} else {
 		st.slots = make(chan struct{}, cfg.MaxConnections)
 	}
+	opts := clamd.Options{
+		Timeout:       cfg.Timeout,
+		MaxStreamSize: int64(cfg.MaxStreamSize),
+		// One kept session per connection a scan may hold.
+		Sessions: cfg.MaxConnections,
+	}
+	if len(cfg.Address) <= 1 {
+		// With a pool, a refused connection moves to another clamd
+		// instead of waiting for this one.
+		opts.RetryBackoff = retryBackoff
+	}
+	if cfg.Managed() {
+		if prev != nil && prev.daemon != nil && sameDaemon(prev.cfg, cfg) && prev.ownsDaemon.CompareAndSwap(true, false) {
+			st.daemon = prev.daemon
+		} else if st.daemon, err = daemon.Start(daemon.Options{
+			Database:        cfg.Database,
+			StreamMaxLength: int64(cfg.MaxStreamSize),
+			// Room for the health checks beside max_connections scans.
+			MaxThreads: cfg.MaxConnections + 2,
+			Logger:     s.log.Named("clamd"),
+		}); err != nil {
+			return nil, (&shared.ConfigError{}).Add(keyDatabase, "%v", err)
+		}
+		st.ownsDaemon.Store(true)
+		client, err := clamd.NewClient(st.daemon.Address(), opts)
+		if err != nil {
+			st.close()
+			return nil, err
+		}
+		st.backends = []*backend{newBackend(st.daemon.Address(), client, st.daemon, s.log)}
+	}
+	for _, addr := range cfg.Address {
+		client, err := clamd.NewClient(addr, opts)
+		if err != nil {
+			st.close()
+			return nil, (&shared.ConfigError{}).Add(keyAddress, "%v", err)
+		}
+		st.backends = append(st.backends, newBackend(client.Address().String(), client, nil, s.log))
+	}
+	if monitor {
+		st.startMonitor(s)
+	}
 	return st, nil
 }
 
-// Info describes the plugin. Versions come from a cache; only when none is
-// known yet does Info ask clamd, briefly, and it still answers if clamd is
-// down.
-func (s *Scanner) Info(ctx context.Context) (shared.Info, error) {
-	v, ok := s.versions.get()
-	if !ok {
-		vctx, cancel := context.WithTimeout(ctx, infoVersionTimeout)
-		v, _ = s.versions.fetch(vctx)
-		cancel()
+// startMonitor starts the background checks, once.
+func (st *state) startMonitor(s *Scanner) {
+	if st.monitored.CompareAndSwap(false, true) {
+		go s.monitor(st)
 	}
+}
+
+// sameDaemon reports whether a managed clamd started for a can serve b.
+func sameDaemon(a, b Config) bool {
+	return a.Database == b.Database && a.MaxStreamSize == b.MaxStreamSize && a.MaxConnections == b.MaxConnections
+}
+
+// close stops the state's background work, its connections and, when it
+// still owns it, the managed clamd.
+func (st *state) close() {
+	st.stopOnce.Do(func() { close(st.stop) })
+	for _, b := range st.backends {
+		b.client.Close()
+	}
+	if st.daemon != nil && st.ownsDaemon.CompareAndSwap(true, false) {
+		st.daemon.Close()
+	}
+}
+
+// monitor checks every clamd of st each monitorInterval until st is
+// replaced.
+func (s *Scanner) monitor(st *state) {
+	t := time.NewTicker(monitorInterval)
+	defer t.Stop()
+	for {
+		s.checkAll(context.Background(), st, pingTimeout)
+		select {
+		case <-st.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// checkAll checks every clamd of st at once, each within timeout.
+func (s *Scanner) checkAll(ctx context.Context, st *state, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, b := range st.backends {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.check(ctx)
+		}()
+	}
+	wg.Wait()
+}
+
+// pick returns the usable clamd with the fewest scans in flight, other
+// than not; nil when none is usable.
+func (st *state) pick(not *backend) *backend {
+	var best *backend
+	for _, b := range st.backends {
+		if b == not || !b.usable() {
+			continue
+		}
+		if best == nil || b.inflight.Load() < best.inflight.Load() {
+			best = b
+		}
+	}
+	return best
+}
+
+// Info describes the plugin. Versions come from the last checks; only when
+// none is known yet does Info ask clamd, briefly, and it still answers if
+// clamd is down.
+func (s *Scanner) Info(ctx context.Context) (shared.Info, error) {
+	st := s.current.Load()
+	vctx, cancel := withBudget(ctx, infoVersionTimeout)
+	defer cancel()
+	v := st.versions(vctx)
 	return shared.Info{
 		Name:              Name,
 		Version:           Version,
@@ -177,10 +307,27 @@ func (s *Scanner) Info(ctx context.Context) (shared.Info, error) {
 	}, nil
 }
 
+// versions returns the first clamd's versions that are known, asking the
+// first clamd within ctx when none is.
+func (st *state) versions(ctx context.Context) clamd.Version {
+	for _, b := range st.backends {
+		if snap := b.snapshot(); snap.versionOK {
+			return snap.version
+		}
+	}
+	if len(st.backends) == 0 || (st.backends[0].managed != nil && !st.backends[0].usable()) {
+		return clamd.Version{}
+	}
+	v, _ := st.backends[0].versions(ctx)
+	return v
+}
+
 // Configure applies a config block. It is idempotent (the same config
 // changes nothing) and safe during scans: a new configuration is swapped in
-// whole, and scans in flight finish on the one they started with.
-func (s *Scanner) Configure(_ context.Context, configJSON []byte) error {
+// whole, and scans in flight finish on the one they started with. With
+// database set it starts the managed clamd and waits a little for it (see
+// managedStartWait).
+func (s *Scanner) Configure(ctx context.Context, configJSON []byte) error {
 	cfg, err := ParseConfig(configJSON)
 	if err != nil {
 		return err
@@ -188,27 +335,36 @@ func (s *Scanner) Configure(_ context.Context, configJSON []byte) error {
 	s.configMu.Lock()
 	defer s.configMu.Unlock()
 	cur := s.current.Load()
-	if cur.cfg == cfg {
+	if cur.cfg.Equal(cfg) {
+		cur.startMonitor(s)
 		return nil
 	}
-	st, err := newState(cfg, cur)
+	st, err := s.newState(cfg, cur, true)
 	if err != nil {
-		return (&shared.ConfigError{}).Add(keyAddress, "%v", err)
+		return err
 	}
 	s.current.Store(st)
-	s.versions.use(st.client)
-	// Scans still on the old client close its sessions as they finish.
-	cur.client.Close()
-	s.log.Info("configured", "address", cfg.Address, "timeout", cfg.Timeout,
+	// Scans still on the old state close its sessions as they finish.
+	cur.close()
+	s.log.Info("configured", "address", strings.Join(cfg.Address, ","), "database", cfg.Database, "timeout", cfg.Timeout,
 		"max_stream_size", cfg.MaxStreamSize, "max_connections", cfg.MaxConnections,
-		"confidence", cfg.Confidence)
+		"confidence", cfg.Confidence, "max_signature_age", cfg.MaxSignatureAge)
+	if st.daemon != nil {
+		wctx, cancel := withBudget(ctx, managedStartWait)
+		if err := st.daemon.WaitReady(wctx); err != nil {
+			s.log.Warn("the managed clamd is not ready yet; scans answer unknown until it is", "error", err)
+		}
+		cancel()
+	}
+	// A round of checks, so the first scans know which clamds answer.
+	s.checkAll(ctx, st, pingTimeout)
 	return nil
 }
 
-// Health reaches clamd: PING must answer PONG. It also re-reads VERSION, so
-// a signature update shows in Info and results, and STATS for the message.
-// These short calls do not take a max_connections slot: a plugin busy with
-// long scans must still answer its health checks.
+// Health reports on every clamd: PING must answer PONG. It sends PING
+// afresh, and reports the versions, load, probe findings and signature age
+// the background checks keep. These calls do not take a max_connections
+// slot: a plugin busy with long scans must still answer its health checks.
 //
 // It answers within healthBudget whatever clamd does: a clamd that is
 // stopped (SIGSTOP) or swamped accepts the connection and then says
@@ -216,36 +372,87 @@ func (s *Scanner) Configure(_ context.Context, configJSON []byte) error {
 // deadline, and the host would take the plugin for hung and kill it,
 // cutting its scans. A clamd that cannot answer PING within the budget is
 // unhealthy, which is what the host needs to know.
+//
+// Healthy means at least one clamd can be trusted with a benign answer.
+// Degraded states (a clamd that skips content silently, stale signatures,
+// signatures loading) are unhealthy, with the reason and the fix.
 func (s *Scanner) Health(ctx context.Context) (shared.Health, error) {
 	ctx, cancel := withBudget(ctx, healthBudget)
 	defer cancel()
 	st := s.current.Load()
-	addr := st.client.Address().String()
-	if err := st.client.Ping(ctx); err != nil {
-		v, _ := s.versions.get()
-		return shared.Health{
-			Healthy: false, Message: fmt.Sprintf("clamd at %s does not answer PING: %v", addr, err),
-			VendorVersion: v.Engine, SignaturesVersion: v.Database,
-		}, nil
+	s.checkAll(ctx, st, healthBudget)
+	for _, b := range st.backends {
+		b.ensureProbed(s.probes, st.stop)
 	}
-	// VERSION and STATS side by side, in what is left of the budget.
-	var stats clamd.Stats
-	var statsErr error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		stats, statsErr = st.client.Stats(ctx)
-	}()
-	v, err := s.versions.fetch(ctx)
-	<-done
-	if err != nil {
-		return shared.Health{Healthy: false, Message: fmt.Sprintf("clamd at %s answers PING but not VERSION: %v", addr, err)}, nil
+	healthy := false
+	var lines []string
+	var v clamd.Version
+	for _, b := range st.backends {
+		snap := b.snapshot()
+		line, ok := s.describe(st, snap)
+		lines = append(lines, line)
+		healthy = healthy || ok
+		if v.Engine == "" && snap.versionOK {
+			v = snap.version
+		}
 	}
-	msg := fmt.Sprintf("clamd %s at %s: PONG", v.Engine, addr)
-	if statsErr == nil {
-		msg += fmt.Sprintf("; threads live %d idle %d max %d; queue %d", stats.ThreadsLive, stats.ThreadsIdle, stats.ThreadsMax, stats.QueueItems)
+	msg := strings.Join(lines, "; ")
+	return shared.Health{Healthy: healthy, Message: msg, VendorVersion: v.Engine, SignaturesVersion: v.Database}, nil
+}
+
+// describe is one clamd's line in Health, and whether it can be trusted
+// with a benign answer.
+func (s *Scanner) describe(st *state, b snapshot) (string, bool) {
+	who := "clamd at " + b.addr
+	if b.isManaged {
+		who = fmt.Sprintf("managed clamd (pid %d, %d restarts) on %s", b.managed.Pid, b.managed.Restarts, st.daemon.Database())
 	}
-	return shared.Health{Healthy: true, Message: msg, VendorVersion: v.Engine, SignaturesVersion: v.Database}, nil
+	if !b.up {
+		why := b.err
+		if why == "" {
+			why = "not checked yet"
+		}
+		if !b.isManaged {
+			why += "; start it, fix address, or set database to a signature folder for a clamd the plugin runs itself"
+		}
+		return fmt.Sprintf("%s: down: %s", who, why), false
+	}
+	ok := true
+	parts := []string{fmt.Sprintf("%s: PONG", who)}
+	if b.versionOK {
+		parts = append(parts, b.version.Raw)
+	}
+	if stale, age := s.stale(st.cfg, b.version); !b.version.DatabaseTime.IsZero() {
+		ageText := fmt.Sprintf("signatures %s old", age.Round(time.Hour))
+		if stale {
+			ageText += fmt.Sprintf(", more than max_signature_age %s: benign answers are unknown until freshclam updates them", st.cfg.MaxSignatureAge)
+			ok = false
+		}
+		parts = append(parts, ageText)
+	}
+	if b.isManaged && b.managed.State == daemon.StateReloading {
+		parts = append(parts, "reloading its signatures")
+		ok = false
+	}
+	parts = append(parts, fmt.Sprintf("%d in flight", b.inflight))
+	if !b.isManaged {
+		parts = append(parts, b.trust.summary())
+		if b.trust.state == trustFailed || b.trust.state == trustUnknown {
+			parts = append(parts, "archives and other containers are answered unknown, plain text stays benign")
+			ok = false
+		}
+	}
+	return strings.Join(parts, ", "), ok
+}
+
+// stale reports whether v's daily database is older than the config
+// allows, and its age.
+func (s *Scanner) stale(cfg Config, v clamd.Version) (bool, time.Duration) {
+	if v.DatabaseTime.IsZero() {
+		return false, 0
+	}
+	age := s.now().Sub(v.DatabaseTime)
+	return cfg.MaxSignatureAge > 0 && age > cfg.MaxSignatureAge, age
 }
 
 // withBudget bounds ctx to a quarter of the time it has left, and to at
@@ -259,7 +466,7 @@ func withBudget(ctx context.Context, max time.Duration) (context.Context, contex
 	return context.WithTimeout(ctx, d)
 }
 
-// Scan streams the artifact to clamd and maps the answer. Faults are
+// Scan streams the artifact to a clamd and maps the answer. Faults are
 // unknown results; only the end of ctx is returned as an error, so the host
 // sees a cancellation or deadline as such.
 func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, error) {
@@ -270,11 +477,11 @@ func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, e
 	if a.Size > int64(st.cfg.MaxStreamSize) {
 		// Not sent: clamd would refuse it at StreamMaxLength anyway, after
 		// we had streamed 25 MiB for nothing.
-		return s.unknown(a, 0, "not scanned: the artifact is %d bytes, more than max_stream_size (%d)", a.Size, st.cfg.MaxStreamSize), nil
+		return s.unknown(a, nil, 0, "not scanned: the artifact is %d bytes, more than max_stream_size (%d)", a.Size, st.cfg.MaxStreamSize), nil
 	}
 	if a.Content == nil && a.Size != 0 {
 		// Only an artifact known to be empty may come without content.
-		return s.unknown(a, 0, "not scanned: the artifact has no content (announced size %d)", a.Size), nil
+		return s.unknown(a, nil, 0, "not scanned: the artifact has no content (announced size %d)", a.Size), nil
 	}
 
 	select {
@@ -284,68 +491,192 @@ func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, e
 	}
 	defer func() { <-st.slots }()
 
+	b := st.pick(nil)
+	if b == nil {
+		// The background checks may be behind (a clamd just back, a
+		// managed one just loaded): check now, briefly.
+		s.checkAll(ctx, st, pingTimeout)
+		b = st.pick(nil)
+	}
+	if b == nil {
+		// Try the first clamd anyway, unless it is the managed one and
+		// not ready.
+		if b = st.backends[0]; b.managed != nil {
+			return s.unknown(a, b, 0, "not scanned: %s", b.snapshot().err), nil
+		}
+	}
+	content := a.Content
+	if content == nil {
+		content = bytes.NewReader(nil)
+	}
+	rewind, err := s.rewinder(st, a, &content)
+	if err != nil {
+		return s.unknown(a, b, 0, "not scanned: %v", err), nil
+	}
+
 	start := time.Now()
-	reply, err := st.client.Instream(ctx, a.Content)
+	reply, sniff, err := s.attempt(ctx, st, b, a, content, rewind != nil)
+	if err != nil && ctx.Err() == nil && retryable(err) {
+		if other := st.pick(b); other != nil && (clamd.Retryable(err) || (rewind != nil && rewind() == nil)) {
+			s.log.Warn("clamd failed before answering; retrying on another", "artifact", a.ID, "from", b.addr, "to", other.addr, "error", err)
+			b = other
+			reply, sniff, err = s.attempt(ctx, st, b, a, content, false)
+		}
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return shared.Result{}, fmt.Errorf("clamav: scan %s: %w", a.ID, ctx.Err())
 		}
-		return s.failure(a, st, err), nil
+		return s.failure(a, st, b, err), nil
 	}
-	s.log.Debug("scanned", "artifact", a.ID, "reply", reply.Raw, "bytes", reply.ContentBytes, "duration", time.Since(start))
-	if _, known := s.versions.get(); !known {
-		// The first verdict (Info and Health not called yet) still
-		// carries the versions: clamd has just answered, so this is quick.
-		vctx, cancel := context.WithTimeout(ctx, infoVersionTimeout)
-		_, _ = s.versions.fetch(vctx)
-		cancel()
+	s.log.Debug("scanned", "artifact", a.ID, "clamd", b.addr, "reply", reply.Raw, "bytes", reply.ContentBytes, "duration", time.Since(start))
+	return s.verdict(ctx, a, st, b, reply, sniff), nil
+}
+
+// rewinder makes the content readable a second time when that is cheap:
+// it seeks back, or with more than one clamd a small artifact is read
+// whole first. It returns nil when the content cannot be re-read.
+func (s *Scanner) rewinder(st *state, a shared.Artifact, content *io.Reader) (func() error, error) {
+	if len(st.backends) < 2 {
+		return nil, nil
 	}
-	return s.verdict(a, st, reply), nil
+	if sk, ok := (*content).(io.Seeker); ok {
+		if pos, err := sk.Seek(0, io.SeekCurrent); err == nil {
+			return func() error {
+				_, err := sk.Seek(pos, io.SeekStart)
+				return err
+			}, nil
+		}
+	}
+	if a.Size < 0 || a.Size > retryBufferMax {
+		return nil, nil
+	}
+	buf := make([]byte, a.Size)
+	if _, err := io.ReadFull(*content, buf); err != nil {
+		return nil, fmt.Errorf("reading the content: %w", err)
+	}
+	r := bytes.NewReader(buf)
+	// Whatever follows the announced size is still for clamd to see, so
+	// a long stream stays a fault.
+	orig := *content
+	*content = io.MultiReader(r, orig)
+	return func() error {
+		r.Reset(buf)
+		*content = io.MultiReader(r, orig)
+		return nil
+	}, nil
+}
+
+// retryable reports whether a scan failed because its clamd did: it
+// refused or dropped the connection, said nothing, or did not finish in
+// time. Such a scan may go to another clamd.
+func retryable(err error) bool {
+	return errors.Is(err, clamd.ErrConnect) || errors.Is(err, clamd.ErrNoReply) ||
+		errors.Is(err, clamd.ErrScan) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// attempt is one INSTREAM on b. With another clamd to fall back on, it
+// gets half the time left, so that a clamd that stalls leaves time for
+// the retry. A clamd that was not shown to alert on what it skips gets
+// the content through a textSniffer.
+func (s *Scanner) attempt(ctx context.Context, st *state, b *backend, a shared.Artifact, content io.Reader, halve bool) (clamd.Reply, *textSniffer, error) {
+	if halve && st.pick(b) != nil {
+		if dl, ok := ctx.Deadline(); ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)/2))
+			defer cancel()
+		}
+	}
+	var sniff *textSniffer
+	if b.currentTrust().state != trustPassed {
+		sniff = newTextSniffer(content)
+		content = sniff
+	}
+	b.inflight.Add(1)
+	defer b.inflight.Add(-1)
+	reply, err := b.client.Instream(ctx, content)
+	if err != nil && retryable(err) && !errors.Is(err, context.Canceled) {
+		if !b.markDown(err) {
+			err = quiet{err}
+		}
+	}
+	return reply, sniff, err
 }
 
 // verdict maps a completed scan.
-func (s *Scanner) verdict(a shared.Artifact, st *state, reply clamd.Reply) shared.Result {
+func (s *Scanner) verdict(ctx context.Context, a shared.Artifact, st *state, b *backend, reply clamd.Reply, sniff *textSniffer) shared.Result {
 	if a.Size >= 0 && reply.ContentBytes != a.Size {
 		// The shared stream reader already refuses a length mismatch;
 		// this guards a Content reader that does not.
-		return s.unknown(a, reply.ContentBytes, "content held %d bytes, the artifact announced %d", reply.ContentBytes, a.Size)
+		return s.unknown(a, b, reply.ContentBytes, "content held %d bytes, the artifact announced %d", reply.ContentBytes, a.Size)
 	}
 	switch reply.Status {
 	case clamd.StatusOK:
-		return shared.Result{
-			Verdict: shared.VerdictBenign, Confidence: st.cfg.Confidence,
-			Metadata: s.metadata(), BytesScanned: reply.ContentBytes,
-		}
+		return s.benign(ctx, a, st, b, reply, sniff)
 	case clamd.StatusFound:
 		if strings.HasPrefix(reply.Signature, limitsSignaturePrefix) {
 			// clamd stopped early: not examined in full, so neither
 			// benign nor malicious.
-			r := s.unknown(a, reply.ContentBytes, "clamd stopped at a scan limit (%s): the artifact was not examined in full", reply.Signature)
-			r.Metadata[MetaComment] = CommentDecompressionUnsafe
+			r := s.unknown(a, b, reply.ContentBytes, "clamd stopped at a scan limit (%s): the artifact was not examined in full", reply.Signature)
+			r.Metadata[shared.MetaComment] = shared.CommentDecompressionUnsafe
 			return r
 		}
 		if strings.HasPrefix(reply.Signature, encryptedSignaturePrefix) {
 			// Encryption is no sign of malice, and what it hides was not
 			// examined.
-			r := s.unknown(a, reply.ContentBytes, "clamd could not open encrypted content (%s): the artifact was not examined in full", reply.Signature)
-			r.Metadata[MetaComment] = CommentEncrypted
+			r := s.unknown(a, b, reply.ContentBytes, "clamd could not open encrypted content (%s): the artifact was not examined in full", reply.Signature)
+			r.Metadata[shared.MetaComment] = shared.CommentEncrypted
 			return r
 		}
 		return shared.Result{
 			Verdict: shared.VerdictMalicious, Confidence: st.cfg.Confidence,
 			MalwareFamily: reply.Signature,
-			// clamd's Heuristics.* alerts (encrypted archives, broken
-			// executables, phishing...) come from its analysers, not a
-			// signature.
+			// clamd's Heuristics.* alerts (broken executables,
+			// phishing...) come from its analysers, not a signature.
 			Heuristic: strings.HasPrefix(reply.Signature, heuristicsPrefix),
-			Metadata:  s.metadata(), BytesScanned: reply.ContentBytes,
+			Metadata:  s.metadata(b), BytesScanned: reply.ContentBytes,
 		}
 	}
-	return s.unknown(a, reply.ContentBytes, "clamd reply %q has no verdict", reply.Raw)
+	return s.unknown(a, b, reply.ContentBytes, "clamd reply %q has no verdict", reply.Raw)
+}
+
+// benign maps an OK: benign only from a clamd that can be trusted with it.
+func (s *Scanner) benign(ctx context.Context, a shared.Artifact, st *state, b *backend, reply clamd.Reply, sniff *textSniffer) shared.Result {
+	if b.reloading() {
+		r := s.unknown(a, b, reply.ContentBytes, "clamd answered OK while it was loading new signatures: not judged on a settled database")
+		r.Metadata[shared.MetaComment] = shared.CommentSignaturesStale
+		return r
+	}
+	v, _ := b.versions(ctx)
+	if stale, age := s.stale(st.cfg, v); stale {
+		r := s.unknown(a, b, reply.ContentBytes, "clamd answered OK, but its signatures (%s) are %s old, more than max_signature_age %s",
+			v.Database, age.Round(time.Hour), st.cfg.MaxSignatureAge)
+		r.Metadata[shared.MetaComment] = shared.CommentSignaturesStale
+		return r
+	}
+	if b.managed == nil && (sniff == nil || !sniff.isPlain()) {
+		t := b.currentTrust()
+		if t.state == trustPending {
+			// Wait for the probes (a few seconds, once per clamd),
+			// within the scan's time.
+			b.ensureProbed(s.probes, st.stop)
+			t = b.settledTrust(ctx)
+		}
+		if t.state != trustPassed {
+			why := t.summary()
+			r := s.unknown(a, b, reply.ContentBytes, "clamd at %s answered OK, but %s; only plain text is benign from it", b.addr, why)
+			r.Metadata[shared.MetaComment] = shared.CommentDecompressionUnsafe
+			return r
+		}
+	}
+	return shared.Result{
+		Verdict: shared.VerdictBenign, Confidence: st.cfg.Confidence,
+		Metadata: s.metadata(b), BytesScanned: reply.ContentBytes,
+	}
 }
 
 // failure maps a scan that did not complete to unknown.
-func (s *Scanner) failure(a shared.Artifact, st *state, err error) shared.Result {
+func (s *Scanner) failure(a shared.Artifact, st *state, b *backend, err error) shared.Result {
 	var ce *clamd.Error
 	var sent int64
 	if errors.As(err, &ce) {
@@ -353,40 +684,55 @@ func (s *Scanner) failure(a shared.Artifact, st *state, err error) shared.Result
 	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		s.log.Warn("clamd call timed out", "artifact", a.ID, "timeout", st.cfg.Timeout, "error", err)
-		return s.unknown(a, sent, "clamd did not finish within the %s timeout: %v", st.cfg.Timeout, err)
+		s.log.Warn("clamd call timed out", "artifact", a.ID, "clamd", b.addr, "timeout", st.cfg.Timeout, "error", err)
+		return s.unknown(a, b, sent, "clamd did not finish within the %s timeout: %v", st.cfg.Timeout, err)
 	case errors.Is(err, clamd.ErrSizeLimit) && ce != nil && ce.Reply != "":
 		s.log.Warn("clamd refused the stream at its StreamMaxLength: set max_stream_size no higher than clamd's StreamMaxLength",
 			"artifact", a.ID, "max_stream_size", st.cfg.MaxStreamSize, "sent", sent)
-		return s.unknown(a, sent, "not scanned: clamd refused the stream at its StreamMaxLength, which is below max_stream_size (%d): %v", st.cfg.MaxStreamSize, err)
+		return s.unknown(a, b, sent, "not scanned: clamd refused the stream at its StreamMaxLength, which is below max_stream_size (%d): %v", st.cfg.MaxStreamSize, err)
 	case errors.Is(err, clamd.ErrSizeLimit):
-		return s.unknown(a, sent, "not scanned: the content is longer than max_stream_size (%d): %v", st.cfg.MaxStreamSize, err)
+		return s.unknown(a, b, sent, "not scanned: the content is longer than max_stream_size (%d): %v", st.cfg.MaxStreamSize, err)
 	case errors.Is(err, clamd.ErrContent):
 		s.log.Warn("could not read the artifact's content", "artifact", a.ID, "error", err)
-		return s.unknown(a, sent, "not scanned: %v", err)
+		return s.unknown(a, b, sent, "not scanned: %v", err)
 	}
-	s.log.Warn("clamd scan failed", "artifact", a.ID, "error", err)
-	return s.unknown(a, sent, "clamd scan failed: %v", err)
+	var q quiet
+	if errors.As(err, &q) {
+		// The clamd was already known to be down, and said so once.
+		s.log.Debug("clamd scan failed", "artifact", a.ID, "clamd", b.addr, "error", err)
+	} else {
+		s.log.Warn("clamd scan failed", "artifact", a.ID, "clamd", b.addr, "error", err)
+	}
+	return s.unknown(a, b, sent, "clamd scan failed: %v", err)
 }
 
-func (s *Scanner) unknown(a shared.Artifact, sent int64, format string, args ...any) shared.Result {
+// quiet marks the failure of a scan to a clamd already known to be down:
+// it is reported once per outage (by the checks), not once per scan.
+type quiet struct{ error }
+
+func (q quiet) Unwrap() error { return q.error }
+
+func (s *Scanner) unknown(a shared.Artifact, b *backend, sent int64, format string, args ...any) shared.Result {
 	r := shared.Unknown(format, args...)
-	r.Metadata = s.metadata()
+	r.Metadata = s.metadata(b)
 	r.BytesScanned = sent
 	s.log.Debug("unknown", "artifact", a.ID, "reason", r.Reason)
 	return r
 }
 
-// metadata carries the versions the host reports with each result. It uses
-// the cache and may start a background refresh; it never waits on clamd.
-func (s *Scanner) metadata() map[string]string {
-	v, _ := s.versions.getFresh()
+// metadata carries the versions of the clamd that answered, as the last
+// checks saw them; it never waits on clamd.
+func (s *Scanner) metadata(b *backend) map[string]string {
 	m := map[string]string{}
-	if v.Engine != "" {
-		m[MetaVendorVersion] = v.Engine
+	if b == nil {
+		return m
 	}
-	if v.Database != "" {
-		m[MetaSignaturesVersion] = v.Database
+	snap := b.snapshot()
+	if snap.version.Engine != "" {
+		m[MetaVendorVersion] = snap.version.Engine
+	}
+	if snap.version.Database != "" {
+		m[MetaSignaturesVersion] = snap.version.Database
 	}
 	return m
 }

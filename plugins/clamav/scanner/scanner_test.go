@@ -325,8 +325,8 @@ func TestScanLimitIsUnknown(t *testing.T) {
 	if r.MalwareFamily != "" {
 		t.Errorf("a limit is not a malware family: %q", r.MalwareFamily)
 	}
-	if r.Metadata[MetaComment] != CommentDecompressionUnsafe {
-		t.Errorf("comment %q, want %q", r.Metadata[MetaComment], CommentDecompressionUnsafe)
+	if r.Metadata[shared.MetaComment] != shared.CommentDecompressionUnsafe {
+		t.Errorf("comment %q, want %q", r.Metadata[shared.MetaComment], shared.CommentDecompressionUnsafe)
 	}
 }
 
@@ -351,8 +351,8 @@ func TestEncryptedArchiveIsUnknown(t *testing.T) {
 	}
 	r := scan(t, s, file(buf.Bytes()))
 	wantUnknown(t, r, "Heuristics.Encrypted")
-	if r.Metadata[MetaComment] != CommentEncrypted || r.MalwareFamily != "" {
-		t.Errorf("%+v, want comment %q and no family", r, CommentEncrypted)
+	if r.Metadata[shared.MetaComment] != shared.CommentEncrypted || r.MalwareFamily != "" {
+		t.Errorf("%+v, want comment %q and no family", r, shared.CommentEncrypted)
 	}
 }
 

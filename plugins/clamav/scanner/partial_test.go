@@ -1,0 +1,219 @@
+package scanner
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/microengine/microengine/internal/devclamd"
+	"github.com/microengine/microengine/shared"
+)
+
+// Evasions by padding: the payload (a shipped marker) sits where a clamd
+// with common limits does not look. Each archive is built here, never
+// committed. Measured on clamd 1.4.6: with AlertExceedsMax and the default
+// MaxFileSize (100M) the padded member answers OK; under Debian's packaged
+// limits (MaxFileSize 25M, MaxScanSize 100M, MaxRecursion 16, no alerts)
+// the 30 MiB member and the 20-deep nesting answer OK too.
+type evasion struct {
+	name    string
+	content func(t *testing.T) []byte
+}
+
+// evasions are the padded and nested archives. The first two are cheap for
+// clamd (a 30 MiB member, 20 small zips); the others make it unpack
+// 101-120 MiB, seconds of its CPU each, and run with the e2e tag only
+// (partial_e2e_test.go).
+func evasions() []evasion {
+	return []evasion{
+		{"the marker 20 zips deep", func(t *testing.T) []byte {
+			b := []byte(markerAlpha)
+			for i := range 20 {
+				b = zipMembers(t, member{name: fmt.Sprintf("level%d", i), tail: string(b)})
+			}
+			return b
+		}},
+		{"30 MiB member of zeros, then the marker", func(t *testing.T) []byte {
+			return zipMembers(t, member{"padded.bin", 30 << 20, markerAlpha})
+		}},
+		{"101 MiB member of zeros, then the marker", func(t *testing.T) []byte {
+			return zipMembers(t, member{"padded.bin", 101 << 20, markerAlpha})
+		}},
+		{"two 60 MiB members, the marker in the second", func(t *testing.T) []byte {
+			return zipMembers(t, member{"a.bin", 60 << 20, ""}, member{"b.bin", 60 << 20, markerAlpha})
+		}},
+	}
+}
+
+// cheapEvasions are the evasions every `go test` run scans.
+func cheapEvasions() []evasion { return evasions()[:2] }
+
+// member is a zip member: zeros bytes of zeros, then tail.
+type member struct {
+	name  string
+	zeros int
+	tail  string
+}
+
+func zipMembers(t *testing.T, ms ...member) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	pad := make([]byte, 1<<20)
+	for _, m := range ms {
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: m.name, Method: zip.Deflate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for n := m.zeros; n > 0; n -= len(pad) {
+			if _, err := w.Write(pad[:min(n, len(pad))]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := io.WriteString(w, m.tail); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// slowScan allows for clamd unpacking hundreds of MiB on a busy machine.
+func slowScan(t *testing.T, s *Scanner, a shared.Artifact) shared.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := s.Scan(ctx, a)
+	if err != nil {
+		t.Fatalf("Scan: %v", err)
+	}
+	return r
+}
+
+func configuredJSON(t *testing.T, raw string) *Scanner {
+	t.Helper()
+	s := New(testLogger(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.Configure(ctx, []byte(raw)); err != nil {
+		t.Fatalf("Configure(%s): %v", raw, err)
+	}
+	t.Cleanup(func() { s.current.Load().close() })
+	return s
+}
+
+// TestManagedClamdNeverBenignOnPartialScan: the clamd the plugin runs
+// alerts on every limit, so a padded or nested payload is malicious (it
+// looked) or unknown (it said it stopped), never benign.
+func TestManagedClamdNeverBenignOnPartialScan(t *testing.T) {
+	testManagedClamdNeverBenign(t, cheapEvasions())
+}
+
+func testManagedClamdNeverBenign(t *testing.T, evasions []evasion) {
+	s := configuredJSON(t, fmt.Sprintf(`{"database":%q,"timeout":"2m"}`, repoSignatures(t)))
+	for _, e := range evasions {
+		t.Run(e.name, func(t *testing.T) {
+			r := slowScan(t, s, file(e.content(t)))
+			switch r.Verdict {
+			case shared.VerdictMalicious:
+				if r.MalwareFamily != familyAlpha {
+					t.Errorf("family %q, want %q", r.MalwareFamily, familyAlpha)
+				}
+			case shared.VerdictUnknown:
+				if r.Metadata[shared.MetaComment] != shared.CommentDecompressionUnsafe {
+					t.Errorf("unknown without %s: %+v", shared.CommentDecompressionUnsafe, r)
+				}
+			default:
+				t.Errorf("%+v, want malicious or unknown", r)
+			}
+			t.Logf("%s: %s %s", r.Verdict, r.MalwareFamily, r.Reason)
+		})
+	}
+	if r := scan(t, s, file(zipOf(t, "clean.txt", []byte("nothing here")))); r.Verdict != shared.VerdictBenign {
+		t.Errorf("a small clean zip: %+v, want benign", r)
+	}
+	h, err := s.Health(context.Background())
+	if err != nil || !h.Healthy || !strings.Contains(h.Message, "managed clamd") {
+		t.Errorf("Health = %+v, %v", h, err)
+	}
+}
+
+// debianLimits is clamd.conf as Debian's clamav-daemon package ships it,
+// as far as limits go.
+func debianLimits() []string {
+	return []string{"MaxFileSize 25M", "MaxScanSize 100M", "MaxRecursion 16", "AlertExceedsMax no"}
+}
+
+// TestExternalClamdThatSkipsSilently: a clamd configured as Debian ships
+// it answers OK for the evasions. The probes find that out: health names
+// the clamd.conf lines to fix, archives answer unknown, while plain text
+// (which no limit cuts short) stays benign and a match stays malicious.
+func TestExternalClamdThatSkipsSilently(t *testing.T) {
+	testExternalClamdThatSkipsSilently(t, cheapEvasions())
+}
+
+func testExternalClamdThatSkipsSilently(t *testing.T, evasions []evasion) {
+	d := devclamd.StartT(t, devclamd.Options{Config: debianLimits()})
+	s := configuredJSON(t, fmt.Sprintf(`{"address":%q,"timeout":"2m"}`, d.Address()))
+
+	for _, e := range evasions {
+		t.Run(e.name, func(t *testing.T) {
+			r := slowScan(t, s, file(e.content(t)))
+			if r.Verdict == shared.VerdictBenign {
+				t.Fatalf("benign for content this clamd skipped: %+v", r)
+			}
+			if r.Verdict == shared.VerdictUnknown && r.Metadata[shared.MetaComment] != shared.CommentDecompressionUnsafe {
+				t.Errorf("unknown without %s: %+v", shared.CommentDecompressionUnsafe, r)
+			}
+			t.Logf("%s: %s", r.Verdict, r.Reason)
+		})
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h, err := s.Health(ctx)
+	if err != nil || h.Healthy || !strings.Contains(h.Message, "AlertExceedsMax yes") || !strings.Contains(h.Message, "MaxFileSize") {
+		t.Errorf("Health = %+v, %v; want degraded, naming the clamd.conf lines to fix", h, err)
+	}
+
+	if r := scan(t, s, file([]byte("plain text, nothing in it\n"))); r.Verdict != shared.VerdictBenign {
+		t.Errorf("plain text: %+v, want benign", r)
+	}
+	if r := scan(t, s, file(zipOf(t, "clean.txt", []byte("nothing here")))); r.Verdict != shared.VerdictUnknown {
+		t.Errorf("a zip: %+v, want unknown from a clamd that skips silently", r)
+	}
+	for _, text := range []string{"MIME-Version: 1.0\nContent-Type: multipart/mixed\n", "begin 644 x.zip\nM\n", "%PDF-1.7\n"} {
+		if r := scan(t, s, file([]byte(text))); r.Verdict != shared.VerdictUnknown {
+			t.Errorf("text clamd unpacks (%q): %+v, want unknown", text, r)
+		}
+	}
+	if r := scan(t, s, file(EICAR())); r.Verdict != shared.VerdictMalicious {
+		t.Errorf("EICAR: %+v", r)
+	}
+}
+
+// TestExternalClamdThatAlerts: a clamd with the limits the project sets
+// passes the probes, and its OK for an archive is benign.
+func TestExternalClamdThatAlerts(t *testing.T) {
+	d := devclamd.StartT(t, devclamd.Options{})
+	s := configuredJSON(t, fmt.Sprintf(`{"address":%q,"timeout":"2m"}`, d.Address()))
+	if r := slowScan(t, s, file(zipOf(t, "clean.txt", []byte("nothing here")))); r.Verdict != shared.VerdictBenign {
+		t.Errorf("a clean zip: %+v, want benign", r)
+	}
+	h, err := s.Health(context.Background())
+	if err != nil || !h.Healthy || !strings.Contains(h.Message, "alerts on the content it skips") {
+		t.Errorf("Health = %+v, %v", h, err)
+	}
+	r := slowScan(t, s, file(evasions()[1].content(t)))
+	if r.Verdict == shared.VerdictBenign {
+		t.Errorf("padded member: %+v", r)
+	}
+}
+
