@@ -216,4 +216,3 @@ func TestExternalClamdThatAlerts(t *testing.T) {
 		t.Errorf("padded member: %+v", r)
 	}
 }
-
