@@ -135,6 +135,62 @@ func TestScanOutputAndExitCodes(t *testing.T) {
 	}
 }
 
+// -plugin scans with the named plugins only: a second eicar block that
+// would answer differently (strict mode misses EICAR after other bytes) is
+// left out or asked alone.
+func TestScanPluginSubset(t *testing.T) {
+	dir := t.TempDir()
+	eicarBin := build(t).eicar
+	cfg := writeFile(t, dir, "engine.hcl", fmt.Sprintf(`plugin "loose" {
+  path = %[1]q
+}
+plugin "strict" {
+  path = %[1]q
+  config {
+    strict = true
+  }
+}
+plugin "off" {
+  path    = %[1]q
+  enabled = false
+}
+`, eicarBin))
+	padded := writeFile(t, dir, "padded.bin", "junk before "+eicar)
+	for _, tc := range []struct {
+		args    []string
+		code    int
+		plugins []string
+	}{
+		{nil, 1, []string{"loose", "strict"}},
+		{[]string{"-plugin", "loose"}, 1, []string{"loose"}},
+		{[]string{"-plugin", "strict"}, 0, []string{"strict"}},
+		{[]string{"-plugin", "strict", "-plugin", "loose"}, 1, []string{"loose", "strict"}},
+	} {
+		args := append(append([]string{"scan", "-json", "-config", cfg}, tc.args...), padded)
+		out, errs, code := run(t, "", args...)
+		var rec struct{ Plugins []struct{ Name string } }
+		if err := json.Unmarshal([]byte(out), &rec); err != nil {
+			t.Fatalf("%v: %v\n%s%s", tc.args, err, out, errs)
+		}
+		var names []string
+		for _, p := range rec.Plugins {
+			names = append(names, p.Name)
+		}
+		if code != tc.code || strings.Join(names, ",") != strings.Join(tc.plugins, ",") {
+			t.Errorf("%v: exit %d with plugins %v; want exit %d with %v", tc.args, code, names, tc.code, tc.plugins)
+		}
+	}
+	for _, tc := range []struct{ name, says string }{
+		{"nosuch", "engine.hcl has no such plugin (it has: loose, strict, off)"},
+		{"off", "the plugin is disabled in engine.hcl"},
+	} {
+		_, errs, code := run(t, "", "scan", "-config", cfg, "-plugin", tc.name, padded)
+		if code != 2 || !strings.Contains(errs, tc.says) {
+			t.Errorf("-plugin %s: exit %d, stderr %q; want exit 2 saying %q", tc.name, code, errs, tc.says)
+		}
+	}
+}
+
 // TestValidatePointsAtTheLine checks faults found by the host and by the
 // plugin itself both come out as FILE:LINE:COL.
 func TestValidatePointsAtTheLine(t *testing.T) {

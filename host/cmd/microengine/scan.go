@@ -26,10 +26,12 @@ const (
 )
 
 func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("scan", stderr, "scan -config FILE [-json] PATH... (- reads stdin)")
+	fs := newFlagSet("scan", stderr, "scan -config FILE [-json] [-plugin NAME]... PATH... (- reads stdin)")
 	var cf configFlags
 	cf.register(fs)
 	asJSON := fs.Bool("json", false, "print one JSON object per line")
+	var only pluginNames
+	fs.Var(&only, "plugin", "scan with this plugin of engine.hcl only; repeat for several (default: every enabled plugin)")
 	concurrency := fs.Int("concurrency", 0, "artifacts scanned at once (default: engine.concurrency)")
 	if err := fs.Parse(args); err != nil {
 		return exitUnknown
@@ -40,6 +42,10 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	cfg, ok := cf.load(stderr)
 	if !ok {
+		return exitUnknown
+	}
+	if err := only.apply(cfg); err != nil {
+		fmt.Fprintf(stderr, "microengine scan: %v\n", err)
 		return exitUnknown
 	}
 	log := cf.logger(cfg, stderr)
@@ -93,6 +99,46 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	wg.Wait()
 	return code
+}
+
+// pluginNames is the repeatable -plugin flag.
+type pluginNames []string
+
+func (p *pluginNames) String() string     { return strings.Join(*p, ",") }
+func (p *pluginNames) Set(s string) error { *p = append(*p, s); return nil }
+
+// apply enables the named plugins of cfg and no others. A name engine.hcl
+// does not have, or has disabled, is an error. engine.malicious_quorum is
+// capped at the number named: asking one plugin is asking for its verdict.
+func (p pluginNames) apply(cfg *config.Config) error {
+	if len(p) == 0 {
+		return nil
+	}
+	want := map[string]bool{}
+	for _, n := range p {
+		want[n] = true
+	}
+	var names []string
+	found := map[string]bool{}
+	for i := range cfg.Plugins {
+		pl := &cfg.Plugins[i]
+		names = append(names, pl.Name)
+		if !want[pl.Name] {
+			pl.Enabled = false
+			continue
+		}
+		if !pl.Enabled {
+			return fmt.Errorf("-plugin %s: the plugin is disabled in engine.hcl (enabled = false)", pl.Name)
+		}
+		found[pl.Name] = true
+	}
+	for _, n := range p {
+		if !found[n] {
+			return fmt.Errorf("-plugin %s: engine.hcl has no such plugin (it has: %s)", n, strings.Join(names, ", "))
+		}
+	}
+	cfg.Engine.MaliciousQuorum = min(cfg.Engine.MaliciousQuorum, len(found))
+	return nil
 }
 
 type scanRun struct {
