@@ -339,3 +339,28 @@ func TestSelfTestSampleAndHealth(t *testing.T) {
 		t.Errorf("health %+v", h)
 	}
 }
+
+// TestMappedScanSeesTheWholeFileWhileTrimmed: a large artifact is scanned
+// from its mapping while the trimmer drops its pages; conditions that read
+// the start after the pass has gone by still see the bytes.
+func TestMappedScanSeesTheWholeFileWhileTrimmed(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "far.yar"), []byte(`rule far {
+  strings:
+    $h = "HEADMARK"
+    $t = "TAILMARK"
+  condition:
+    $h at 0 and $t at filesize - 8 and uint32be(0) == 0x48454144 and uint32be(filesize - 4) == 0x4D41524B
+}`), 0o644)
+	s := configured(t, rulesConfig(dir))
+	content := make([]byte, 96<<20)
+	copy(content, "HEADMARK")
+	copy(content[len(content)-8:], "TAILMARK")
+	if res := scan(t, s, content, nil); res.Verdict != shared.VerdictMalicious || res.BytesScanned != int64(len(content)) {
+		t.Errorf("96 MiB with marks at both ends: %+v", res)
+	}
+	copy(content, "HEADMARX")
+	if res := scan(t, s, content, nil); res.Verdict != shared.VerdictBenign {
+		t.Errorf("without the head mark: %+v", res)
+	}
+}
