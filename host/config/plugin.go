@@ -226,6 +226,9 @@ func DecodePluginBody(p Plugin, schema []shared.ConfigField, ctx *hcl.EvalContex
 		attr := attrs[f.Name]
 		name := where + "." + f.Name
 		var st status
+		if !d.declaredType(attr, name, f) {
+			continue
+		}
 		switch f.Type {
 		case shared.FieldString:
 			var s string
@@ -311,6 +314,37 @@ func DecodePluginBody(p Plugin, schema []shared.ConfigField, ctx *hcl.EvalContex
 		})
 	}
 	return js, d.diags
+}
+
+// stringTypes are the field types whose value must be written as a
+// string. HCL would convert `marker = 5` or `marker = true` to a string
+// without a word; that is more likely a slip than a wish, so it is a
+// diagnostic, as the schema promises. The other way round stays open: a
+// number or bool field takes a string that reads as one, since env()
+// gives strings.
+var stringTypes = map[shared.FieldType]bool{shared.FieldString: true, shared.FieldPath: true}
+
+// declaredType reports whether attr's value has the type f declares (or is
+// absent, or fails to evaluate: the decoding that follows reports that).
+func (d *decoder) declaredType(attr *hcl.Attribute, name string, f shared.ConfigField) bool {
+	if attr == nil || !stringTypes[f.Type] {
+		return true
+	}
+	v, diags := attr.Expr.Value(d.ctx)
+	// A list or an object is left to the decoding, which says so already.
+	if diags.HasErrors() || v.IsNull() || !v.IsWhollyKnown() || !v.Type().IsPrimitiveType() || v.Type().Equals(cty.String) {
+		return true
+	}
+	lit := "true"
+	switch {
+	case v.Type().Equals(cty.Number):
+		lit = v.AsBigFloat().Text('g', -1)
+	case v.Type().Equals(cty.Bool) && v.False():
+		lit = "false"
+	}
+	d.errorf(attr.Expr.Range(), fmt.Sprintf("%s: want a string, not the %s %s", name, strings.TrimPrefix(friendlyType(v.Type()), "a "), lit),
+		fmt.Sprintf("The plugin declares %s as a %s: quote the value (%q) if it is meant.", f.Name, f.Type, lit))
+	return false
 }
 
 // PluginFieldDiagnostics turns the faults a plugin found in its own

@@ -132,6 +132,16 @@ func TestDecodePluginBodyFaults(t *testing.T) {
 			`5:19: plugin "clamav": config.retries: want a number, not the string "three"`,
 			`6:19: plugin "clamav": config.alert_limit: want true or false, not the string "sometimes"`,
 		}},
+		// HCL would turn these into strings; the schema says string.
+		{"a number or a bool for a string", `    address = 5
+    ping_every = "1s"
+`, []string{
+			`4:15: plugin "clamav": config.address: want a string, not the number 5`,
+		}},
+		{"a bool for a string", `    address = true
+`, []string{
+			`4:15: plugin "clamav": config.address: want a string, not the bool true`,
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
