@@ -140,9 +140,21 @@ func (r launchResult) diags() hcl.Diagnostics {
 	return hcl.Diagnostics{{
 		Severity: hcl.DiagError,
 		Summary:  fmt.Sprintf("plugin %q cannot start", r.plugin.Name),
+		Extra:    startFailure{},
 		Detail:   r.err.Error(),
 		Subject:  r.plugin.DefRange.Ptr(),
 	}}
+}
+
+// startFailure marks a diagnostic about a plugin that could not start
+// (its binary, its handshake), as opposed to a fault in its config block.
+type startFailure struct{}
+
+// IsStartFailure reports whether d says a plugin could not start rather
+// than that engine.hcl is at fault.
+func IsStartFailure(d *hcl.Diagnostic) bool {
+	_, ok := d.Extra.(startFailure)
+	return ok
 }
 
 func (m *Manager) spec(cfg *config.Config, p config.Plugin) launchSpec {

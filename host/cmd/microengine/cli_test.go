@@ -280,3 +280,18 @@ func TestPluginsDieWithTheHost(t *testing.T) {
 		}
 	}
 }
+
+// `plugins` tells a fault in engine.hcl from a plugin that would not start.
+func TestPluginsSaysWhyNothingStarted(t *testing.T) {
+	dir := t.TempDir()
+	cfg := eicarConfig(t, dir, "  config {\n    strict = \"very\"\n  }\n")
+	_, errs, code := run(t, "", "plugins", "-config", cfg)
+	if code != 1 || !strings.Contains(errs, "engine.hcl has faults (above), so no plugin was started") || !strings.Contains(errs, "engine.hcl:4") {
+		t.Errorf("config fault: exit %d, stderr:\n%s", code, errs)
+	}
+	cfg = writeFile(t, dir, "engine.hcl", fmt.Sprintf("plugin \"old\" {\n  path = %q\n}\n", build(t).wrongVersion))
+	_, errs, code = run(t, "", "plugins", "-config", cfg)
+	if code != 1 || !strings.Contains(errs, "the plugins could not be started") {
+		t.Errorf("a plugin that cannot start: exit %d, stderr:\n%s", code, errs)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/hashicorp/hcl/v2"
+
 	"github.com/microengine/microengine/host/admin"
 	"github.com/microengine/microengine/host/config"
 	"github.com/microengine/microengine/host/pluginmgr"
@@ -66,10 +68,22 @@ func pluginReport(ctx context.Context, cfg *config.Config, cf configFlags, stder
 	mgr, diags := pluginmgr.New(ctx, cfg, cf.logger(cfg, stderr), pluginmgr.Options{})
 	if diags.HasErrors() {
 		_ = config.WriteDiagnostics(stderr, cfg.Files, diags)
-		return admin.Report{}, "", errors.New("the plugins could not be started")
+		return admin.Report{}, "", errors.New(notStarted(diags))
 	}
 	defer mgr.Close()
 	return admin.Report{Config: cf.path, Plugins: mgr.Status()}, "launched for this report", nil
+}
+
+// notStarted says why no report could be made: a fault in engine.hcl (a
+// plugin's config block, found by the host or the plugin) is the
+// operator's to fix, unlike a binary that would not start.
+func notStarted(diags hcl.Diagnostics) string {
+	for _, d := range diags {
+		if d.Severity == hcl.DiagError && !pluginmgr.IsStartFailure(d) {
+			return "engine.hcl has faults (above), so no plugin was started; `microengine validate` checks a fix"
+		}
+	}
+	return "the plugins could not be started (above)"
 }
 
 func printPlugins(w io.Writer, source string, rep admin.Report) {
