@@ -71,9 +71,11 @@ bench: deps build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./host/marketplace/...
 	$(GO) test -tags e2e -run '^$$' -bench 'EngineLoad|EngineSoak|UnsignedFlood' -benchtime 1x -timeout 30m ./test/e2e/
 
-# The clamd reply parser under the fuzzer (30 s; not part of make test).
+# The clamd reply parser and the bounty parser under the fuzzer (30 s
+# each; not part of make test).
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseReply -fuzztime 30s ./plugins/clamav/clamd
+	$(GO) test -run '^$$' -fuzz FuzzParseBounty -fuzztime 30s ./host/marketplace
 
 # gofmt, go vet, go.mod/go.sum as `go mod tidy` leaves them (the diff is
 # printed when they are not), and the layering rules between packages.
