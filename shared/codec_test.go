@@ -78,7 +78,7 @@ func connectWithCodecs(t *testing.T, impl Scanner, hostCodec, pluginCodec bool) 
 	}
 	t.Cleanup(func() { conn.Close() })
 	client := proto.NewScannerClient(conn)
-	return newGRPCClient(client, DefaultChunkSize, newSessionPool(client))
+	return newGRPCClient(client, DefaultChunkSize, newSessionPool(client), nil)
 }
 
 // Content crosses intact whichever side uses the content codec, whatever

@@ -77,7 +77,7 @@ func infoFromProto(p *proto.InfoResponse) Info {
 	out := Info{
 		Name: p.Name, Version: p.Version, Vendor: p.Vendor,
 		VendorVersion: p.VendorVersion, SignaturesVersion: p.SignaturesVersion,
-		HasBackend: p.HasBackend,
+		HasBackend: p.HasBackend, ByReference: p.Descriptors,
 	}
 	for _, t := range p.ArtifactTypes {
 		if at := artifactTypeFromProto(t); at != "" {

@@ -27,10 +27,13 @@ type GRPCClient struct {
 	// sessions carry small artifacts whole; shared by every copy of the
 	// client made by WithChunkSize, as they share the connection.
 	sessions *sessionPool
+	// fds passes artifacts by reference to a plugin that takes them so;
+	// shared like sessions. nil in a copy made by WithoutDescriptors.
+	fds *descriptorPool
 }
 
-func newGRPCClient(c proto.ScannerClient, chunkSize int, sessions *sessionPool) *GRPCClient {
-	return &GRPCClient{client: c, chunkSize: chunkSize, sessions: sessions, chunks: newChunkPool(chunkSize)}
+func newGRPCClient(c proto.ScannerClient, chunkSize int, sessions *sessionPool, fds *descriptorPool) *GRPCClient {
+	return &GRPCClient{client: c, chunkSize: chunkSize, sessions: sessions, fds: fds, chunks: newChunkPool(chunkSize)}
 }
 
 var _ Scanner = (*GRPCClient)(nil)
@@ -44,15 +47,37 @@ func (c *GRPCClient) WithChunkSize(n int) *GRPCClient {
 	if n > MaxChunkSize {
 		n = MaxChunkSize
 	}
-	return newGRPCClient(c.client, n, c.sessions)
+	return newGRPCClient(c.client, n, c.sessions, c.fds)
 }
+
+// WithoutDescriptors returns a client that always streams the content, even
+// to a plugin that takes artifacts by reference. The conformance suite uses
+// it to check both paths.
+func (c *GRPCClient) WithoutDescriptors() *GRPCClient {
+	return newGRPCClient(c.client, c.chunkSize, c.sessions, nil)
+}
+
+// UseDescriptorSocket names the plugin's descriptor socket (in its private
+// socket directory). Artifacts go by reference only once the plugin's Info
+// also declares ByReference.
+func (c *GRPCClient) UseDescriptorSocket(path string) {
+	if c.fds != nil {
+		c.fds.path = path
+	}
+}
+
+// ByReference reports whether scans of artifacts with a File pass it by
+// reference: the plugin declared it, and its socket has not failed.
+func (c *GRPCClient) ByReference() bool { return c.fds.usable() }
 
 func (c *GRPCClient) Info(ctx context.Context) (Info, error) {
 	resp, err := c.client.Info(ctx, &proto.InfoRequest{})
 	if err != nil {
 		return Info{}, fromStatus("info", err)
 	}
-	return infoFromProto(resp), nil
+	info := infoFromProto(resp)
+	c.fds.declare(info.ByReference)
+	return info, nil
 }
 
 func (c *GRPCClient) Configure(ctx context.Context, configJSON []byte) error {
@@ -87,6 +112,14 @@ func (c *GRPCClient) Health(ctx context.Context) (Health, error) {
 // chunks. A read error on the content cancels the stream, so the plugin
 // never mistakes a short read for the end of the artifact.
 func (c *GRPCClient) Scan(ctx context.Context, a Artifact) (Result, error) {
+	// An open file goes by reference to a plugin that takes it so: no byte
+	// crosses, and the plugin's backend may read the file itself.
+	if a.File != nil && c.fds.usable() {
+		res, err := c.scanDescriptor(ctx, a)
+		if !errors.Is(err, errNoDescriptors) {
+			return res, err
+		}
+	}
 	// An artifact that fits in one chunk goes whole over a session; the
 	// rest, and every artifact of a plugin without sessions, is streamed.
 	if a.Size >= 0 && a.Size <= int64(c.chunkSize) && a.Content != nil && c.sessions.enabled() {
@@ -106,7 +139,7 @@ func (c *GRPCClient) scanStream(ctx context.Context, a Artifact) (Result, error)
 	if size < 0 {
 		size = -1
 	}
-	header := &proto.ScanHeader{ArtifactId: a.ID, Type: artifactTypeToProto(a.Type), Size: size, Metadata: a.Metadata}
+	header := &proto.ScanHeader{ArtifactId: a.ID, Type: artifactTypeToProto(a.Type), Size: size, Metadata: a.Metadata, Sha256: a.SHA256}
 	if err := stream.Send(&proto.ScanRequest{Msg: &proto.ScanRequest_Header{Header: header}}); err != nil && !errors.Is(err, io.EOF) {
 		return Result{}, fromStatus("scan: send header", err)
 	}
@@ -200,7 +233,7 @@ func (c *GRPCClient) scanInline(ctx context.Context, a Artifact) (Result, error)
 		return Result{}, fmt.Errorf("scan: read artifact content: %w", err)
 	}
 	content = content[:n]
-	header := &proto.ScanHeader{ArtifactId: a.ID, Type: artifactTypeToProto(a.Type), Size: a.Size, Metadata: a.Metadata, Inline: content}
+	header := &proto.ScanHeader{ArtifactId: a.ID, Type: artifactTypeToProto(a.Type), Size: a.Size, Metadata: a.Metadata, Inline: content, Sha256: a.SHA256}
 	if d, ok := ctx.Deadline(); ok {
 		header.DeadlineUnixNano = d.UnixNano()
 	}

@@ -19,6 +19,9 @@ import (
 type grpcServer struct {
 	proto.UnimplementedScannerServer
 	impl Scanner
+	// descriptors is true when Serve listens for artifacts by reference:
+	// only then is a plugin's ByReference declared to the host.
+	descriptors bool
 }
 
 func (s *grpcServer) Info(ctx context.Context, _ *proto.InfoRequest) (*proto.InfoResponse, error) {
@@ -26,7 +29,9 @@ func (s *grpcServer) Info(ctx context.Context, _ *proto.InfoRequest) (*proto.Inf
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return infoToProto(info), nil
+	resp := infoToProto(info)
+	resp.Descriptors = info.ByReference && s.descriptors
+	return resp, nil
 }
 
 func (s *grpcServer) Configure(ctx context.Context, req *proto.ConfigureRequest) (*proto.ConfigureResponse, error) {
@@ -83,6 +88,7 @@ func (s *grpcServer) Scan(stream proto.Scanner_ScanServer) error {
 		Size:     header.Size,
 		Metadata: header.Metadata,
 		Content:  content,
+		SHA256:   header.Sha256,
 	}
 	res, err := s.impl.Scan(ctx, a)
 	if err != nil {
@@ -126,6 +132,7 @@ func (s *grpcServer) scanInline(ctx context.Context, h *proto.ScanHeader) *proto
 	}}
 	res, err := s.impl.Scan(ctx, Artifact{
 		ID: h.ArtifactId, Type: artifactTypeFromProto(h.Type), Size: h.Size, Metadata: h.Metadata, Content: content,
+		SHA256: h.Sha256,
 	})
 	if err != nil {
 		st := status.Convert(toStatus(err))

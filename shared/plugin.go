@@ -47,16 +47,19 @@ func PluginSets(impl Scanner) map[int]plugin.PluginSet {
 type ScannerPlugin struct {
 	plugin.NetRPCUnsupportedPlugin
 	Impl Scanner
+	// descriptors: the plugin listens for artifacts by reference (set by
+	// Serve).
+	descriptors bool
 }
 
 func (p *ScannerPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	proto.RegisterScannerServer(s, &grpcServer{impl: p.Impl})
+	proto.RegisterScannerServer(s, &grpcServer{impl: p.Impl, descriptors: p.descriptors})
 	return nil
 }
 
 func (p *ScannerPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
 	client := proto.NewScannerClient(c)
-	return newGRPCClient(client, DefaultChunkSize, newSessionPool(client)), nil
+	return newGRPCClient(client, DefaultChunkSize, newSessionPool(client), &descriptorPool{}), nil
 }
 
 // DialOptions are the gRPC options the host's side of a plugin connection

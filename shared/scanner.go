@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"sort"
 	"strings"
 )
@@ -66,6 +67,23 @@ type Artifact struct {
 	// host-side reader must not block past the scan's context, or
 	// cancellation waits for it.
 	Content io.Reader
+	// SHA256 is the content's sha256 in lowercase hex when the host knows
+	// it, "" when not.
+	SHA256 string
+	// File is the content as an open file, when it is one.
+	//
+	// On the host's side it is optional: when set (a regular file holding
+	// exactly Size bytes from offset 0, the same bytes Content reads), the
+	// shim passes the artifact by reference to a plugin that takes it so:
+	// a new read-only descriptor of the file, never a path and never the
+	// host's own descriptor. Content is then not read.
+	//
+	// On the plugin's side it is set when the artifact came by reference:
+	// a read-only descriptor that the shim owns and closes once Scan
+	// returns (do not close it or keep it). Content reads the same bytes
+	// with pread, so a scanner may use either; the file offset is the
+	// scanner's own.
+	File *os.File
 }
 
 // Result is a scanner's answer for one artifact.
@@ -158,6 +176,11 @@ type Info struct {
 	// HasBackend is true when the plugin depends on an external service
 	// that can become unreachable.
 	HasBackend bool
+	// ByReference declares that the plugin takes artifacts by reference
+	// (Artifact.File set, see there): the host then passes an open file
+	// instead of streaming its bytes. Seen from the host it is true only
+	// when the plugin also listens for descriptors.
+	ByReference bool
 }
 
 // Supports reports whether the plugin scans artifacts of type t.

@@ -17,9 +17,18 @@ func Serve(s Scanner, logger hclog.Logger) {
 		logger = Logger("plugin")
 	}
 	watchParent(logger, time.Second)
+	byRef := false
+	if launchedByHost() {
+		var err error
+		if byRef, err = listenDescriptors(s, logger); err != nil {
+			logger.Warn("artifacts will be streamed", "error", err)
+		}
+	}
+	sets := PluginSets(s)
+	sets[ProtocolVersion][PluginName].(*ScannerPlugin).descriptors = byRef
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig:  Handshake,
-		VersionedPlugins: PluginSets(s),
+		VersionedPlugins: sets,
 		Logger:           logger,
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
 			// Explicit limits: chunks up to MaxChunkSize, and fixed flow-control

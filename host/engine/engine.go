@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
 
@@ -33,12 +34,17 @@ type Plugins interface {
 
 // Artifact is the engine's input. Content is an io.ReaderAt so each plugin
 // reads its own section concurrently: nothing is held whole in memory.
+// When Content is an *os.File (a regular file holding exactly Size bytes),
+// plugins that take artifacts by reference get a read-only descriptor of
+// it instead of a stream.
 type Artifact struct {
 	ID       string
 	Type     shared.ArtifactType
 	Size     int64
 	Content  io.ReaderAt
 	Metadata map[string]string
+	// SHA256 of the content (lowercase hex) when known, "" when not.
+	SHA256 string
 }
 
 // PluginResult is one plugin's answer, kept for the output, the audit trail
@@ -134,10 +140,14 @@ func scanOne(ctx context.Context, p Plugin, a Artifact, out *PluginResult) {
 		ctx, cancel = context.WithTimeout(ctx, t)
 		defer cancel()
 	}
-	res, err := p.Scan(ctx, shared.Artifact{
-		ID: a.ID, Type: a.Type, Size: a.Size, Metadata: a.Metadata,
+	sa := shared.Artifact{
+		ID: a.ID, Type: a.Type, Size: a.Size, Metadata: a.Metadata, SHA256: a.SHA256,
 		Content: io.NewSectionReader(a.Content, 0, a.Size),
-	})
+	}
+	if f, ok := a.Content.(*os.File); ok {
+		sa.File = f
+	}
+	res, err := p.Scan(ctx, sa)
 	out.Duration = time.Since(start)
 	if err != nil {
 		out.Verdict = shared.VerdictUnknown

@@ -53,6 +53,9 @@ func (s *Scanner) Info(context.Context) (shared.Info, error) {
 		Vendor:        "microengine",
 		VendorVersion: s.version,
 		ArtifactTypes: []shared.ArtifactType{shared.ArtifactFile},
+		// Files come as a descriptor that Content reads with pread: no
+		// gRPC stream, which is most of a small file's cost.
+		ByReference: true,
 		ConfigSchema: []shared.ConfigField{{
 			Name: "strict", Type: shared.FieldBool, Default: "false",
 			Description: "follow the EICAR convention: the file starts with the string, then only whitespace, at most 128 bytes",

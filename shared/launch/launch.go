@@ -153,6 +153,10 @@ func Dispense(c *Client) (*shared.GRPCClient, error) {
 	if !ok {
 		return nil, fmt.Errorf("plugin dispensed %T, not a scanner", raw)
 	}
+	if c.socketDir != "" {
+		// Used once Info says the plugin takes artifacts by reference.
+		s.UseDescriptorSocket(filepath.Join(c.socketDir, shared.DescriptorSocketName))
+	}
 	return s, nil
 }
 

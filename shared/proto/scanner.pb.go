@@ -330,7 +330,13 @@ type InfoResponse struct {
 	// Samples the plugin vouches for; the conformance suite scans them.
 	Samples []*Sample `protobuf:"bytes,8,rep,name=samples,proto3" json:"samples,omitempty"`
 	// Whether the plugin depends on an external backend (clamd, ...).
-	HasBackend    bool `protobuf:"varint,9,opt,name=has_backend,json=hasBackend,proto3" json:"has_backend,omitempty"`
+	HasBackend bool `protobuf:"varint,9,opt,name=has_backend,json=hasBackend,proto3" json:"has_backend,omitempty"`
+	// Whether the plugin takes artifacts by reference: an open, read-only
+	// file descriptor passed with SCM_RIGHTS over the unix socket
+	// "descriptors.sock" in its private socket directory (see
+	// shared/descriptor.go for the framing). Hosts that see false, and
+	// older hosts, stream the content over Scan/ScanSession as before.
+	Descriptors   bool `protobuf:"varint,10,opt,name=descriptors,proto3" json:"descriptors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -424,6 +430,13 @@ func (x *InfoResponse) GetSamples() []*Sample {
 func (x *InfoResponse) GetHasBackend() bool {
 	if x != nil {
 		return x.HasBackend
+	}
+	return false
+}
+
+func (x *InfoResponse) GetDescriptors() bool {
+	if x != nil {
+		return x.Descriptors
 	}
 	return false
 }
@@ -683,8 +696,12 @@ type ScanHeader struct {
 	// ScanSession only: the scan's deadline (0: none) and the whole content.
 	DeadlineUnixNano int64  `protobuf:"varint,5,opt,name=deadline_unix_nano,json=deadlineUnixNano,proto3" json:"deadline_unix_nano,omitempty"`
 	Inline           []byte `protobuf:"bytes,6,opt,name=inline,proto3" json:"inline,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The content's sha256 (lowercase hex) when the host knows it; "" when
+	// not. Informational: a plugin may use it (a lookup, a log line), the
+	// verdict rule does not rest on it.
+	Sha256        string `protobuf:"bytes,7,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ScanHeader) Reset() {
@@ -757,6 +774,13 @@ func (x *ScanHeader) GetInline() []byte {
 		return x.Inline
 	}
 	return nil
+}
+
+func (x *ScanHeader) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
 }
 
 type ScanRequest struct {
@@ -969,7 +993,7 @@ const file_shared_proto_scanner_proto_rawDesc = "" +
 	"\acontent\x18\x02 \x01(\fR\acontent\x129\n" +
 	"\averdict\x18\x03 \x01(\x0e2\x1f.microengine.scanner.v1.VerdictR\averdict\x12%\n" +
 	"\x0emalware_family\x18\x04 \x01(\tR\rmalwareFamily\x128\n" +
-	"\x04type\x18\x05 \x01(\x0e2$.microengine.scanner.v1.ArtifactTypeR\x04type\"\x9c\x03\n" +
+	"\x04type\x18\x05 \x01(\x0e2$.microengine.scanner.v1.ArtifactTypeR\x04type\"\xbe\x03\n" +
 	"\fInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
@@ -980,7 +1004,9 @@ const file_shared_proto_scanner_proto_rawDesc = "" +
 	"\rconfig_schema\x18\a \x03(\v2#.microengine.scanner.v1.ConfigFieldR\fconfigSchema\x128\n" +
 	"\asamples\x18\b \x03(\v2\x1e.microengine.scanner.v1.SampleR\asamples\x12\x1f\n" +
 	"\vhas_backend\x18\t \x01(\bR\n" +
-	"hasBackend\"3\n" +
+	"hasBackend\x12 \n" +
+	"\vdescriptors\x18\n" +
+	" \x01(\bR\vdescriptors\"3\n" +
 	"\x10ConfigureRequest\x12\x1f\n" +
 	"\vconfig_json\x18\x01 \x01(\fR\n" +
 	"configJson\"<\n" +
@@ -995,7 +1021,7 @@ const file_shared_proto_scanner_proto_rawDesc = "" +
 	"\ahealthy\x18\x01 \x01(\bR\ahealthy\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12%\n" +
 	"\x0evendor_version\x18\x03 \x01(\tR\rvendorVersion\x12-\n" +
-	"\x12signatures_version\x18\x04 \x01(\tR\x11signaturesVersion\"\xcc\x02\n" +
+	"\x12signatures_version\x18\x04 \x01(\tR\x11signaturesVersion\"\xe4\x02\n" +
 	"\n" +
 	"ScanHeader\x12\x1f\n" +
 	"\vartifact_id\x18\x01 \x01(\tR\n" +
@@ -1004,7 +1030,8 @@ const file_shared_proto_scanner_proto_rawDesc = "" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12L\n" +
 	"\bmetadata\x18\x04 \x03(\v20.microengine.scanner.v1.ScanHeader.MetadataEntryR\bmetadata\x12,\n" +
 	"\x12deadline_unix_nano\x18\x05 \x01(\x03R\x10deadlineUnixNano\x12\x16\n" +
-	"\x06inline\x18\x06 \x01(\fR\x06inline\x1a;\n" +
+	"\x06inline\x18\x06 \x01(\fR\x06inline\x12\x16\n" +
+	"\x06sha256\x18\a \x01(\tR\x06sha256\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"j\n" +

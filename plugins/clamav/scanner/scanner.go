@@ -301,9 +301,12 @@ func (s *Scanner) Info(ctx context.Context) (shared.Info, error) {
 		VendorVersion:     v.Engine,
 		SignaturesVersion: v.Database,
 		ArtifactTypes:     []shared.ArtifactType{shared.ArtifactFile},
-		ConfigSchema:      ConfigSchema(),
-		Samples:           Samples(),
-		HasBackend:        true,
+		// An artifact by reference goes to clamd as its descriptor
+		// (FILDES) when clamd is on a unix socket, else streamed from it.
+		ByReference:  true,
+		ConfigSchema: ConfigSchema(),
+		Samples:      Samples(),
+		HasBackend:   true,
 	}, nil
 }
 

@@ -1,0 +1,86 @@
+package shared
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// Artifacts by reference.
+//
+// Plugins run on the host's machine, so an artifact that is a file need not
+// cross the boundary as bytes: the host passes a new read-only descriptor
+// of it (SCM_RIGHTS) to a plugin that declares Info.ByReference, and the
+// plugin, or its backend (clamd's FILDES), reads the file itself. Bytes
+// streamed over gRPC crossed three times (host → plugin → clamd, which
+// spooled them to a temp file before scanning), and each small artifact
+// paid a gRPC call.
+//
+// The descriptor socket is DescriptorSocketName in the plugin's private
+// socket directory (0700, beside go-plugin's gRPC socket), a SOCK_SEQPACKET
+// socket the plugin listens on. One message per scan each way, one scan at
+// a time per connection:
+//
+//	host → plugin: a ScanHeader (no inline content) with exactly one
+//	               descriptor attached; its size, when not -1, is the
+//	               file's size, and sha256 is set when the host knows it.
+//	plugin → host: a ScanResponse (error_code/error_message for a failed
+//	               scan, as on ScanSession).
+//
+// A host cancels a scan by closing the connection: the plugin sees the
+// close and cancels the scan's context. Each message is at most
+// maxDescriptorMessage bytes; a header that does not fit goes over gRPC.
+//
+// The rules: the host sends a descriptor opened afresh, read-only, never
+// a path and never its own descriptor (whose offset and write access it
+// would share); the plugin owns the descriptor it got and closes it once
+// the scan is answered, on every path (cancel, bad message, crash closes
+// it with the process).
+
+// DescriptorSocketName is the socket, in a plugin's private socket
+// directory, on which it takes artifacts by reference.
+const DescriptorSocketName = "descriptors.sock"
+
+// maxDescriptorMessage bounds one message on the descriptor socket: a
+// header with its metadata, or an answer. A unix datagram of this size
+// fits in the default socket buffers.
+const maxDescriptorMessage = 64 << 10
+
+// errNoDescriptors means an artifact cannot go by reference (no socket,
+// not a regular file, a header too large...): it is streamed instead,
+// which is always possible since Content reads the same bytes.
+var errNoDescriptors = errors.New("artifact cannot go by reference")
+
+// descriptorPool keeps connections to a plugin's descriptor socket.
+type descriptorPool struct {
+	// path is the socket; set by Dispense, "" when the plugin has no
+	// private socket directory.
+	path string
+	// declared: the plugin's Info said ByReference.
+	declared atomic.Bool
+	// failed: the socket could not be reached, so artifacts are streamed
+	// for the rest of this plugin process's life.
+	failed atomic.Bool
+	mu     sync.Mutex
+	idle   []*fdConn
+}
+
+func (p *descriptorPool) declare(v bool) {
+	if p != nil {
+		p.declared.Store(v)
+	}
+}
+
+func (p *descriptorPool) usable() bool {
+	return p != nil && p.path != "" && p.declared.Load() && !p.failed.Load()
+}
+
+// maxIdleDescriptorConns bounds the open, unused connections kept per
+// plugin, as maxIdleSessions does for streams.
+const maxIdleDescriptorConns = 32
+
+// isNoSocket reports a dial error that means nobody listens there.
+func isNoSocket(err error) bool {
+	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
+}
