@@ -88,6 +88,28 @@ func TestCrashMidScanIsRetriedOnTheRelaunchedProcess(t *testing.T) {
 	}
 }
 
+// A scan that arrives while a crashed plugin is being relaunched waits for
+// the new process (within its own timeout), however short WaitForPlugin
+// is: that bound is for a plugin whose relaunches keep failing.
+func TestScanArrivingDuringRelaunchWaits(t *testing.T) {
+	f := newFixture(t, bins(t).eicarV1, "")
+	opts := fastOptions
+	opts.WaitForPlugin = time.Nanosecond
+	opts.StableAfter = time.Nanosecond // each kill is a first crash: no backoff
+	m := f.start(opts)
+	eng := engine.New(m)
+	pid := status(t, m).PID
+	for i := range 3 {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		if res := scanBytes(context.Background(), eng, []byte(eicar)); res.Verdict != shared.VerdictMalicious {
+			t.Fatalf("scan right after kill %d: %s (%s), want malicious", i+1, res.Verdict, res.Reason)
+		}
+		pid = waitNewPID(t, func() (int, bool) { st := status(t, m); return st.PID, st.Up }, pid)
+	}
+}
+
 func TestCrashDuringTheRetryGivesUnknown(t *testing.T) {
 	f := newFixture(t, bins(t).eicarV1, "")
 	m := f.start(fastOptions)

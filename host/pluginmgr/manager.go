@@ -32,8 +32,10 @@ type Options struct {
 	// StableAfter is how long a process must live for its crash not to
 	// count towards the backoff streak. Default 30s.
 	StableAfter time.Duration
-	// WaitForPlugin is how long a scan waits for a plugin being relaunched
-	// before it gives up (unknown). Default 5s.
+	// WaitForPlugin is how long a scan waits for a plugin whose relaunch
+	// is held back (backoff after failed launches or a crash loop) before
+	// it gives up (unknown). A plugin relaunched at once after a crash is
+	// waited for within the scan's own timeout. Default 5s.
 	WaitForPlugin time.Duration
 	StartTimeout  time.Duration // default pluginlaunch.DefaultStartTimeout
 }

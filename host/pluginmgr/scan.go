@@ -123,26 +123,43 @@ func (s *slot) diedUnder(ctx context.Context, inst *instance, err error) bool {
 	return inst.waitExit(ctx, exitWait)
 }
 
-// acquire returns the current process, counted in, waiting for one while
-// the plugin is being relaunched.
+// acquire returns the current process, counted in. While the plugin is
+// being relaunched it waits, within ctx: a relaunch takes tens of
+// milliseconds, and failing at once would cost verdicts a crash had no
+// part in. Only while relaunches are held back (backoff) does it give up
+// after Options.WaitForPlugin.
 func (s *slot) acquire(ctx context.Context) (*instance, error) {
-	wait := time.NewTimer(s.opts.WaitForPlugin)
-	defer wait.Stop()
+	var giveUp *time.Timer
+	defer func() {
+		if giveUp != nil {
+			giveUp.Stop()
+		}
+	}()
 	for {
 		s.mu.Lock()
-		cur, ready, lastErr := s.cur, s.ready, s.lastErr
+		cur, ready, lastErr, backoffUntil, closed := s.cur, s.ready, s.lastErr, s.backoffUntil, s.closed
 		s.mu.Unlock()
 		if cur != nil && !cur.client.Exited() && cur.acquire() {
 			return cur, nil
 		}
+		if closed {
+			return nil, fmt.Errorf("plugin %s was removed or the engine is stopping: %w", s.name, shared.ErrPluginUnavailable)
+		}
 		if cur != nil && cur.client.Exited() {
 			s.poke()
+		}
+		var expired <-chan time.Time
+		if time.Now().Before(backoffUntil) {
+			if giveUp == nil {
+				giveUp = time.NewTimer(s.opts.WaitForPlugin)
+			}
+			expired = giveUp.C
 		}
 		select {
 		case <-ready:
 		case <-ctx.Done():
 			return nil, fmt.Errorf("plugin %s is unavailable (%s): %w", s.name, lastErrOr(lastErr), ctx.Err())
-		case <-wait.C:
+		case <-expired:
 			return nil, fmt.Errorf("plugin %s is unavailable: %s: %w", s.name, lastErrOr(lastErr), shared.ErrPluginUnavailable)
 		}
 	}

@@ -34,6 +34,10 @@ type slot struct {
 	lastErr  string
 	lastInfo shared.Info // kept while down so the engine can still route by type
 	swapErr  string
+	// backoffUntil is when the supervisor will next try to relaunch a
+	// plugin that keeps failing; zero or past when it relaunches at once.
+	backoffUntil time.Time
+	closed       bool // the plugin was removed or the manager closed
 
 	kick chan struct{} // a scan saw the process die: check now
 	stop chan struct{}
@@ -124,6 +128,16 @@ func (s *slot) installLocked(inst *instance, spec *launchSpec, timeout time.Dura
 	s.ready = make(chan struct{})
 	s.metrics.up.WithLabelValues(s.name).Set(boolGauge(inst != nil))
 	return old
+}
+
+// setBackoff records when the next relaunch will be tried, and wakes
+// scans waiting for one so they can bound their wait.
+func (s *slot) setBackoff(until time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.backoffUntil = until
+	close(s.ready)
+	s.ready = make(chan struct{})
 }
 
 // reconfigure takes a reload's launch spec and timeout for a plugin whose
@@ -221,6 +235,9 @@ func (s *slot) retireAfterDrain(old *instance) {
 func (s *slot) close() {
 	close(s.stop)
 	<-s.done
+	s.mu.Lock()
+	s.closed = true // before the wake-up below: waiting scans give up
+	s.mu.Unlock()
 	if old := s.setCurrent(nil, nil, 0); old != nil {
 		s.retireAfterDrain(old)
 	}

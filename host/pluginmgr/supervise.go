@@ -100,7 +100,7 @@ func (v *supervisor) down(inst *instance, why error) {
 	}
 	v.s.drop(inst, why)
 	if v.streak > 1 {
-		v.retryAt = time.Now().Add(backoff(v.streak-1, v.s.opts.BackoffBase, v.s.opts.BackoffMax))
+		v.setRetry(time.Now().Add(backoff(v.streak-1, v.s.opts.BackoffBase, v.s.opts.BackoffMax)))
 	}
 }
 
@@ -116,7 +116,7 @@ func (v *supervisor) relaunch() {
 	if err != nil {
 		v.streak++
 		delay := backoff(v.streak, s.opts.BackoffBase, s.opts.BackoffMax)
-		v.retryAt = time.Now().Add(delay)
+		v.setRetry(time.Now().Add(delay))
 		s.fail(fmt.Errorf("relaunch failed (next try in %s): %w", delay, err))
 		return
 	}
@@ -130,6 +130,13 @@ func (v *supervisor) relaunch() {
 	s.mu.Unlock()
 	s.metrics.restarts.WithLabelValues(s.name).Inc()
 	s.log.Info("plugin relaunched", "pid", inst.pid, "version", inst.info.Version)
+}
+
+// setRetry holds relaunches back until t, and tells waiting scans: they
+// wait for a relaunch only within Options.WaitForPlugin meanwhile.
+func (v *supervisor) setRetry(t time.Time) {
+	v.retryAt = t
+	v.s.setBackoff(t)
 }
 
 func backoff(attempt int, base, ceiling time.Duration) time.Duration {
