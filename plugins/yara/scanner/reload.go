@@ -30,21 +30,20 @@ func (r *reloadStatus) reset() {
 	r.ok, r.failed, r.lastErr, r.lastErrAt, r.failedStamps = 0, 0, "", time.Time{}, nil
 }
 
-func (r *reloadStatus) describe() string {
+// failure is the last reload failure, "" when the set in use is the latest.
+func (r *reloadStatus) failure() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var parts []string
-	if r.ok > 0 {
-		parts = append(parts, fmt.Sprintf("reloaded %d times", r.ok))
-	}
-	if r.lastErr != "" {
-		parts = append(parts, fmt.Sprintf("RELOAD FAILED at %s, serving the previous set: %s",
-			r.lastErrAt.UTC().Format(time.RFC3339), r.lastErr))
-	}
-	if len(parts) == 0 {
+	if r.lastErr == "" {
 		return ""
 	}
-	return "; " + strings.Join(parts, "; ")
+	return fmt.Sprintf("RELOAD FAILED at %s, serving the previous set: %s", r.lastErrAt.UTC().Format(time.RFC3339), r.lastErr)
+}
+
+func (r *reloadStatus) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ok
 }
 
 // watch checks the rule files every interval until ctx ends. Polling

@@ -262,8 +262,20 @@ func (s *Scanner) Health(ctx context.Context) (shared.Health, error) {
 		h.Message = fmt.Sprintf("self-test scan failed: %v %s", err, res.Reason)
 		return h, nil
 	}
+	h.Message = describe(st.set)
+	if n := s.reloads.count(); n > 0 {
+		h.Message += fmt.Sprintf("; reloaded %d times", n)
+	}
+	// A reload that failed leaves the plugin scanning with the rules it
+	// had, yet not with the ones on disk: unhealthy, so `microengine
+	// plugins` and microengine_plugin_healthy show it until the files are
+	// fixed (the host keeps sending scans to an unhealthy plugin; it does
+	// not restart it).
+	if f := s.reloads.failure(); f != "" {
+		h.Message = f + "; " + h.Message
+		return h, nil
+	}
 	h.Healthy = true
-	h.Message = describe(st.set) + s.reloads.describe()
 	return h, nil
 }
 

@@ -283,7 +283,7 @@ func TestHotReloadSwapsGoodSetsAndKeepsTheOldOnFailure(t *testing.T) {
 	}
 	info, _ = s.Info(context.Background())
 	h, _ := s.Health(context.Background())
-	if info.SignaturesVersion != v2 || !h.Healthy || !strings.Contains(h.Message, "RELOAD FAILED") {
+	if info.SignaturesVersion != v2 || h.Healthy || !strings.HasPrefix(h.Message, "RELOAD FAILED") || h.SignaturesVersion != v2 {
 		t.Errorf("after a failed reload: version %q (want %q), health %+v", info.SignaturesVersion, v2, h)
 	}
 	if res := scan(t, s, []byte("SECOND-MARKER"), nil); res.Verdict != shared.VerdictMalicious {
@@ -291,6 +291,16 @@ func TestHotReloadSwapsGoodSetsAndKeepsTheOldOnFailure(t *testing.T) {
 	}
 	if err := s.Reload(); !errors.Is(err, ErrUnchanged) {
 		t.Errorf("the same broken files are compiled again: %v", err)
+	}
+	// Fixed: swapped in, healthy again.
+	os.WriteFile(p, []byte(rule("third", "THIRD-MARKER")), 0o644)
+	bump(t, p)
+	bump(t, p)
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := s.Health(context.Background()); !h.Healthy || !strings.Contains(h.Message, "reloaded 2 times") {
+		t.Errorf("after the fix: %+v", h)
 	}
 }
 
