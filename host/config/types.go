@@ -131,7 +131,8 @@ type Marketplace struct {
 	MaxArtifactSize int64
 	// FetchTimeout bounds an artifact download. Default 20s.
 	FetchTimeout time.Duration
-	// MaxRedirects when fetching. Default 5.
+	// MaxRedirects when fetching. Default 5; 0 follows none, so a config
+	// built in code that wants the default starts from DefaultMarketplace.
 	MaxRedirects int
 	// Retention keeps answered bounties as an audit trail. Default 7 days.
 	Retention time.Duration
