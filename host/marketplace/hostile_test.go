@@ -12,9 +12,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/microengine/microengine/host/config"
@@ -343,4 +345,54 @@ func TestMetricsOnTheirOwnListener(t *testing.T) {
 	if code := get("http://" + strings.TrimSpace(string(maddr)) + "/metrics"); code != http.StatusOK {
 		t.Errorf("metrics port /metrics: %d", code)
 	}
+}
+
+// TestSweepsRotate: bounties a sweep cannot move on (here: the queues are
+// full) do not fill every sweep's batch; the next sweep starts after them.
+func TestSweepsRotate(t *testing.T) {
+	var logs strings.Builder
+	var mu sync.Mutex
+	dir := t.TempDir()
+	market := newFakeMarket(t)
+	cfg := config.Marketplace{WebhookSecrets: []string{testSecret}, QueueSize: 1, Workers: 1}
+	svc, err := New(Options{Config: &cfg, DataDir: dir, Scanner: eicarScanner(),
+		Logger: hclog.New(&hclog.LoggerOptions{Output: lockedBuilder{&mu, &logs}, Level: hclog.Warn})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.store.Close()
+	svc.sweepBatch = 4
+	const n = 12
+	for i := range n {
+		b, err := ParseBounty(market.bountyJSON(int64(800+i), "http://x/a", time.Minute+time.Duration(i)*time.Second, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := svc.store.Put(context.Background(), b, "", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// No workers run: the first sweep fills both queues (one each), and
+	// every other bounty finds them full.
+	for range 4 {
+		svc.sweep(false)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 2; i < n; i++ {
+		if !strings.Contains(logs.String(), fmt.Sprintf("bounty=%d ", 800+i)) {
+			t.Errorf("bounty %d was never looked at by 4 sweeps of 4", 800+i)
+		}
+	}
+}
+
+type lockedBuilder struct {
+	mu *sync.Mutex
+	b  *strings.Builder
+}
+
+func (l lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
 }

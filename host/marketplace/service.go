@@ -97,7 +97,8 @@ type Service struct {
 
 	scanEWMA atomic.Int64 // recent fetch+scan time, ns: predicts whether a scan can finish
 
-	sweepFrom []byte // where the janitor's next sweep starts (janitor goroutine only)
+	sweepFrom  []byte // where the janitor's next sweep starts (janitor goroutine only)
+	sweepBatch int    // open bounties one sweep takes in hand (defaultSweepBatch)
 
 	hardCtx    context.Context // cancelled when the shutdown grace is over
 	hardCancel context.CancelFunc
@@ -170,6 +171,8 @@ func New(opts Options) (*Service, error) {
 		quick:    make(chan task, cfg.QueueSize),
 		inflight: map[string]*claim{},
 		drain:    make(chan struct{}),
+
+		sweepBatch: defaultSweepBatch,
 	}
 	s.hardCtx, s.hardCancel = context.WithCancel(context.Background())
 	s.metrics, err = newMetrics(opts.Registry,

@@ -203,10 +203,10 @@ func (s *Service) janitor() {
 	}
 }
 
-// sweepBatch bounds what one sweep takes in hand.
-const sweepBatch = 1024
+// defaultSweepBatch bounds what one sweep takes in hand.
+const defaultSweepBatch = 1024
 
-// sweep looks at up to sweepBatch open bounties, soonest expiration first,
+// sweep looks at up to s.sweepBatch open bounties, soonest expiration first,
 // starting where the previous sweep stopped and wrapping around: bounties
 // that cannot make progress (their queue is full, their record is being
 // repaired) never fill every batch and starve the ones behind them.
@@ -226,10 +226,10 @@ func (s *Service) sweep(resume bool) {
 			waiting = append(waiting, k)
 		}
 		last = indexKey(exp, key)
-		return len(expired)+len(waiting) < sweepBatch
+		return len(expired)+len(waiting) < s.sweepBatch
 	}
 	err := s.store.OpenKeysAfter(after, visit)
-	if err == nil && after != nil && len(expired)+len(waiting) < sweepBatch {
+	if err == nil && after != nil && len(expired)+len(waiting) < s.sweepBatch {
 		// Wrap around to the start of the index.
 		err = s.store.OpenKeysAfter(nil, func(key []byte, exp time.Time) bool {
 			if bytes.Compare(indexKey(exp, key), after) > 0 {
@@ -242,7 +242,7 @@ func (s *Service) sweep(resume bool) {
 		s.log.Error("cannot read open bounties", "error", err)
 		return
 	}
-	if len(expired)+len(waiting) < sweepBatch {
+	if len(expired)+len(waiting) < s.sweepBatch {
 		s.sweepFrom = nil // everything was seen: start from the soonest next time
 	} else {
 		s.sweepFrom = last
