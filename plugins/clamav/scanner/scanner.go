@@ -14,7 +14,7 @@
 // The clamds are a pool (backend.go): the plugin's own managed clamd
 // (package daemon), or one or more addresses, each checked in the
 // background; a scan goes to the least busy one that answers, and is
-// retried once on another when its clamd fails before answering.
+// retried on another when its clamd fails before answering.
 //
 // Artifact types: files only. A URL's text is no file, and clamd has no URL
 // reputation to judge it by: it would answer OK, a benign claim about a URL
@@ -271,12 +271,12 @@ func (s *Scanner) checkAll(ctx context.Context, st *state, timeout time.Duration
 	wg.Wait()
 }
 
-// pick returns the usable clamd with the fewest scans in flight, other
-// than not; nil when none is usable.
-func (st *state) pick(not *backend) *backend {
+// pickUntried returns the usable clamd with the fewest scans in flight
+// among those not in tried (nil: none); nil when none is usable.
+func (st *state) pickUntried(tried map[*backend]bool) *backend {
 	var best *backend
 	for _, b := range st.backends {
-		if b == not || !b.usable() {
+		if tried[b] || !b.usable() {
 			continue
 		}
 		if best == nil || b.inflight.Load() < best.inflight.Load() {
@@ -494,12 +494,12 @@ func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, e
 	}
 	defer func() { <-st.slots }()
 
-	b := st.pick(nil)
+	b := st.pickUntried(nil)
 	if b == nil {
 		// The background checks may be behind (a clamd just back, a
 		// managed one just loaded): check now, briefly.
 		s.checkAll(ctx, st, pingTimeout)
-		b = st.pick(nil)
+		b = st.pickUntried(nil)
 	}
 	if b == nil {
 		// Try the first clamd anyway, unless it is the managed one and
@@ -518,13 +518,20 @@ func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, e
 	}
 
 	start := time.Now()
-	reply, sniff, err := s.attempt(ctx, st, b, a, content, rewind != nil)
-	if err != nil && ctx.Err() == nil && retryable(err) {
-		if other := st.pick(b); other != nil && (clamd.Retryable(err) || (rewind != nil && rewind() == nil)) {
-			s.log.Warn("clamd failed before answering; retrying on another", "artifact", a.ID, "from", b.addr, "to", other.addr, "error", err)
-			b = other
-			reply, sniff, err = s.attempt(ctx, st, b, a, content, false)
+	tried := map[*backend]bool{b: true}
+	reply, sniff, err := s.attempt(ctx, st, b, a, content, tried, rewind != nil)
+	// A clamd that failed before answering hands the scan to another,
+	// while there is one not tried yet: two can fail at once (one killed,
+	// the next stopped).
+	for err != nil && ctx.Err() == nil && retryable(err) {
+		other := st.pickUntried(tried)
+		if other == nil || !(clamd.Retryable(err) || (rewind != nil && rewind() == nil)) {
+			break
 		}
+		s.log.Warn("clamd failed before answering; retrying on another", "artifact", a.ID, "from", b.addr, "to", other.addr, "error", err)
+		b = other
+		tried[b] = true
+		reply, sniff, err = s.attempt(ctx, st, b, a, content, tried, rewind != nil)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -582,8 +589,8 @@ func retryable(err error) bool {
 // gets half the time left, so that a clamd that stalls leaves time for
 // the retry. A clamd that was not shown to alert on what it skips gets
 // the content through a textSniffer.
-func (s *Scanner) attempt(ctx context.Context, st *state, b *backend, a shared.Artifact, content io.Reader, halve bool) (clamd.Reply, *textSniffer, error) {
-	if halve && st.pick(b) != nil {
+func (s *Scanner) attempt(ctx context.Context, st *state, b *backend, a shared.Artifact, content io.Reader, tried map[*backend]bool, halve bool) (clamd.Reply, *textSniffer, error) {
+	if halve && st.pickUntried(tried) != nil {
 		if dl, ok := ctx.Deadline(); ok {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)/2))

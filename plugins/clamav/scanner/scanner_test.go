@@ -689,6 +689,8 @@ type countingListener struct {
 	address string
 	// accepted counts INSTREAM connections.
 	accepted atomic.Int32
+	// version, when set, is the VERSION reply (default "ClamAV 1.4.6").
+	version atomic.Value
 }
 
 func listenCounting(t *testing.T, handle func(net.Conn)) *countingListener {
@@ -739,7 +741,11 @@ func listenCounting(t *testing.T, handle func(net.Conn)) *countingListener {
 					case "zPING":
 						io.WriteString(w, "PONG\x00")
 					case "zVERSION":
-						io.WriteString(w, "ClamAV 1.4.6\x00")
+						v, _ := l.version.Load().(string)
+						if v == "" {
+							v = "ClamAV 1.4.6"
+						}
+						io.WriteString(w, v+"\x00")
 					case "zINSTREAM":
 						l.accepted.Add(1)
 						if handle != nil {
