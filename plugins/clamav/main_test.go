@@ -31,6 +31,15 @@ func run(m *testing.M) int {
 	}
 	defer cleanup()
 	pluginBinary = bin
+	// The plugins the tests launch keep their clamd probe findings here,
+	// not in the user's cache folder.
+	cache, err := os.MkdirTemp("", "clamav-plugin-cache")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(cache)
+	os.Setenv("XDG_CACHE_HOME", cache)
 	defer plugin.CleanupClients()
 	return m.Run()
 }

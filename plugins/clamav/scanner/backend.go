@@ -183,7 +183,7 @@ func (b *backend) check(ctx context.Context) {
 // run on demand — from Health, which the host calls right after launch,
 // and from the first OK for content that is not plain text — rather than
 // from every check: a clamd that does look spends seconds of CPU on them.
-func (b *backend) ensureProbed(probes func() ([]probe, error), stop <-chan struct{}) {
+func (b *backend) ensureProbed(probes func() ([]probe, error), cache *probeCache, stop <-chan struct{}) {
 	if b.managed != nil {
 		return
 	}
@@ -194,7 +194,7 @@ func (b *backend) ensureProbed(probes func() ([]probe, error), stop <-chan struc
 	}
 	b.mu.Unlock()
 	if start {
-		go b.probe(probes, stop)
+		go b.probe(probes, cache, stop)
 	}
 }
 
@@ -228,8 +228,9 @@ func (b *backend) versions(ctx context.Context) (clamd.Version, bool) {
 	return b.version, b.versionOK
 }
 
-// probe runs the probes and records what they found.
-func (b *backend) probe(probes func() ([]probe, error), stop <-chan struct{}) {
+// probe runs the probes, or takes what they found about the same clamd
+// process before (see probecache.go), and records it.
+func (b *backend) probe(probes func() ([]probe, error), cache *probeCache, stop <-chan struct{}) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -240,13 +241,20 @@ func (b *backend) probe(probes func() ([]probe, error), stop <-chan struct{}) {
 		}
 	}()
 	var t trust
-	ps, err := probes()
-	if err != nil {
+	addr := b.client.Address()
+	identity := clamdIdentity(addr.Network, addr.Addr)
+	cached := false
+	if t, cached = cache.get(identity); cached {
+		b.log.Debug("probe findings of this clamd process are known", "address", b.addr, "identity", identity)
+	} else if ps, err := probes(); err != nil {
 		t = trust{state: trustUnknown, findings: []string{"the probes could not be built: " + err.Error()}}
 	} else {
 		b.inflight.Add(1)
 		t = runProbes(ctx, b.client, ps)
 		b.inflight.Add(-1)
+		if err := cache.put(identity, t); err != nil {
+			b.log.Debug("store probe findings", "error", err)
+		}
 	}
 	if ctx.Err() != nil {
 		b.mu.Lock()

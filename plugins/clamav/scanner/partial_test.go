@@ -216,3 +216,40 @@ func TestExternalClamdThatAlerts(t *testing.T) {
 		t.Errorf("padded member: %+v", r)
 	}
 }
+
+// TestProbeFindingsAreKeptPerClamdProcess: a second plugin process (here a
+// second scanner) takes the findings about the same clamd process from the
+// cache; a restarted clamd is another process, probed afresh.
+func TestProbeFindingsAreKeptPerClamdProcess(t *testing.T) {
+	d := devclamd.StartT(t, devclamd.Options{})
+	s := configuredJSON(t, fmt.Sprintf(`{"address":%q}`, d.Address()))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := s.Health(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if tr := s.current.Load().backends[0].settledTrust(ctx); tr.state != trustPassed {
+		t.Fatalf("probes: %+v", tr)
+	}
+	id := clamdIdentity("unix", d.SocketPath())
+	if !strings.Contains(id, fmt.Sprintf("pid %d ", d.Pid())) {
+		t.Fatalf("identity %q does not name clamd's pid %d", id, d.Pid())
+	}
+	if tr, ok := s.probeCache().get(id); !ok || tr.state != trustPassed {
+		t.Errorf("cache for %q: %+v, %v; want passed", id, tr, ok)
+	}
+	// Another process on the same socket is not the same clamd.
+	d2 := devclamd.StartT(t, devclamd.Options{})
+	if id2 := clamdIdentity("unix", d2.SocketPath()); id2 == id || id2 == "" {
+		t.Errorf("identities %q and %q", id, id2)
+	}
+	if _, ok := s.probeCache().get(clamdIdentity("unix", d2.SocketPath())); ok {
+		t.Error("a clamd never probed has findings")
+	}
+	s2 := configuredJSON(t, fmt.Sprintf(`{"address":%q}`, d.Address()))
+	b2 := s2.current.Load().backends[0]
+	b2.ensureProbed(s2.probes, s2.probeCache(), s2.current.Load().stop)
+	if tr := b2.settledTrust(ctx); tr.state != trustPassed {
+		t.Errorf("second scanner: %+v", tr)
+	}
+}

@@ -119,6 +119,8 @@ type Scanner struct {
 	probesOnce sync.Once
 	probeSet   []probe
 	probeErr   error
+	cacheOnce  sync.Once
+	cache      *probeCache
 	// now is the clock, for signature ages.
 	now func() time.Time
 }
@@ -161,6 +163,13 @@ func New(log hclog.Logger) *Scanner {
 func (s *Scanner) probes() ([]probe, error) {
 	s.probesOnce.Do(func() { s.probeSet, s.probeErr = buildProbes() })
 	return s.probeSet, s.probeErr
+}
+
+// probeCache is where probe findings are kept between plugin processes;
+// nil when there is no private folder for it.
+func (s *Scanner) probeCache() *probeCache {
+	s.cacheOnce.Do(func() { s.cache = newProbeCache() })
+	return s.cache
 }
 
 func (s *Scanner) newState(cfg Config, prev *state, monitor bool) (_ *state, err error) {
@@ -385,7 +394,7 @@ func (s *Scanner) Health(ctx context.Context) (shared.Health, error) {
 	st := s.current.Load()
 	s.checkAll(ctx, st, healthBudget)
 	for _, b := range st.backends {
-		b.ensureProbed(s.probes, st.stop)
+		b.ensureProbed(s.probes, s.probeCache(), st.stop)
 	}
 	healthy := false
 	var lines []string
@@ -669,7 +678,7 @@ func (s *Scanner) benign(ctx context.Context, a shared.Artifact, st *state, b *b
 		if t.state == trustPending {
 			// Wait for the probes (a few seconds, once per clamd),
 			// within the scan's time.
-			b.ensureProbed(s.probes, st.stop)
+			b.ensureProbed(s.probes, s.probeCache(), st.stop)
 			t = b.settledTrust(ctx)
 		}
 		if t.state != trustPassed {
