@@ -2,6 +2,9 @@ package pluginmgr_test
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/microengine/microengine/host/engine"
 	"github.com/microengine/microengine/shared"
+	pluginlaunch "github.com/microengine/microengine/shared/launch"
 )
 
 // passGate serves prefix then zeros, and stops every pass over the content
@@ -225,4 +229,37 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return 0
+}
+
+// A pinned plugin that crashes after its binary was replaced (a swap that
+// was refused, or not yet made) comes back as the pinned bytes, from the
+// host's verified copy: neither the replacement nor nothing at all.
+func TestPinnedRelaunchRunsThePinnedBytes(t *testing.T) {
+	b := bins(t)
+	sum, err := pluginlaunch.FileSHA256(b.eicarV1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, b.eicarV1, fmt.Sprintf("  sha256 = %q", sum))
+	m := f.start(fastOptions)
+	old := status(t, m)
+
+	ran := filepath.Join(t.TempDir(), "replacement-ran")
+	script := filepath.Join(t.TempDir(), "replacement")
+	body := fmt.Sprintf("#!/bin/sh\necho ran >> %q\nexec %q \"$@\"\n", ran, b.eicarV2)
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.install(script)
+	if err := syscall.Kill(old.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitNewPID(t, func() (int, bool) { st := status(t, m); return st.PID, st.Up }, old.PID)
+	now := status(t, m)
+	if now.Version != "1.0.0" || now.SHA256 != sum {
+		t.Errorf("relaunched as %s (sha256 %s); want the pinned 1.0.0 (%s)", now.Version, now.SHA256, sum)
+	}
+	if _, err := os.Stat(ran); !os.IsNotExist(err) {
+		t.Errorf("the replacement ran: %v", err)
+	}
 }

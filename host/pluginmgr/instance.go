@@ -47,6 +47,11 @@ type launchSpec struct {
 	name   string
 	path   string
 	sha256 string
+	// pinDir keeps verified copies of pinned binaries (the manager's).
+	pinDir string
+	// relaunch brings a crashed plugin back: a pinned one from its
+	// verified copy, without reading the path again.
+	relaunch bool
 	// decodeConfig turns the plugin's config block into JSON against the
 	// schema the plugin declares; faults keep their file:line.
 	decodeConfig func(schema []shared.ConfigField) ([]byte, hcl.Diagnostics)
@@ -66,17 +71,26 @@ func (e *ConfigError) Error() string { return e.Diags.Error() }
 // launch starts a plugin process, configures it and checks its health. On
 // any failure the process is killed.
 func launch(ctx context.Context, spec launchSpec, requireHealthy bool) (*instance, error) {
-	sum, err := pluginlaunch.FileSHA256(spec.path)
-	if err != nil {
-		return nil, err
+	// A pinned launch runs a verified copy of the pinned bytes, whatever
+	// the path holds by then; an unpinned one is hashed for the status.
+	sum := spec.sha256
+	if sum == "" {
+		var err error
+		if sum, err = pluginlaunch.FileSHA256(spec.path); err != nil {
+			return nil, err
+		}
 	}
 	rec := &crash.Recorder{}
 	client, err := pluginlaunch.NewClient(pluginlaunch.Config{
-		Path: spec.path, SHA256: spec.sha256, Logger: spec.logger, StartTimeout: spec.startTimeout,
+		Path: spec.path, SHA256: spec.sha256, PinDir: spec.pinDir, Relaunch: spec.relaunch,
+		Logger: spec.logger, StartTimeout: spec.startTimeout,
 		Stderr: rec,
 	})
 	if err != nil {
 		return nil, err
+	}
+	if pinned := client.SHA256(); pinned != "" {
+		sum = pinned // lowercase, as FileSHA256 gives it
 	}
 	inst := &instance{client: client, sha256: sum, path: spec.path, crash: rec, drained: make(chan struct{})}
 	ok := false

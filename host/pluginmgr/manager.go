@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -71,6 +72,12 @@ type Manager struct {
 	// waits for them.
 	bg sync.WaitGroup
 
+	// pinDir holds verified copies of sha256-pinned binaries, by hash,
+	// for as long as the manager runs: a pinned plugin is launched,
+	// relaunched and swapped from there, so the bytes hashed are the bytes
+	// executed (see launch.Config.PinDir).
+	pinDir string
+
 	mu     sync.RWMutex
 	cfg    *config.Config
 	slots  map[string]*slot
@@ -88,6 +95,11 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger, opts Opti
 		log: logger, opts: opts.withDefaults(cfg), metrics: newMetrics(),
 		cfg: cfg, slots: map[string]*slot{},
 	}
+	pinDir, err := os.MkdirTemp("", "microengine-pinned-")
+	if err != nil {
+		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot make the directory for pinned plugin binaries", Detail: err.Error()}}
+	}
+	m.pinDir = pinDir
 	results := m.launchAll(ctx, cfg, enabled(cfg), false)
 	var diags hcl.Diagnostics
 	for _, r := range results {
@@ -95,6 +107,7 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger, opts Opti
 	}
 	if diags.HasErrors() {
 		m.killLaunched(results)
+		_ = os.RemoveAll(m.pinDir)
 		return nil, diags
 	}
 	for _, r := range results {
@@ -161,7 +174,7 @@ func IsStartFailure(d *hcl.Diagnostic) bool {
 
 func (m *Manager) spec(cfg *config.Config, p config.Plugin) launchSpec {
 	return launchSpec{
-		name: p.Name, path: p.Path, sha256: p.SHA256,
+		name: p.Name, path: p.Path, sha256: p.SHA256, pinDir: m.pinDir,
 		startTimeout: m.opts.StartTimeout,
 		logger:       m.pluginLog(p.Name),
 		decodeConfig: func(schema []shared.ConfigField) ([]byte, hcl.Diagnostics) {
@@ -246,4 +259,5 @@ func (m *Manager) Close() {
 	}
 	wg.Wait()
 	m.bg.Wait()
+	_ = os.RemoveAll(m.pinDir)
 }

@@ -110,6 +110,7 @@ func (v *supervisor) relaunch() {
 	s.mu.Lock()
 	spec := s.spec
 	s.mu.Unlock()
+	spec.relaunch = true
 	ctx, cancel := context.WithTimeout(context.Background(), spec.startTimeout+callTimeout)
 	inst, err := launch(ctx, spec, false)
 	cancel()

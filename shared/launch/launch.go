@@ -38,6 +38,19 @@ type Config struct {
 	// Stderr, when set, also receives the plugin's raw stderr, line by
 	// line: where the Go runtime writes a crash report (see shared/crash).
 	Stderr io.Writer
+	// PinDir, with SHA256, is where verified copies of pinned binaries are
+	// kept, in a folder named by their sha256, and run from: a directory
+	// only the host's user may write (0700), which the caller creates and
+	// removes. Empty: each launch copies into a directory of its own,
+	// removed when it is killed.
+	PinDir string
+	// Relaunch, with SHA256 and PinDir, runs the verified copy already in
+	// PinDir without reading Path again: a crashed plugin comes back as
+	// the bytes that ran, whatever the path holds by then (a replacement
+	// waiting for a swap, or one a swap refused). Without it, Path is read
+	// and verified on every launch, so a swap to a file that does not
+	// match the pin fails.
+	Relaunch bool
 }
 
 // DefaultStartTimeout bounds how long a plugin may take to complete its
@@ -49,15 +62,25 @@ const DefaultStartTimeout = 10 * time.Second
 type Client struct {
 	*plugin.Client
 	socketDir string
+	// pinDir is the launch's own directory of its pinned copy, when
+	// Config.PinDir was empty.
+	pinDir string
+	// sha256 is the hash of the bytes executed, for a pinned launch.
+	sha256 string
+	// config rebuilds go-plugin's client for a retried start (see
+	// Dispense).
+	config func() *plugin.ClientConfig
 }
 
+// SHA256 is the sha256 of the bytes this client executes, for a pinned
+// launch (the pin itself); empty when the launch was not pinned.
+func (c *Client) SHA256() string { return c.sha256 }
+
 // Kill stops the plugin process (see plugin.Client.Kill) and removes its
-// socket directory.
+// socket directory and its own copy of a pinned binary.
 func (c *Client) Kill() {
 	c.Client.Kill()
-	if c.socketDir != "" {
-		_ = os.RemoveAll(c.socketDir)
-	}
+	c.removeDirs()
 }
 
 // privateSocket reports whether plugins are reached over a unix socket in a
@@ -74,15 +97,13 @@ func (c *Client) Kill() {
 func privateSocket() bool { return runtime.GOOS != "windows" }
 
 // NewClient builds the go-plugin client the host (and the conformance suite)
-// use to launch a plugin: gRPC only, versioned, optionally pinned, over a
+// use to launch a plugin: gRPC only, versioned, optionally pinned (a pinned
+// binary runs from a verified private copy, see Config.PinDir), over a
 // socket in a private directory (AutoMTLS where there is none). A go-plugin
 // Client cannot be restarted: relaunch with a new one.
 func NewClient(cfg Config) (*Client, error) {
 	if cfg.Path == "" {
 		return nil, fmt.Errorf("plugin path is empty")
-	}
-	if _, err := os.Stat(cfg.Path); err != nil {
-		return nil, fmt.Errorf("plugin binary: %w", err)
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -92,9 +113,63 @@ func NewClient(cfg Config) (*Client, error) {
 	if start <= 0 {
 		start = DefaultStartTimeout
 	}
-	cmd := exec.Command(cfg.Path)
+	c := &Client{}
+	exe := cfg.Path
+	if cfg.SHA256 == "" {
+		if _, err := os.Stat(cfg.Path); err != nil {
+			return nil, fmt.Errorf("plugin binary: %w", err)
+		}
+	} else {
+		// go-plugin's SecureConfig hashes the file at the path and then
+		// executes the path: a file swapped in between runs unverified.
+		// Hash a private copy instead, and execute that copy.
+		sum, err := hex.DecodeString(strings.TrimSpace(cfg.SHA256))
+		if err != nil || len(sum) != sha256.Size {
+			return nil, fmt.Errorf("sha256 pin %q is not 64 hex digits", cfg.SHA256)
+		}
+		dir := cfg.PinDir
+		if dir == "" {
+			if dir, err = os.MkdirTemp("", "microengine-pinned-"); err != nil {
+				return nil, fmt.Errorf("pinned plugin directory: %w", err)
+			}
+			c.pinDir = dir
+		}
+		if exe, err = pinnedCopy(cfg.Path, hex.EncodeToString(sum), dir, cfg.Relaunch && c.pinDir == ""); err != nil {
+			c.removeDirs()
+			return nil, err
+		}
+		c.sha256 = hex.EncodeToString(sum)
+	}
+	if privateSocket() {
+		// go-plugin's server creates its socket in this directory.
+		dir, err := os.MkdirTemp("", "microengine-plugin-")
+		if err != nil {
+			c.removeDirs()
+			return nil, fmt.Errorf("plugin socket directory: %w", err)
+		}
+		c.socketDir = dir
+	}
+	c.config = func() *plugin.ClientConfig { return clientConfig(cfg, exe, c.socketDir, logger, start) }
+	c.Client = plugin.NewClient(c.config())
+	return c, nil
+}
+
+func (c *Client) removeDirs() {
+	for _, dir := range []string{c.socketDir, c.pinDir} {
+		if dir != "" {
+			_ = os.RemoveAll(dir)
+		}
+	}
+}
+
+// clientConfig is go-plugin's config for one start of exe.
+func clientConfig(cfg Config, exe, socketDir string, logger hclog.Logger, start time.Duration) *plugin.ClientConfig {
+	cmd := exec.Command(exe)
 	cmd.Env = append(append(os.Environ(), cfg.Env...), "MICROENGINE_LOG_LEVEL="+logLevelName(logger))
-	cc := &plugin.ClientConfig{
+	if socketDir != "" {
+		cmd.Env = append(cmd.Env, plugin.EnvUnixSocketDir+"="+socketDir)
+	}
+	return &plugin.ClientConfig{
 		HandshakeConfig:  shared.Handshake,
 		VersionedPlugins: shared.PluginSets(nil),
 		Cmd:              cmd,
@@ -113,31 +188,89 @@ func NewClient(cfg Config) (*Client, error) {
 		SyncStderr:      logger.StandardWriter(&hclog.StandardLoggerOptions{ForceLevel: hclog.Info}),
 		GRPCDialOptions: shared.DialOptions(),
 	}
-	if cfg.SHA256 != "" {
-		sum, err := hex.DecodeString(strings.TrimSpace(cfg.SHA256))
-		if err != nil || len(sum) != sha256.Size {
-			return nil, fmt.Errorf("sha256 pin %q is not 64 hex digits", cfg.SHA256)
-		}
-		cc.SecureConfig = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
+}
+
+// pinnedCopy returns a copy of the binary at path whose sha256 is want,
+// in dir/want/, hashed as it is written: the file at path is opened once,
+// and what it holds after that does not matter. With reuse, an existing
+// copy whose bytes still hash to want is returned without reading path.
+func pinnedCopy(path, want, dir string, reuse bool) (string, error) {
+	if err := privateDir(dir); err != nil {
+		return "", err
 	}
-	c := &Client{}
-	if privateSocket() {
-		// go-plugin's server creates its socket in this directory.
-		dir, err := os.MkdirTemp("", "microengine-plugin-")
-		if err != nil {
-			return nil, fmt.Errorf("plugin socket directory: %w", err)
+	folder := filepath.Join(dir, want)
+	exe := filepath.Join(folder, filepath.Base(path))
+	if reuse {
+		if got, err := FileSHA256(exe); err == nil && got == want {
+			return exe, nil
 		}
-		c.socketDir = dir
-		cmd.Env = append(cmd.Env, plugin.EnvUnixSocketDir+"="+dir)
 	}
-	c.Client = plugin.NewClient(cc)
-	return c, nil
+	if err := os.MkdirAll(folder, 0o700); err != nil {
+		return "", fmt.Errorf("pinned copy of %s: %w", path, err)
+	}
+	src, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("plugin binary: %w", err)
+	}
+	defer src.Close()
+	tmp, err := os.CreateTemp(folder, ".copy-*")
+	if err != nil {
+		return "", fmt.Errorf("pinned copy of %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name()) // after the rename, a no-op
+	h := sha256.New()
+	_, err = io.Copy(io.MultiWriter(tmp, h), src)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("pinned copy of %s: %w", path, err)
+	}
+	// go-plugin's words, so messages and the tests that read them stay.
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		return "", fmt.Errorf("sha256 pin: checksums did not match: %s has sha256 %s, pinned %s", path, got, want)
+	}
+	if err := os.Chmod(tmp.Name(), 0o500); err != nil {
+		return "", fmt.Errorf("pinned copy of %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), exe); err != nil {
+		return "", fmt.Errorf("pinned copy of %s: %w", path, err)
+	}
+	return exe, nil
+}
+
+// privateDir checks that dir is a directory only its owner may write,
+// creating it (0700) when it does not exist: a copy anyone else could
+// replace would verify nothing.
+func privateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("pinned plugin directory: %w", err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("pinned plugin directory: %w", err)
+	}
+	if !fi.IsDir() || fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("pinned plugin directory %s is %s: it must be a directory only its owner may write", dir, fi.Mode())
+	}
+	return nil
 }
 
 // Dispense starts the plugin process (if it is not running yet) and returns
 // its Scanner.
 func Dispense(c *Client) (*shared.GRPCClient, error) {
 	rpc, err := c.Client.Client()
+	// A copy written a moment ago can still be open for writing in a
+	// child that another goroutine forked in between and that has not
+	// yet exec'd (Linux answers ETXTBSY): that lasts microseconds, so
+	// start again, with a new go-plugin client (a failed one cannot be
+	// restarted).
+	for wait := time.Millisecond; errors.Is(err, syscall.ETXTBSY) && wait <= 64*time.Millisecond; wait *= 2 {
+		c.Client.Kill()
+		time.Sleep(wait)
+		c.Client = plugin.NewClient(c.config())
+		rpc, err = c.Client.Client()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("start plugin: %w", err)
 	}
