@@ -67,7 +67,7 @@ func (s *session) unwrap(raw []byte) (body []byte, numbered bool, err error) {
 			return nil, false, fmt.Errorf("%w: reply %s answers another command than number %d of the session", ErrProtocol, quote(raw), s.commands)
 		}
 	}
-	if bytes.HasPrefix(raw, []byte(streamPrefix)) {
+	if bytes.HasPrefix(raw, []byte(streamPrefix)) || bytes.HasPrefix(raw, []byte("fd[")) {
 		return nil, false, fmt.Errorf("%w: reply %s in a session lacks the command's number", ErrProtocol, quote(raw))
 	}
 	return raw, false, nil

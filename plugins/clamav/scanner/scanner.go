@@ -594,7 +594,8 @@ func retryable(err error) bool {
 		errors.Is(err, clamd.ErrScan) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// attempt is one INSTREAM on b. With another clamd to fall back on, it
+// attempt is one scan on b: FILDES for an artifact by reference when b
+// can take it, INSTREAM otherwise. With another clamd to fall back on, it
 // gets half the time left, so that a clamd that stalls leaves time for
 // the retry. A clamd that was not shown to alert on what it skips gets
 // the content through a textSniffer.
@@ -606,14 +607,27 @@ func (s *Scanner) attempt(ctx context.Context, st *state, b *backend, a shared.A
 			defer cancel()
 		}
 	}
+	// By reference, to a clamd on a unix socket: clamd reads the file
+	// itself (FILDES), nothing is streamed or spooled. A clamd shown to
+	// skip content silently gets the stream instead, through the sniffer
+	// that lets plain text be benign; one not probed yet has its OK wait
+	// for the probes (see benign), as a binary stream's does.
+	trust := b.currentTrust().state
+	fildes := a.File != nil && b.client.CanFildes() && (trust == trustPassed || trust == trustPending)
 	var sniff *textSniffer
-	if b.currentTrust().state != trustPassed {
+	if trust != trustPassed && !fildes {
 		sniff = newTextSniffer(content)
 		content = sniff
 	}
 	b.inflight.Add(1)
 	defer b.inflight.Add(-1)
-	reply, err := b.client.Instream(ctx, content)
+	var reply clamd.Reply
+	var err error
+	if fildes {
+		reply, err = b.client.Fildes(ctx, a.File)
+	} else {
+		reply, err = b.client.Instream(ctx, content)
+	}
 	if err != nil && retryable(err) && !errors.Is(err, context.Canceled) {
 		if !b.markDown(err) {
 			err = quiet{err}
