@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -395,4 +396,25 @@ func (l lockedBuilder) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
+}
+
+// TestRefusalsCloseTheConnection: a forged webhook does not leave an idle
+// keep-alive connection behind to hold one of max_connections.
+func TestRefusalsCloseTheConnection(t *testing.T) {
+	addr, _ := runEngine(t, config.Marketplace{})
+	c := rawRequest(t, addr, 2, []byte("{}"))
+	r := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("forged signature: %d", resp.StatusCode)
+	}
+	if _, err := r.ReadByte(); err != io.EOF {
+		t.Errorf("the connection stays open after a refusal: %v", err)
+	}
 }

@@ -87,26 +87,24 @@ const bodyReadTimeout = 5 * time.Second
 // signed (400) — both before a byte of the body is read —, a body buffer
 // is free (503: the marketplace retries), the body fits (413), the
 // signature matches one of the secrets (401), the event is known (400).
-// Only then is the body looked at. Every refusal that leaves body unread
-// closes the connection, so no unread body is drained afterwards.
+// Only then is the body looked at. Every refusal closes the connection:
+// no unread body is drained afterwards, and a stranger cannot keep idle
+// connections (up to max_connections) open after being refused.
 func (s *Service) serveWebhook(w http.ResponseWriter, r *http.Request, event string) int {
 	fail := func(code int, reason string) int {
+		w.Header().Set("Connection", "close")
 		writeReply(w, code, reply{Status: "ERROR", Reason: reason})
 		return code
 	}
-	closing := func() { w.Header().Set("Connection", "close") }
 	if r.ContentLength > s.cfg.MaxBodySize {
-		closing()
 		return fail(http.StatusRequestEntityTooLarge, "body is over the size limit")
 	}
 	sig := r.Header.Get(HeaderSignature)
 	if strings.TrimSpace(sig) == "" {
-		closing()
 		return fail(http.StatusBadRequest, "missing "+HeaderSignature)
 	}
 	buf, ok := s.bodies.take()
 	if !ok {
-		closing()
 		w.Header().Set("Retry-After", "1")
 		return fail(http.StatusServiceUnavailable, "too many webhooks in flight: retry")
 	}
@@ -115,7 +113,6 @@ func (s *Service) serveWebhook(w http.ResponseWriter, r *http.Request, event str
 	body, err := readBody(r.Body, buf, s.cfg.MaxBodySize)
 	buf.b = body[:0] // keep what the buffer grew to
 	if err != nil {
-		closing()
 		if errors.Is(err, errBodyTooBig) {
 			return fail(http.StatusRequestEntityTooLarge, "body is over the size limit")
 		}
