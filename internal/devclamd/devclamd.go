@@ -1,6 +1,9 @@
-// Package devclamd runs a private clamd as a child process, for development
-// (`make run`) and tests: its own config, socket, temp folder and signature
-// database, never the system service and never /var/lib/clamav.
+// Package devclamd runs a private clamd as a child process for tests: its
+// own config, socket, temp folder and signature database, never the system
+// service and never /var/lib/clamav. (`make run` needs none: the clamav
+// plugin runs its own clamd, plugins/clamav/daemon.) Its limits are the
+// managed clamd's (a test there checks they agree), so tests exercise the
+// clamd the project configures.
 //
 // It speaks just enough of clamd's protocol (PING, RELOAD) to manage the
 // daemon, so that it depends on no plugin package: the host's tests use it

@@ -697,7 +697,7 @@ func (s *Scanner) benign(ctx context.Context, a shared.Artifact, st *state, b *b
 		}
 		if t.state != trustPassed {
 			why := t.summary()
-			r := s.unknown(a, b, reply.ContentBytes, "clamd at %s answered OK, but %s; only plain text is benign from it", b.addr, why)
+			r := s.unknown(a, b, reply.ContentBytes, "clamd at %s answered OK, but its OK is not trusted for anything but plain text: %s", b.addr, why)
 			r.Metadata[shared.MetaComment] = shared.CommentDecompressionUnsafe
 			return r
 		}
