@@ -201,6 +201,10 @@ func TestPoisonArtifactCostsOnlyItsOwnVerdict(t *testing.T) {
 	if next := scanBytes(context.Background(), eng, []byte(eicar)); next.Verdict != shared.VerdictMalicious {
 		t.Fatalf("EICAR right after the poison: %s (%s), want malicious", next.Verdict, next.Reason)
 	}
+	st := status(t, m)
+	if st.Crashes != 2 || !strings.Contains(st.LastCrash, "exited: panic: assignment to entry in nil map (main.go:") {
+		t.Errorf("status: %d crashes, last %q; want 2 and the panic", st.Crashes, st.LastCrash)
+	}
 	for name, want := range map[string]float64{
 		"microengine_plugin_crashes_total":           2,
 		"microengine_plugin_crash_retries_total":     4,

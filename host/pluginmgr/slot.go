@@ -25,15 +25,17 @@ type slot struct {
 	bg   *sync.WaitGroup
 	gate *gate
 
-	mu       sync.Mutex
-	spec     launchSpec
-	timeout  time.Duration
-	cur      *instance
-	ready    chan struct{} // closed, and replaced, whenever cur changes
-	restarts int
-	lastErr  string
-	lastInfo shared.Info // kept while down so the engine can still route by type
-	swapErr  string
+	mu        sync.Mutex
+	spec      launchSpec
+	timeout   time.Duration
+	cur       *instance
+	ready     chan struct{} // closed, and replaced, whenever cur changes
+	restarts  int
+	crashes   int
+	lastCrash string
+	lastErr   string
+	lastInfo  shared.Info // kept while down so the engine can still route by type
+	swapErr   string
 	// backoffUntil is when the supervisor will next try to relaunch a
 	// plugin that keeps failing; zero or past when it relaunches at once.
 	backoffUntil time.Time

@@ -19,11 +19,15 @@ type Status struct {
 	ArtifactTypes     []shared.ArtifactType `json:"artifact_types,omitempty"`
 	StartedAt         time.Time             `json:"started_at,omitempty"`
 	Restarts          int                   `json:"restarts"`
-	Up                bool                  `json:"up"`
-	Healthy           bool                  `json:"healthy"`
-	Health            string                `json:"health,omitempty"`
-	LastError         string                `json:"last_error,omitempty"`
-	SwapError         string                `json:"swap_error,omitempty"`
+	Crashes           int                   `json:"crashes"`
+	// LastCrash is the last process death the supervisor found, with the
+	// runtime's report when there was one.
+	LastCrash string `json:"last_crash,omitempty"`
+	Up        bool   `json:"up"`
+	Healthy   bool   `json:"healthy"`
+	Health    string `json:"health,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+	SwapError string `json:"swap_error,omitempty"`
 }
 
 // Status reports every plugin in config order.
@@ -44,7 +48,7 @@ func (m *Manager) Status() []Status {
 func (s *slot) status() Status {
 	s.mu.Lock()
 	st := Status{
-		Name: s.name, Path: s.spec.path, Restarts: s.restarts,
+		Name: s.name, Path: s.spec.path, Restarts: s.restarts, Crashes: s.crashes, LastCrash: s.lastCrash,
 		LastError: s.lastErr, SwapError: s.swapErr,
 	}
 	cur := s.cur

@@ -78,7 +78,12 @@ func (v *supervisor) reapExited() {
 		return
 	}
 	v.s.metrics.crashes.WithLabelValues(v.s.name).Inc()
-	v.down(cur, fmt.Errorf("process %d exited: %s", cur.pid, cur.exitReport()))
+	why := fmt.Errorf("process %d exited: %s", cur.pid, cur.exitReport())
+	v.s.mu.Lock()
+	v.s.crashes++
+	v.s.lastCrash = time.Now().UTC().Format(time.RFC3339) + ": " + why.Error()
+	v.s.mu.Unlock()
+	v.down(cur, why)
 }
 
 // down drops a dead or hung process and sets when to relaunch.

@@ -111,6 +111,9 @@ func printPlugins(w io.Writer, source string, rep admin.Report) {
 		if st.SwapError != "" {
 			fmt.Fprintf(w, "%s: last swap failed: %s\n", st.Name, st.SwapError)
 		}
+		if st.LastCrash != "" {
+			fmt.Fprintf(w, "%s: %d crashes, the last at %s\n", st.Name, st.Crashes, st.LastCrash)
+		}
 	}
 }
 
