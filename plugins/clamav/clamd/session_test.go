@@ -197,19 +197,23 @@ func TestRetryBackoffWhenRefused(t *testing.T) {
 	sock := filepath.Join(dir, "clamd.sock")
 	c := newTestClient(t, "unix://"+sock, Options{Sessions: 1, RetryBackoff: 200 * time.Millisecond})
 
-	// clamd comes back while the client waits to retry.
-	up := make(chan struct{})
-	go func() {
-		defer close(up)
-		time.Sleep(50 * time.Millisecond)
-		startFakeAt(t, sock, func(conn net.Conn) {
-			readCommand(conn)
-			readInstream(conn, 0)
-			io.WriteString(conn, "1: stream: OK\x00")
-		})
-	}()
+	// clamd comes back while the client waits to retry: the first dial
+	// finds nothing there, and clamd is up before the second connects.
+	var dials atomic.Int32
+	c.dialer.Control = func(string, string, syscall.RawConn) error {
+		if dials.Add(1) == 2 {
+			startFakeAt(t, sock, func(conn net.Conn) {
+				readCommand(conn)
+				readInstream(conn, 0)
+				io.WriteString(conn, "1: stream: OK\x00")
+			})
+		}
+		return nil
+	}
 	scanOK(t, c, []byte("hello"))
-	<-up
+	if n := dials.Load(); n != 2 {
+		t.Errorf("%d dials, want 2: one refused, one retry", n)
+	}
 
 	// Without the time for a pause and a second try, no retry.
 	os.Remove(sock)
