@@ -2,7 +2,9 @@
 // libyara against the configured rule set and maps the matching rules'
 // meta to a marketplace verdict (see Mapping).
 //
-// Memory: the artifact is never held whole. Content up to spoolBufSize is
+// Memory: the artifact is never held whole. An artifact the host passes by
+// reference (an open read-only file) is mapped and scanned in place;
+// otherwise content up to spoolBufSize is
 // scanned from the buffer it was read into (it crossed the plugin boundary
 // whole in one message anyway); anything longer is written to an unlinked
 // spool file, mapped, and scanned in place while a trimmer keeps few of its
@@ -156,7 +158,10 @@ func (s *Scanner) Info(context.Context) (shared.Info, error) {
 	info := shared.Info{
 		Name: Name, Version: Version, Vendor: Vendor, VendorVersion: LibraryVersion,
 		ArtifactTypes: []shared.ArtifactType{shared.ArtifactFile},
-		ConfigSchema:  ConfigSchema(),
+		// Large artifacts are then mapped straight from the host's file:
+		// no stream, no spool copy.
+		ByReference:  true,
+		ConfigSchema: ConfigSchema(),
 		Samples: []shared.Sample{
 			{Name: "yara-selftest.txt", Content: SelfTestSample(), Verdict: shared.VerdictMalicious, MalwareFamily: SelfTestFamily},
 			{Name: "clean.txt", Content: []byte("just an ordinary text file\n"), Verdict: shared.VerdictBenign},
@@ -314,6 +319,8 @@ func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, e
 		return shared.Unknown("the yara plugin has no rules: it was not configured"), nil
 	case a.Type != shared.ArtifactFile:
 		return s.unknown(st, "the yara plugin scans files, not %q artifacts", a.Type), nil
+	case a.File != nil && a.Size > spoolBufSize:
+		return s.scanByReference(ctx, a, st)
 	case a.Content == nil && a.Size != 0:
 		return s.unknown(st, "not scanned: the artifact has no content (announced size %d)", a.Size), nil
 	}
@@ -379,6 +386,30 @@ func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, e
 	return s.finish(ctx, a, st, size, func(ctx context.Context) (shared.Result, error) {
 		return s.run(ctx, st, a.Metadata, func(sc *yara.Scanner) error { return sc.ScanMem(m.data) }, release)
 	}, release)
+}
+
+// scanByReference maps the file the host passed (read-only, Size bytes)
+// and scans it in place. The mapping holds its own reference to the file,
+// so it outlives the descriptor, which the shim closes when Scan returns,
+// even if libyara is still at work after a cancellation. Small artifacts
+// take the buffer path instead (Content preads the same file): a mapping
+// and its trimmer cost more than reading 256 KiB.
+func (s *Scanner) scanByReference(ctx context.Context, a shared.Artifact, st *state) (shared.Result, error) {
+	fi, err := a.File.Stat()
+	switch {
+	case err != nil:
+		return s.unknown(st, "not scanned: the artifact's file: %v", err), nil
+	case fi.Size() != a.Size:
+		return s.unknown(st, "the artifact's file holds %d bytes, the artifact announced %d", fi.Size(), a.Size), nil
+	}
+	m, err := mapFile(a.File, a.Size)
+	if err != nil {
+		s.log.Error("cannot map the artifact", "artifact", a.ID, "error", err)
+		return s.unknown(st, "not scanned: %v", err), nil
+	}
+	return s.finish(ctx, a, st, a.Size, func(ctx context.Context) (shared.Result, error) {
+		return s.run(ctx, st, a.Metadata, func(sc *yara.Scanner) error { return sc.ScanMem(m.data) }, m.unmap)
+	}, m.unmap)
 }
 
 // finish runs the scan, checks the size and adds the metadata.

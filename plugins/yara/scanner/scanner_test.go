@@ -374,3 +374,34 @@ func TestMappedScanSeesTheWholeFileWhileTrimmed(t *testing.T) {
 		t.Errorf("without the head mark: %+v", res)
 	}
 }
+
+// TestByReference: a file the host passes is mapped and scanned in place,
+// and closing the descriptor once Scan returns is fine; a file whose size
+// is not the announced one is unknown.
+func TestByReference(t *testing.T) {
+	s := configured(t, rulesConfig(testdataRules(t)))
+	p := filepath.Join(t.TempDir(), "artifact")
+	content := make([]byte, 3<<20)
+	m := marker("FAMILY")
+	copy(content[len(content)-len(m):], m)
+	os.WriteFile(p, content, 0o644)
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, tc := range []struct {
+		size int64
+		want shared.Verdict
+	}{{int64(len(content)), shared.VerdictMalicious}, {int64(len(content)) - 1, shared.VerdictUnknown}} {
+		res, err := s.Scan(context.Background(), shared.Artifact{Type: shared.ArtifactFile, Size: tc.size, File: f,
+			Content: io.NewSectionReader(f, 0, tc.size)})
+		if err != nil || res.Verdict != tc.want {
+			t.Errorf("size %d: %+v %v; want %s", tc.size, res, err, tc.want)
+		}
+	}
+	info, _ := s.Info(context.Background())
+	if !info.ByReference {
+		t.Error("Info does not declare ByReference")
+	}
+}
