@@ -177,6 +177,8 @@ func TestPoisonRecordsAreAnsweredAndDoNotStarveRecovery(t *testing.T) {
 	if r.State != StateAnswered || r.Answer.Verdict != "unknown" || !strings.Contains(r.Reason, "could not be stored whole") {
 		t.Errorf("poison record: %s %+v %q", r.State, r.Answer, r.Reason)
 	}
+	// A redelivery of a poison bounty is acknowledged, not refused (503).
+	e.accept(t, market.bountyJSON(100000, uri, time.Minute, nil))
 	if got := market.postCount("100000"); got != 1 {
 		t.Errorf("poison bounty posted %d times", got)
 	}

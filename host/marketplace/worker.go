@@ -41,8 +41,10 @@ func (s *Service) dispatch(t task) {
 		return
 	default:
 	}
-	s.release(t.key)
-	s.log.Warn("queues are full: the bounty waits in the store", "bounty", t.b.ID, "phase", t.b.Phase)
+	if c.take() { // else the deadline watch took it meanwhile: it is answered
+		s.release(t.key)
+		s.log.Warn("queues are full: the bounty waits in the store", "bounty", t.b.ID, "phase", t.b.Phase)
+	}
 }
 
 // claim is a bounty queued or being processed. Whoever moves it from
