@@ -108,6 +108,12 @@ func printPlugins(w io.Writer, source string, rep admin.Report) {
 	}
 	tw.Flush()
 	for _, st := range rep.Plugins {
+		// The plugin's own account in full (the table cuts it): what its
+		// backend said, what it loaded, what it skipped and why (the yara
+		// plugin's rule files at file:line, a rule reload that failed).
+		if st.Health != "" {
+			fmt.Fprintf(w, "%s: %s\n", st.Name, st.Health)
+		}
 		if st.SwapError != "" {
 			fmt.Fprintf(w, "%s: last swap failed: %s\n", st.Name, st.SwapError)
 		}
