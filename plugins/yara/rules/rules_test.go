@@ -148,3 +148,32 @@ func TestTheProjectRuleSetCompiles(t *testing.T) {
 		t.Errorf("testdata/yara holds %d rules; want every mapping case", set.RuleCount)
 	}
 }
+
+// TestCollectionLikeFiles: what public collections hold — modules, includes
+// relative to the including file, a module this libyara lacks (string,
+// new in 4.3), rules that need an external nobody defined — loads what
+// compiles and names the rest at file:line.
+func TestCollectionLikeFiles(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "apt/common.yara", `private rule is_mz { condition: uint16(0) == 0x5A4D }`)
+	write(t, dir, "apt/dropper.yar", "include \"common.yara\"\nimport \"pe\"\nimport \"math\"\n"+
+		`rule dropper { condition: is_mz and pe.number_of_sections > 0 and math.entropy(0, filesize) > 7.0 }`)
+	newer := write(t, dir, "new/strings.yar", "import \"string\"\nrule s { condition: string.length(\"x\") == 1 }\n")
+	needs := write(t, dir, "thor/ext.yar", "rule t {\n  condition:\n    sha256_of_parent == \"x\"\n}\n")
+	set, err := Load(Spec{Paths: []string{dir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// apt/common.yara loads alone and again through the include: two
+	// namespaces, so no clash.
+	if set.RuleCount != 3 || len(set.Files) != 2 {
+		t.Errorf("loaded %d rules from %v", set.RuleCount, set.Files)
+	}
+	got := map[string]string{}
+	for _, sk := range set.Skipped {
+		got[sk.File] = sk.Errors[0].String()
+	}
+	if got[newer] != newer+`:1: unknown module "string"` || got[needs] != needs+`:3: undefined identifier "sha256_of_parent"` || len(got) != 2 {
+		t.Errorf("skipped %v", got)
+	}
+}
