@@ -41,6 +41,7 @@ plugin "crasher" {
 }
 marketplace {
   listen         = "127.0.0.1:0"
+  metrics_listen = "127.0.0.1:0" # the default port may be another test's
   webhook_secret = %q
   fetch_timeout  = "2s"
   safety_margin  = "500ms"
