@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"time"
 
 	"github.com/microengine/microengine/shared"
@@ -39,20 +40,49 @@ func checkHostile(ctx context.Context, e *env) outcome {
 		return out
 	}
 	inputs := hostileInputs(e.samples(s))
+	// A plugin that takes artifacts by reference may parse a descriptor
+	// another way than a stream (mapping the file, say): each input goes
+	// both ways then.
+	var refDir string
+	if s.pluginInfo.ByReference && s.scanner.ByReference() {
+		dir, err := os.MkdirTemp("", "conformance-hostile-")
+		if err != nil {
+			return failf("cannot make a folder for artifact files: %v", err)
+		}
+		defer os.RemoveAll(dir)
+		refDir = dir
+	}
 	start := time.Now()
 	for _, in := range inputs {
-		_, err := s.scan(ctx, "Scan("+in.name+")", nil, fileArtifact(e.id, in.content), e.r.cfg.CallTimeout)
-		if ctx.Err() != nil {
-			return failf("interrupted at %s", in.name)
-		}
-		if s.exited(ctx) {
-			return crashedf("the plugin crashed on %s: %s", in.name, s.crashReport())
-		}
-		if _, tainted := s.state(); tainted != "" {
-			return failf("the plugin hung on %s: %v", in.name, err)
+		for _, byRef := range []bool{false, true} {
+			if byRef && refDir == "" {
+				continue
+			}
+			what := "Scan(" + in.name + ")"
+			var err error
+			if byRef {
+				what = in.name + " (by reference)"
+				err = e.scanFile(ctx, s, refDir, "Scan("+what+")", in.content, e.r.cfg.CallTimeout).err
+			} else {
+				what = in.name
+				_, err = s.scan(ctx, "Scan("+what+")", nil, fileArtifact(e.id, in.content), e.r.cfg.CallTimeout)
+			}
+			if ctx.Err() != nil {
+				return failf("interrupted at %s", what)
+			}
+			if s.exited(ctx) {
+				return crashedf("the plugin crashed on %s: %s", what, s.crashReport())
+			}
+			if _, tainted := s.state(); tainted != "" {
+				return failf("the plugin hung on %s: %v", what, err)
+			}
 		}
 	}
-	return passf("survived %d hostile inputs in %s", len(inputs), time.Since(start).Round(time.Millisecond))
+	ways := ""
+	if refDir != "" {
+		ways = ", each streamed and by reference,"
+	}
+	return passf("survived %d hostile inputs%s in %s", len(inputs), ways, time.Since(start).Round(time.Millisecond))
 }
 
 // hostileInputs lists what HOSTILE-001 sends: edge sizes, noise, runs of
