@@ -29,6 +29,7 @@ var (
 			{Type: "engine"},
 			{Type: "plugin", LabelNames: []string{"name"}},
 			{Type: "marketplace"},
+			{Type: "cache"},
 		},
 	}
 	engineSchema = &hcl.BodySchema{
@@ -119,7 +120,7 @@ func (d *decoder) decodeRoot(body hcl.Body, cfg *Config) {
 	content, diags := body.Content(rootSchema)
 	d.structural(diags, "")
 
-	var engine, market *hcl.Block
+	var engine, market, cache *hcl.Block
 	var plugins []*hcl.Block
 	for _, b := range content.Blocks {
 		switch b.Type {
@@ -130,6 +131,10 @@ func (d *decoder) decodeRoot(body hcl.Body, cfg *Config) {
 		case "marketplace":
 			if d.once(b, market) {
 				market = b
+			}
+		case "cache":
+			if d.once(b, cache) {
+				cache = b
 			}
 		case "plugin":
 			plugins = append(plugins, b)
@@ -142,6 +147,7 @@ func (d *decoder) decodeRoot(body hcl.Body, cfg *Config) {
 	if market != nil {
 		cfg.Marketplace = d.decodeMarketplace(market)
 	}
+	cfg.Cache = d.decodeCache(cache)
 }
 
 // checkQuorum refuses a malicious_quorum that the enabled plugins cannot

@@ -19,6 +19,9 @@ type Config struct {
 	Engine      Engine
 	Plugins     []Plugin
 	Marketplace *Marketplace // nil when the file has no marketplace block
+	// Cache is the verdict cache (the top-level cache block, or its
+	// defaults).
+	Cache Cache
 
 	// Files holds the parsed sources, for printing diagnostics with snippets.
 	Files map[string]*hcl.File

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/microengine/microengine/host/verdictcache"
 	"github.com/microengine/microengine/shared"
 )
 
@@ -87,11 +88,17 @@ type Result struct {
 	// (shared.Comment*), each once.
 	Comments []string       `json:"comments,omitempty"`
 	Plugins  []PluginResult `json:"plugins"`
+	// Cached is set when the answer came from the verdict cache: no
+	// plugin was asked (their Duration is 0).
+	Cached bool `json:"cached,omitempty"`
 }
 
 // Engine scans artifacts with every enabled plugin.
 type Engine struct {
 	plugins Plugins
+	// cache, when set, answers artifacts seen before (see WithCache).
+	cache       *verdictcache.Cache
+	trustSHA256 bool
 }
 
 // New returns an engine over the given plugins.
@@ -101,6 +108,17 @@ func New(p Plugins) *Engine { return &Engine{plugins: p} }
 // each within its own timeout (and ctx), and composes the answers.
 func (e *Engine) Scan(ctx context.Context, a Artifact) Result {
 	plugins := e.plugins.Plugins()
+	if key, ok := e.lookupKey(plugins, a); ok {
+		if res, ok := e.cached(plugins, a, key); ok {
+			return res
+		}
+	}
+	res := e.scan(ctx, plugins, a)
+	e.keep(a, res)
+	return res
+}
+
+func (e *Engine) scan(ctx context.Context, plugins []Plugin, a Artifact) Result {
 	results := make([]PluginResult, len(plugins))
 	var wg sync.WaitGroup
 	for i, p := range plugins {

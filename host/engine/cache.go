@@ -1,0 +1,124 @@
+package engine
+
+import (
+	"fmt"
+
+	"github.com/microengine/microengine/host/verdictcache"
+	"github.com/microengine/microengine/shared"
+)
+
+// WithCache makes the engine answer from c what it has seen with the same
+// plugins, versions and policy, and keep what it scans. trustSHA256 lets
+// CachedBeforeFetch answer by the sha256 a bounty announces, before the
+// content is fetched.
+func (e *Engine) WithCache(c *verdictcache.Cache, trustSHA256 bool) *Engine {
+	e.cache, e.trustSHA256 = c, trustSHA256
+	return e
+}
+
+// CachedBeforeFetch answers an artifact of which only the announced sha256
+// is known, when the cache holds it and trusting announced hashes is on.
+func (e *Engine) CachedBeforeFetch(a Artifact) (Result, bool) {
+	if e.cache == nil || !e.trustSHA256 {
+		return Result{}, false
+	}
+	plugins := e.plugins.Plugins()
+	key, ok := e.lookupKey(plugins, a)
+	if !ok {
+		return Result{}, false
+	}
+	return e.cached(plugins, a, key)
+}
+
+// scanners lists what a key is made of: every plugin that scans a's type,
+// with the versions it has reported, and the composition policy.
+func (e *Engine) scanners(results []PluginResult) []verdictcache.Scanner {
+	out := make([]verdictcache.Scanner, 0, len(results)+1)
+	for _, r := range results {
+		if r.Supported {
+			out = append(out, verdictcache.Scanner{Name: r.Name, Version: r.Version, VendorVersion: r.VendorVersion, SignaturesVersion: r.SignaturesVersion})
+		}
+	}
+	// A policy change (quorum, weights, caps) composes other verdicts.
+	return append(out, verdictcache.Scanner{Name: "\x00policy", Version: fmt.Sprintf("%+v", e.policy())})
+}
+
+// lookupKey is the key under which the current plugins would have stored
+// a's verdict; ok is false when a cannot be cached (no sha256, not a file).
+func (e *Engine) lookupKey(plugins []Plugin, a Artifact) (verdictcache.Key, bool) {
+	if e.cache == nil || a.Type != shared.ArtifactFile || a.SHA256 == "" {
+		return verdictcache.Key{}, false
+	}
+	return verdictcache.NewKey(a.SHA256, e.scanners(e.pending(plugins, a)))
+}
+
+// pending is the per-plugin results before any scan: names, versions and
+// whether each plugin scans a's type.
+func (e *Engine) pending(plugins []Plugin, a Artifact) []PluginResult {
+	results := make([]PluginResult, len(plugins))
+	for i, p := range plugins {
+		info := p.Info()
+		results[i] = PluginResult{
+			Name: p.Name(), Version: info.Version,
+			VendorVersion: info.VendorVersion, SignaturesVersion: info.SignaturesVersion,
+			Supported: info.Supports(a.Type),
+		}
+		if !results[i].Supported {
+			results[i].Verdict = shared.VerdictUnknown
+			results[i].Reason = fmt.Sprintf("does not scan %s artifacts", a.Type)
+		}
+	}
+	return results
+}
+
+// cached answers from the cache.
+func (e *Engine) cached(plugins []Plugin, a Artifact, key verdictcache.Key) (Result, bool) {
+	entry, ok := e.cache.Get(key)
+	if !ok {
+		return Result{}, false
+	}
+	results := e.pending(plugins, a)
+	byName := make(map[string]verdictcache.Verdict, len(entry.Plugins))
+	for _, v := range entry.Plugins {
+		byName[v.Name] = v
+	}
+	for i := range results {
+		if !results[i].Supported {
+			continue
+		}
+		v, ok := byName[results[i].Name]
+		if !ok { // cannot happen: the key names the same plugins
+			return Result{}, false
+		}
+		results[i].Verdict, results[i].Confidence = v.Verdict, v.Confidence
+		results[i].MalwareFamily, results[i].Heuristic = v.MalwareFamily, v.Heuristic
+	}
+	return Result{
+		Verdict: entry.Verdict, Confidence: entry.Confidence, MalwareFamily: entry.MalwareFamily,
+		Heuristic: entry.Heuristic, Plugins: results, Cached: true,
+	}, true
+}
+
+// keep stores a scanned verdict under the versions the plugins reported
+// with their answers (a plugin that reloaded its signatures mid-scan
+// reports the new ones).
+func (e *Engine) keep(a Artifact, res Result) {
+	if e.cache == nil || a.Type != shared.ArtifactFile || a.SHA256 == "" {
+		return
+	}
+	key, ok := verdictcache.NewKey(a.SHA256, e.scanners(res.Plugins))
+	if !ok {
+		return
+	}
+	entry := verdictcache.Entry{Verdict: res.Verdict, Confidence: res.Confidence, MalwareFamily: res.MalwareFamily, Heuristic: res.Heuristic}
+	for _, r := range res.Plugins {
+		if !r.Supported {
+			continue
+		}
+		if r.Error != "" || r.Capped {
+			return
+		}
+		entry.Plugins = append(entry.Plugins, verdictcache.Verdict{Name: r.Name, Verdict: r.Verdict, Confidence: r.Confidence, MalwareFamily: r.MalwareFamily, Heuristic: r.Heuristic})
+	}
+	e.cache.Put(key, entry) // Put keeps only what is cacheable
+}

@@ -1,0 +1,85 @@
+package engine
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/microengine/microengine/host/verdictcache"
+	"github.com/microengine/microengine/shared"
+)
+
+// versionedPlugin reports signature versions that a test changes, and
+// counts its scans.
+type versionedPlugin struct {
+	fakePlugin
+	sigs  *atomic.Value
+	scans *atomic.Int32
+}
+
+func (v versionedPlugin) Info() shared.Info {
+	i := v.fakePlugin.Info()
+	i.SignaturesVersion = v.sigs.Load().(string)
+	return i
+}
+
+func (v versionedPlugin) Scan(ctx context.Context, a shared.Artifact) (shared.Result, error) {
+	v.scans.Add(1)
+	return v.fakePlugin.Scan(ctx, a)
+}
+
+func TestCachedVerdicts(t *testing.T) {
+	var sigs atomic.Value
+	sigs.Store("100")
+	var scans atomic.Int32
+	verdict := shared.Result{Verdict: shared.VerdictMalicious, Confidence: 1, MalwareFamily: "Eicar"}
+	p := versionedPlugin{fakePlugin: fakePlugin{name: "clamav", types: []shared.ArtifactType{shared.ArtifactFile}, scan: func(context.Context, shared.Artifact) (shared.Result, error) {
+		return verdict, nil
+	}}, sigs: &sigs, scans: &scans}
+	cache := verdictcache.New(verdictcache.Config{TTL: time.Hour, MaxEntries: 100}, "", nil)
+	eng := New(plugins{p}).WithCache(cache, true)
+	sha := strings.Repeat("ab", 32)
+	art := Artifact{ID: "x", Type: shared.ArtifactFile, Size: 7, Content: strings.NewReader("content"), SHA256: sha}
+	scan := func() Result {
+		t.Helper()
+		return eng.Scan(context.Background(), art)
+	}
+
+	if r := scan(); r.Cached || r.Verdict != shared.VerdictMalicious || scans.Load() != 1 {
+		t.Fatalf("first scan: %+v after %d scans", r, scans.Load())
+	}
+	r := scan()
+	if !r.Cached || r.Verdict != shared.VerdictMalicious || r.MalwareFamily != "Eicar" || scans.Load() != 1 {
+		t.Fatalf("second scan: %+v after %d scans; want it from the cache", r, scans.Load())
+	}
+	if len(r.Plugins) != 1 || r.Plugins[0].Name != "clamav" || r.Plugins[0].SignaturesVersion != "100" || r.Plugins[0].Verdict != shared.VerdictMalicious {
+		t.Fatalf("cached plugin results %+v", r.Plugins)
+	}
+	if r, ok := eng.CachedBeforeFetch(Artifact{Type: shared.ArtifactFile, Size: -1, SHA256: sha}); !ok || !r.Cached {
+		t.Fatalf("by the announced sha256: %+v %v", r, ok)
+	}
+	if _, ok := New(plugins{p}).WithCache(cache, false).CachedBeforeFetch(Artifact{Type: shared.ArtifactFile, SHA256: sha}); ok {
+		t.Fatal("answered before the fetch with trust_bounty_sha256 off")
+	}
+
+	// A signature reload changes the key: scanned again.
+	sigs.Store("101")
+	if r := scan(); r.Cached || scans.Load() != 2 {
+		t.Fatalf("after a reload: %+v after %d scans", r, scans.Load())
+	}
+	// Unknown is never kept.
+	verdict = shared.Unknown("clamd down")
+	sigs.Store("102")
+	scan()
+	if r := scan(); r.Cached || scans.Load() != 4 {
+		t.Fatalf("an unknown was served from the cache: %+v after %d scans", r, scans.Load())
+	}
+	// No sha256, or a URL: not cached.
+	noSHA := art
+	noSHA.SHA256 = ""
+	if _, ok := eng.lookupKey(plugins{p}, noSHA); ok {
+		t.Error("a key without a sha256")
+	}
+}
