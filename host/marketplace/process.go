@@ -118,6 +118,10 @@ func (s *Service) evaluate(log hclog.Logger, b Bounty, sp *spool) engine.Result 
 		return unknownResult("%s", why)
 	}
 
+	if res, ok := s.cachedBeforeFetch(b, typ, fields); ok {
+		log.Debug("answered from the verdict cache", "sha256", b.SHA256)
+		return res
+	}
 	ctx, cancel := context.WithDeadline(s.hardCtx, deadline)
 	defer cancel()
 	start := time.Now()
@@ -142,6 +146,8 @@ func (s *Service) evaluate(log hclog.Logger, b Bounty, sp *spool) engine.Result 
 	scanStart := time.Now()
 	res := s.opts.Scanner.Scan(ctx, engine.Artifact{
 		ID: b.IDString(), Type: typ, Size: size, Content: content, Metadata: fields,
+		// Checked against the download by fetchArtifact.
+		SHA256: b.SHA256,
 	})
 	s.observeScan(time.Since(start))
 	res = sanitize(ctx, res)
@@ -343,4 +349,27 @@ func joinNonEmpty(sep string, parts ...string) string {
 		}
 	}
 	return strings.Join(out, sep)
+}
+
+// CachedScanner is a Scanner with a verdict cache that can answer a file
+// artifact by the sha256 its bounty announces, before it is fetched
+// (*engine.Engine with trust_bounty_sha256).
+type CachedScanner interface {
+	CachedBeforeFetch(a engine.Artifact) (engine.Result, bool)
+}
+
+// cachedBeforeFetch answers a file bounty from the verdict cache without
+// fetching its artifact, when the scanner has a cache that trusts the
+// announced sha256 and holds it.
+func (s *Service) cachedBeforeFetch(b Bounty, typ shared.ArtifactType, fields map[string]string) (engine.Result, bool) {
+	cs, ok := s.opts.Scanner.(CachedScanner)
+	if !ok || typ != shared.ArtifactFile || b.SHA256 == "" {
+		return engine.Result{}, false
+	}
+	res, ok := cs.CachedBeforeFetch(engine.Artifact{ID: b.IDString(), Type: typ, Size: -1, Metadata: fields, SHA256: b.SHA256})
+	if !ok {
+		return engine.Result{}, false
+	}
+	res.Confidence = s.filters.Adjust(fields, res.Confidence)
+	return res, true
 }

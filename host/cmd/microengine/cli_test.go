@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -293,5 +294,37 @@ func TestPluginsSaysWhyNothingStarted(t *testing.T) {
 	_, errs, code = run(t, "", "plugins", "-config", cfg)
 	if code != 1 || !strings.Contains(errs, "the plugins could not be started") {
 		t.Errorf("a plugin that cannot start: exit %d, stderr:\n%s", code, errs)
+	}
+}
+
+// A file scanned before, with the same plugins and versions, is answered
+// from the verdict cache, which survives the process (data_dir) and which
+// `scan -json` names; cache { enabled = false } turns it off.
+func TestScanSaysCached(t *testing.T) {
+	dir := t.TempDir()
+	bad := writeFile(t, dir, "eicar.com", eicar)
+	cached := func(cfg string) []bool {
+		t.Helper()
+		var out []bool
+		for range 2 {
+			stdout, _, code := run(t, "", "scan", "-json", "-config", cfg, bad)
+			var rec struct {
+				Verdict string `json:"verdict"`
+				Cached  bool   `json:"cached"`
+			}
+			if err := json.Unmarshal([]byte(stdout), &rec); err != nil || code != 1 || rec.Verdict != "malicious" {
+				t.Fatalf("exit %d, %q (%v)", code, stdout, err)
+			}
+			out = append(out, rec.Cached)
+		}
+		return out
+	}
+	if got := cached(eicarConfig(t, dir, "")); !slices.Equal(got, []bool{false, true}) {
+		t.Errorf("cached %v over two runs, want [false true]", got)
+	}
+	off := t.TempDir()
+	offCfg := writeFile(t, off, "engine.hcl", fmt.Sprintf("plugin \"eicar\" {\n  path = %q\n}\ncache {\n  enabled = false\n}\n", build(t).eicar))
+	if got := cached(offCfg); !slices.Equal(got, []bool{false, false}) {
+		t.Errorf("cache off: cached %v over two runs", got)
 	}
 }

@@ -58,6 +58,13 @@ func runEngine(ctx context.Context, args []string, _, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "run: register plugin metrics: %v\n", err)
 		return 1
 	}
+	eng := engine.New(mgr)
+	cache := openVerdictCache(cfg, log)
+	if cache != nil {
+		eng.WithCache(cache, cfg.Cache.TrustBountySHA256)
+		reg.MustRegister(cache.Collector())
+		defer saveVerdictCache(cache, log)
+	}
 
 	// The admin endpoint and the plugin watcher end with the marketplace.
 	sideCtx, stopSide := context.WithCancel(context.Background())
@@ -88,11 +95,18 @@ func runEngine(ctx context.Context, args []string, _, stderr io.Writer) int {
 		defer side.Done()
 		reloadOnHUP(sideCtx, reload, log)
 	}()
+	if cache != nil {
+		side.Add(1)
+		go func() {
+			defer side.Done()
+			saveVerdictCacheEvery(sideCtx, cache, cacheSaveInterval, log)
+		}()
+	}
 
 	err := marketplace.Run(ctx, marketplace.Options{
 		Config:        cfg.Marketplace,
 		DataDir:       cfg.Engine.DataDir,
-		Scanner:       engine.New(mgr),
+		Scanner:       eng,
 		Healthy:       mgr.Healthy,
 		Registry:      reg,
 		Logger:        log.Named("marketplace"),

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -60,7 +62,13 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if n <= 0 {
 		n = cfg.Engine.Concurrency
 	}
-	s := &scanRun{eng: engine.New(mgr), ctx: ctx, stderr: stderr}
+	eng := engine.New(mgr)
+	cache := openVerdictCache(cfg, log)
+	if cache != nil {
+		eng.WithCache(cache, cfg.Cache.TrustBountySHA256)
+		defer saveVerdictCache(cache, log)
+	}
+	s := &scanRun{eng: eng, ctx: ctx, stderr: stderr, hash: cache != nil}
 	targets := s.expand(fs.Args())
 	outcomes := make([]chan scanOutcome, len(targets))
 	for i := range outcomes {
@@ -142,6 +150,8 @@ func (p pluginNames) apply(cfg *config.Config) error {
 }
 
 type scanRun struct {
+	// hash: look files up in the verdict cache by their sha256.
+	hash   bool
 	eng    *engine.Engine
 	ctx    context.Context
 	stderr io.Writer
@@ -212,50 +222,58 @@ func (s *scanRun) scanOne(t target) scanOutcome {
 	if t.err != nil {
 		return fail(t.err)
 	}
-	f, size, cleanup, err := openArtifact(t.path)
+	f, size, sum, cleanup, err := openArtifact(t.path)
 	if err != nil {
 		return fail(err)
 	}
 	defer cleanup()
+	if s.hash && sum == "" && size <= maxHashedFile {
+		// A failure only means no cache lookup.
+		sum, _ = fileSHA256(f, size)
+	}
 	// The file's name reaches the plugins as the bounty's metadata would
 	// carry it (YARA rules test filename and extension).
 	var meta map[string]string
 	if t.path != "-" {
 		meta = map[string]string{"filename": filepath.Base(t.path), "filepath": t.path}
 	}
-	res := s.eng.Scan(s.ctx, engine.Artifact{ID: t.path, Type: shared.ArtifactFile, Size: size, Content: f, Metadata: meta})
+	res := s.eng.Scan(s.ctx, engine.Artifact{ID: t.path, Type: shared.ArtifactFile, Size: size, Content: f, Metadata: meta, SHA256: sum})
 	return scanOutcome{Path: t.path, Result: res}
 }
 
 // openArtifact opens a file for scanning. Stdin is spooled to a temporary
 // file first: every plugin reads the artifact at its own pace, so the
 // content must be readable more than once, and it must not sit in memory.
-func openArtifact(path string) (*os.File, int64, func(), error) {
+// A file is passed as it is (plugins that take artifacts by reference get
+// a read-only descriptor of it); stdin is spooled once, and hashed on the
+// way (sum), so it costs no second pass.
+func openArtifact(path string) (f *os.File, size int64, sum string, cleanup func(), err error) {
 	if path != "-" {
 		f, err := os.Open(path)
 		if err != nil {
-			return nil, 0, nil, err
+			return nil, 0, "", nil, err
 		}
 		st, err := f.Stat()
 		if err != nil {
 			f.Close()
-			return nil, 0, nil, err
+			return nil, 0, "", nil, err
 		}
 		if !st.Mode().IsRegular() {
 			f.Close()
-			return nil, 0, nil, fmt.Errorf("%s is not a regular file", path)
+			return nil, 0, "", nil, fmt.Errorf("%s is not a regular file", path)
 		}
-		return f, st.Size(), func() { f.Close() }, nil
+		return f, st.Size(), "", func() { f.Close() }, nil
 	}
 	tmp, err := os.CreateTemp("", "microengine-stdin-*")
 	if err != nil {
-		return nil, 0, nil, fmt.Errorf("spool stdin: %w", err)
+		return nil, 0, "", nil, fmt.Errorf("spool stdin: %w", err)
 	}
 	os.Remove(tmp.Name()) // unlinked: gone when closed, whatever happens
-	n, err := io.Copy(tmp, os.Stdin)
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), os.Stdin)
 	if err != nil {
 		tmp.Close()
-		return nil, 0, nil, fmt.Errorf("spool stdin: %w", err)
+		return nil, 0, "", nil, fmt.Errorf("spool stdin: %w", err)
 	}
-	return tmp, n, func() { tmp.Close() }, nil
+	return tmp, n, hex.EncodeToString(h.Sum(nil)), func() { tmp.Close() }, nil
 }
