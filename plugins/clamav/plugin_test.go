@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -218,4 +219,51 @@ func TestStoppedClamdDoesNotHangThePlugin(t *testing.T) {
 	if h, err := s.Health(ctx); err != nil || !h.Healthy {
 		t.Errorf("Health after SIGCONT = %+v, %v; want healthy", h, err)
 	}
+}
+
+// TestManagedClamdDiesWithThePlugin: the clamd a plugin runs for
+// `database` goes when the plugin is killed (SIGKILL, as a host gives up
+// on it): no orphan clamd.
+func TestManagedClamdDiesWithThePlugin(t *testing.T) {
+	sigs, err := devclamd.RepoSignatureDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := launch(t)
+	configure(t, p.scanner, fmt.Sprintf(`{"database":%q}`, sigs))
+	if r := scanOver(t, p.scanner, fileArtifact(scanner.EICAR())); r.Verdict != shared.VerdictMalicious {
+		t.Fatalf("EICAR through the managed clamd: %+v", r)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h, err := p.scanner.Health(ctx)
+	if err != nil || !h.Healthy {
+		t.Fatalf("Health = %+v, %v", h, err)
+	}
+	var pid int
+	if _, err := fmt.Sscanf(h.Message[strings.Index(h.Message, "(pid "):], "(pid %d,", &pid); err != nil || pid <= 0 {
+		t.Fatalf("no clamd pid in %q: %v", h.Message, err)
+	}
+	if err := syscall.Kill(p.pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("clamd %d outlived its plugin by 10s", pid)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the process table: there is nothing to wait on
+	}
+}
+
+// alive reports whether pid runs (a zombie, dead but not reaped, does not).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || !strings.HasPrefix(s[i+1:], " Z")
 }

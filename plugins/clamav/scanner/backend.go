@@ -42,7 +42,8 @@ type backend struct {
 	version   clamd.Version
 	versionOK bool
 	versionAt time.Time
-	pid       int // the managed clamd's pid at the last check
+	pid       int          // the managed clamd's pid at the last check
+	state     daemon.State // and its state
 	trust     trust
 	probing   bool
 	// trustChanged is closed and replaced when trust changes.
@@ -161,11 +162,9 @@ func (b *backend) check(ctx context.Context) {
 	b.up, b.err = true, ""
 	due := !b.versionOK || time.Since(b.versionAt) >= versionRefreshInterval
 	if b.managed != nil {
-		if pid := b.managed.Status().Pid; pid != b.pid {
-			b.pid, due = pid, true // restarted: new versions perhaps
-		}
-		if b.managed.Status().State == daemon.StateReloading {
-			due = true // the reload may bring a new daily
+		// A restart or the end of a reload may bring a new daily.
+		if st := b.managed.Status(); st.Pid != b.pid || st.State != b.state {
+			b.pid, b.state, due = st.Pid, st.State, true
 		}
 	}
 	if b.managed == nil && !wasUp && b.trust.state != trustPending && !b.probing {
