@@ -16,7 +16,8 @@ const (
 	CommentDecompressionUnsafe = "SKIPPED:DECOMPRESSION-UNSAFE"
 	// CommentSignaturesStale: the backend's signatures are too old to
 	// vouch for a benign answer, or a new set is being loaded. Not one of
-	// PolySwarm's four; the schema takes any string.
+	// PolySwarm's four, so the host keeps it in the plugin's part of the
+	// bounty record and leaves it out of the answer's comments.
 	CommentSignaturesStale = "SKIPPED:SIGNATURES-STALE"
 )
 

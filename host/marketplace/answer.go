@@ -191,7 +191,6 @@ func backendVersions(res engine.Result) (vendor, sigs string) {
 var standardComments = []string{
 	shared.CommentTypeUnsupported, shared.CommentCannotFetch,
 	shared.CommentEncrypted, shared.CommentDecompressionUnsafe,
-	shared.CommentSignaturesStale,
 }
 
 // comments are the answer's: the standard reasons of an unknown, then
