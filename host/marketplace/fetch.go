@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"sync/atomic"
+	"time"
 )
 
 // fetcher downloads artifacts into temp files: engine.Artifact needs an
@@ -67,12 +69,52 @@ func (s *spool) close() {
 // newHTTPClient is the client for downloads and answers; each use sets
 // its own redirect policy (answersClient, fetcher.checkRedirect).
 // Timeouts come from each request's context.
-func newHTTPClient() *http.Client {
+func newHTTPClient(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	// The marketplace is one or two hosts: keep enough idle connections
 	// for every worker to reuse one.
 	t.MaxIdleConnsPerHost = 64
+	if dial != nil {
+		t.DialContext = dial
+	}
 	return &http.Client{Transport: t}
+}
+
+// redirectGuard travels in a download's context: once the download has
+// passed through a public address, every later connection must go to a
+// public one too. checkRedirect refuses internal targets by name;
+// guardedDial enforces it on the address actually dialed, so a name that
+// resolves differently the second time (DNS rebinding) gains nothing.
+type redirectGuard struct{ publicOnly atomic.Bool }
+
+type redirectGuardKey struct{}
+
+// guardedDial dials like net.Dialer, but for a download whose guard says
+// public only it resolves the host itself, refuses internal addresses
+// and dials exactly the address it checked.
+func (f *fetcher) guardedDial(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	g, _ := ctx.Value(redirectGuardKey{}).(*redirectGuard)
+	if g == nil || !g.publicOnly.Load() {
+		return d.DialContext(ctx, network, addr)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := f.resolve(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("%s has no address", host)
+	}
+	for _, a := range addrs {
+		if isInternal(a) {
+			return nil, fmt.Errorf("refused to connect to the internal %s (%s) after a public address", host, a)
+		}
+	}
+	return d.DialContext(ctx, network, net.JoinHostPort(addrs[0].String(), port))
 }
 
 // answersClient is c that never follows a redirect: a 302 would turn the
@@ -103,6 +145,7 @@ func (f *fetcher) checkRedirect(req *http.Request, via []*http.Request) error {
 		return fmt.Errorf("stopped after %d redirects", f.maxRedirects)
 	}
 	ctx := req.Context()
+	f.markPublicHops(ctx, via)
 	to, err := f.internal(ctx, req.URL.Hostname())
 	if err != nil {
 		return fmt.Errorf("redirect to %s: %w", req.URL.Host, err)
@@ -122,37 +165,63 @@ func (f *fetcher) checkRedirect(req *http.Request, via []*http.Request) error {
 	return nil
 }
 
+// markPublicHops arms the download's guard once a hop was public.
+func (f *fetcher) markPublicHops(ctx context.Context, via []*http.Request) {
+	g, _ := ctx.Value(redirectGuardKey{}).(*redirectGuard)
+	if g == nil || g.publicOnly.Load() {
+		return
+	}
+	for _, prev := range via {
+		if internal, err := f.internal(ctx, prev.URL.Hostname()); err == nil && !internal {
+			g.publicOnly.Store(true)
+			return
+		}
+	}
+}
+
 // internal reports whether host is, or resolves to, a loopback,
 // link-local, private or unspecified address.
 func (f *fetcher) internal(ctx context.Context, host string) (bool, error) {
-	var addrs []netip.Addr
-	if a, err := netip.ParseAddr(host); err == nil {
-		addrs = []netip.Addr{a}
-	} else {
-		lookup := f.lookup
-		if lookup == nil {
-			lookup = func(ctx context.Context, host string) ([]netip.Addr, error) {
-				return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-			}
-		}
-		if addrs, err = lookup(ctx, host); err != nil {
-			return false, fmt.Errorf("resolve: %w", err)
-		}
+	addrs, err := f.resolve(ctx, host)
+	if err != nil {
+		return false, err
 	}
 	for _, a := range addrs {
-		a = a.Unmap()
-		if a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
-			a.IsUnspecified() || a.IsInterfaceLocalMulticast() {
+		if isInternal(a) {
 			return true, nil
 		}
 	}
 	return false, nil
 }
 
+func (f *fetcher) resolve(ctx context.Context, host string) ([]netip.Addr, error) {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{a}, nil
+	}
+	lookup := f.lookup
+	if lookup == nil {
+		lookup = func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		}
+	}
+	addrs, err := lookup(ctx, host)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", host, err)
+	}
+	return addrs, nil
+}
+
+func isInternal(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
+		a.IsUnspecified() || a.IsInterfaceLocalMulticast()
+}
+
 // fetch streams uri into the spool file, checking the size limit as it
 // goes and the sha256 when one is given (lowercase hex), and returns the
 // size. Every failure is an error: the caller answers unknown.
 func (f *fetcher) fetch(ctx context.Context, sp *spool, uri, wantSHA256 string) (int64, error) {
+	ctx = context.WithValue(ctx, redirectGuardKey{}, &redirectGuard{})
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, uri, nil)
 	if err != nil {
 		return 0, fmt.Errorf("build request: %w", err)

@@ -155,11 +155,11 @@ func New(opts Options) (*Service, error) {
 		return nil, fmt.Errorf("marketplace: create %s: %w", tmp, err)
 	}
 	removeLeftovers(tmp, opts.Logger)
+	fetch := &fetcher{tmpDir: tmp, maxSize: cfg.MaxArtifactSize, maxRedirects: cfg.MaxRedirects}
 	client := opts.HTTPClient
 	if client == nil {
-		client = newHTTPClient()
+		client = newHTTPClient(fetch.guardedDial)
 	}
-	fetch := &fetcher{tmpDir: tmp, maxSize: cfg.MaxArtifactSize, maxRedirects: cfg.MaxRedirects}
 	fetch.client = fetch.downloadsClient(client)
 
 	s := &Service{

@@ -220,3 +220,43 @@ func TestAnswerCommittedBeforePostAndReposted(t *testing.T) {
 		t.Errorf("scanned again %d times", scans.Load())
 	}
 }
+
+// TestGuardedDialRefusesInternalAfterPublic: once a download passed a
+// public address, the address actually dialed is checked too, so a name
+// that resolves to a public address for the redirect check and to a
+// loopback one for the connection (DNS rebinding) is refused.
+func TestGuardedDialRefusesInternalAfterPublic(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	f := &fetcher{lookup: func(context.Context, string) ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	}}
+	ctx := context.Background()
+	// Not armed (no public hop yet): loopback is fine.
+	c, err := f.guardedDial(context.WithValue(ctx, redirectGuardKey{}, &redirectGuard{}), "tcp", "127.0.0.1:"+port)
+	if err != nil {
+		t.Fatalf("unarmed dial: %v", err)
+	}
+	c.Close()
+	armed := &redirectGuard{}
+	armed.publicOnly.Store(true)
+	if c, err := f.guardedDial(context.WithValue(ctx, redirectGuardKey{}, armed), "tcp", "rebind.example:"+port); err == nil {
+		c.Close()
+		t.Fatal("an armed download connected to a loopback address")
+	} else if !strings.Contains(err.Error(), "refused to connect to the internal rebind.example") {
+		t.Errorf("error %v", err)
+	}
+}
