@@ -11,7 +11,9 @@ import (
 // itself and a second crash names its artifact for certain. Scans that
 // arrive while a retry waits queue behind it, so a stream of new scans
 // cannot starve it (and new scans are not sent into a process that is
-// about to be crashed again).
+// about to be crashed again). What every scan pays for it: ~66 ns (two
+// mutex sections, BenchmarkGateShared on 2 cores), against ~150 µs for the
+// smallest scan's gRPC call.
 type gate struct {
 	mu        sync.Mutex
 	shared    int           // scans in flight that share the process
