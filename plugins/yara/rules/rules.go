@@ -5,13 +5,13 @@
 // Real rule collections always hold some files that do not compile here: a
 // module this libyara lacks, an external variable nobody defined, a syntax
 // newer than 4.2. A file that fails is therefore skipped and reported, and
-// the others load (unless Spec.Strict). libyara's compiler cannot be used
-// after its first failing file, so every file is first compiled alone, on a
-// compiler of its own, and the files that passed are then compiled
-// together: a file's namespace keeps its identifiers apart from the other
-// files', so the second pass cannot fail where the first passed. Compiling
-// twice costs little next to a scan: loading the project's rule set takes
-// milliseconds.
+// the others load (unless Spec.Strict). The files are first compiled
+// together; libyara's compiler cannot be used after its first failing file,
+// so when one fails every file is compiled alone, on a compiler of its own
+// (which gives all of its errors, with their lines), and the files that
+// passed are compiled together again: a file's namespace keeps its
+// identifiers apart from the other files', so that pass cannot fail where
+// the lone ones passed.
 package rules
 
 import (
@@ -144,12 +144,36 @@ func Load(spec Spec) (*Set, error) {
 	if perr != nil {
 		return nil, perr
 	}
+	builtin := make([]string, 0, len(spec.Builtin))
+	for ns := range spec.Builtin {
+		builtin = append(builtin, ns)
+	}
+	sort.Strings(builtin)
 	set := &Set{Externals: externals, Sources: sources}
-	h := sha256.New()
+	srcs := make([][]byte, len(files))
+	var readable, readableNS []string
 	for i, f := range files {
 		src, err := os.ReadFile(f)
 		if err != nil {
 			set.Skipped = append(set.Skipped, Skipped{File: f, Errors: []Diagnostic{{File: f, Message: err.Error()}}})
+			continue
+		}
+		srcs[i] = src
+		readable, readableNS = append(readable, f), append(readableNS, namespaces[i])
+	}
+	// Most sets compile whole: one pass. Only a set with a failing file
+	// pays for the pass that compiles each file alone (a third of the
+	// time on 1,000 files, 5,000 rules: 1.0 s of 3.0 s).
+	if len(set.Skipped) == 0 {
+		rules, warns, err := compileAll(readable, readableNS, externals, builtin, spec.Builtin)
+		if err == nil {
+			set.Files, set.Namespaces, set.Warnings = readable, readableNS, warns
+			return set.finish(rules, srcs, namespaces, builtin, spec.Builtin), nil
+		}
+	}
+	kept := make([][]byte, len(files))
+	for i, f := range files {
+		if srcs[i] == nil {
 			continue
 		}
 		errs, warns := compileAlone(f, namespaces[i], externals)
@@ -160,8 +184,7 @@ func Load(spec Spec) (*Set, error) {
 		}
 		set.Files = append(set.Files, f)
 		set.Namespaces = append(set.Namespaces, namespaces[i])
-		fmt.Fprintf(h, "%s\x00%d\x00", namespaces[i], len(src))
-		h.Write(src)
+		kept[i] = srcs[i]
 	}
 	switch {
 	case spec.Strict && len(set.Skipped) > 0:
@@ -169,22 +192,31 @@ func Load(spec Spec) (*Set, error) {
 	case len(set.Files) == 0:
 		return nil, &Error{Files: set.Skipped, Reason: fmt.Sprintf("none of the %d rule files compiled", len(files))}
 	}
-	builtin := make([]string, 0, len(spec.Builtin))
-	for ns := range spec.Builtin {
-		builtin = append(builtin, ns)
-	}
-	sort.Strings(builtin)
-	for _, ns := range builtin {
-		fmt.Fprintf(h, "%s\x00%d\x00%s", ns, len(spec.Builtin[ns]), spec.Builtin[ns])
-	}
-	rules, err := compileAll(set.Files, set.Namespaces, externals, builtin, spec.Builtin)
+	rules, _, err := compileAll(set.Files, set.Namespaces, externals, builtin, spec.Builtin)
 	if err != nil {
 		return nil, err
+	}
+	return set.finish(rules, kept, namespaces, builtin, spec.Builtin), nil
+}
+
+// finish sets the compiled rules, their count and the digest of the
+// sources that went in (srcs[i] nil for a file left out).
+func (set *Set) finish(rules *yara.Rules, srcs [][]byte, namespaces, builtinNS []string, builtin map[string]string) *Set {
+	h := sha256.New()
+	for i, src := range srcs {
+		if src == nil {
+			continue
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", namespaces[i], len(src))
+		h.Write(src)
+	}
+	for _, ns := range builtinNS {
+		fmt.Fprintf(h, "%s\x00%d\x00%s", ns, len(builtin[ns]), builtin[ns])
 	}
 	set.Rules = rules
 	set.RuleCount = len(rules.GetRules())
 	set.Digest = hex.EncodeToString(h.Sum(nil))
-	return set, nil
+	return set
 }
 
 // Externals returns DefaultExternals (empty strings) overlaid with extra.
@@ -253,38 +285,44 @@ func diagnostic(file string, m yara.CompilerMessage) Diagnostic {
 	return Diagnostic{File: file, Line: m.Line, Message: m.Text}
 }
 
-func compileAll(files, namespaces []string, externals map[string]any, builtinNS []string, builtin map[string]string) (*yara.Rules, error) {
+// compileAll compiles the files together, each in its namespace, and the
+// built-in sources. An error means some file failed (the compiler stops
+// at the first): the caller falls back to compiling each file alone.
+func compileAll(files, namespaces []string, externals map[string]any, builtinNS []string, builtin map[string]string) (*yara.Rules, []Diagnostic, error) {
 	c, err := newCompiler(externals)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer c.Destroy()
 	for _, ns := range builtinNS {
 		if err := c.AddString(builtin[ns], ns); err != nil {
-			return nil, fmt.Errorf("yara rules: built-in namespace %s: %w", ns, err)
+			return nil, nil, fmt.Errorf("yara rules: built-in namespace %s: %w", ns, err)
 		}
 	}
 	for i, file := range files {
 		f, err := os.Open(file)
 		if err != nil {
-			return nil, fmt.Errorf("yara rules: %w", err)
+			return nil, nil, fmt.Errorf("yara rules: %w", err)
 		}
 		err = c.AddFile(f, namespaces[i])
 		f.Close()
 		if err != nil {
-			// The file compiled alone a moment ago: it changed since.
 			var diags []string
 			for _, m := range c.Errors {
 				diags = append(diags, diagnostic(file, m).String())
 			}
-			return nil, &Error{Reason: fmt.Sprintf("%s changed while loading: %s", file, strings.Join(diags, "; "))}
+			return nil, nil, &Error{Reason: fmt.Sprintf("%s failed to compile (it compiled alone a moment ago, so it changed while loading): %s", file, strings.Join(diags, "; "))}
 		}
+	}
+	var warns []Diagnostic
+	for _, m := range c.Warnings {
+		warns = append(warns, diagnostic(m.Filename, m))
 	}
 	rules, err := c.GetRules()
 	if err != nil {
-		return nil, fmt.Errorf("yara rules: %w", err)
+		return nil, nil, fmt.Errorf("yara rules: %w", err)
 	}
-	return rules, nil
+	return rules, warns, nil
 }
 
 // Resolve expands Spec.Paths into rule files, each with a namespace (its
