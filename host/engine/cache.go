@@ -36,7 +36,8 @@ func (e *Engine) scanners(results []PluginResult) []verdictcache.Scanner {
 	out := make([]verdictcache.Scanner, 0, len(results)+1)
 	for _, r := range results {
 		if r.Supported {
-			out = append(out, verdictcache.Scanner{Name: r.Name, Version: r.Version, VendorVersion: r.VendorVersion, SignaturesVersion: r.SignaturesVersion})
+			out = append(out, verdictcache.Scanner{Name: r.Name, Version: r.Version, VendorVersion: r.VendorVersion,
+				SignaturesVersion: r.SignaturesVersion, Identity: r.identity})
 		}
 	}
 	// A policy change (quorum, weights, caps) composes other verdicts.
@@ -61,7 +62,7 @@ func (e *Engine) pending(plugins []Plugin, a Artifact) []PluginResult {
 		results[i] = PluginResult{
 			Name: p.Name(), Version: info.Version,
 			VendorVersion: info.VendorVersion, SignaturesVersion: info.SignaturesVersion,
-			Supported: info.Supports(a.Type),
+			Supported: info.Supports(a.Type), identity: identity(p),
 		}
 		if !results[i].Supported {
 			results[i].Verdict = shared.VerdictUnknown
@@ -121,4 +122,17 @@ func (e *Engine) keep(a Artifact, res Result) {
 		entry.Plugins = append(entry.Plugins, verdictcache.Verdict{Name: r.Name, Verdict: r.Verdict, Confidence: r.Confidence, MalwareFamily: r.MalwareFamily, Heuristic: r.Heuristic})
 	}
 	e.cache.Put(key, entry) // Put keeps only what is cacheable
+}
+
+// Identified is a Plugin that names the binary and config behind its
+// verdicts (the plugin manager's do); the cache keys on it.
+type Identified interface {
+	Identity() string
+}
+
+func identity(p Plugin) string {
+	if id, ok := p.(Identified); ok {
+		return id.Identity()
+	}
+	return ""
 }

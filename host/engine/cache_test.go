@@ -83,3 +83,32 @@ func TestCachedVerdicts(t *testing.T) {
 		t.Error("a key without a sha256")
 	}
 }
+
+type identifiedPlugin struct {
+	versionedPlugin
+	id *atomic.Value
+}
+
+func (p identifiedPlugin) Identity() string { return p.id.Load().(string) }
+
+// A plugin whose binary or config changed (its Identity) is asked again,
+// even with the same versions.
+func TestCacheKeyHasThePluginsIdentity(t *testing.T) {
+	var sigs, id atomic.Value
+	sigs.Store("1")
+	id.Store("binary-a:config-a")
+	var scans atomic.Int32
+	p := identifiedPlugin{versionedPlugin{fakePlugin: fakePlugin{name: "p", types: []shared.ArtifactType{shared.ArtifactFile}, scan: func(context.Context, shared.Artifact) (shared.Result, error) {
+		return shared.Result{Verdict: shared.VerdictBenign, Confidence: 1}, nil
+	}}, sigs: &sigs, scans: &scans}, &id}
+	eng := New(plugins{p}).WithCache(verdictcache.New(verdictcache.Config{TTL: time.Hour, MaxEntries: 10}, "", nil), true)
+	art := Artifact{ID: "x", Type: shared.ArtifactFile, Size: 1, Content: strings.NewReader("x"), SHA256: strings.Repeat("cd", 32)}
+	eng.Scan(context.Background(), art)
+	if r := eng.Scan(context.Background(), art); !r.Cached {
+		t.Fatal("the same plugin was not answered from the cache")
+	}
+	id.Store("binary-a:config-b")
+	if r := eng.Scan(context.Background(), art); r.Cached || scans.Load() != 2 {
+		t.Fatalf("a changed config was answered from the cache: %+v", r)
+	}
+}

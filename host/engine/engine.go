@@ -74,6 +74,9 @@ type PluginResult struct {
 	// Supported is false when the plugin does not scan this artifact type;
 	// such a plugin was not asked and takes no part in the verdict.
 	Supported bool `json:"supported"`
+	// identity is the plugin's Identity (binary and config), for the
+	// verdict cache's key.
+	identity string
 }
 
 // Result is the composed verdict for one artifact.
@@ -126,7 +129,7 @@ func (e *Engine) scan(ctx context.Context, plugins []Plugin, a Artifact) Result 
 		results[i] = PluginResult{
 			Name: p.Name(), Version: info.Version,
 			VendorVersion: info.VendorVersion, SignaturesVersion: info.SignaturesVersion,
-			Supported: info.Supports(a.Type),
+			Supported: info.Supports(a.Type), identity: identity(p),
 		}
 		if !results[i].Supported {
 			results[i].Verdict = shared.VerdictUnknown

@@ -3,6 +3,8 @@ package pluginmgr
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"sync"
 	"time"
 
@@ -260,4 +262,18 @@ func boolGauge(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// Identity names what stands behind the plugin's verdicts beyond the
+// versions its Info reports: the binary's sha256 and the config its
+// process runs with. The verdict cache keys on it, so a rebuilt binary
+// that kept its version, or a changed config block, is never answered
+// from verdicts the old one gave. "" while the plugin is down.
+func (s *slot) Identity() string {
+	cur := s.current()
+	if cur == nil {
+		return ""
+	}
+	sum := sha256.Sum256(cur.configJSON)
+	return cur.sha256 + ":" + hex.EncodeToString(sum[:16])
 }

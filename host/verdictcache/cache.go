@@ -3,8 +3,9 @@
 // is not fetched and scanned again and again.
 //
 // A key is the content's sha256 and a digest of every scanning plugin's
-// name, version, vendor version and signatures version: a plugin swap or
-// a signature reload changes the key, so a verdict is never served for a
+// name, version, vendor version, signatures version and identity (its
+// binary's sha256 and its config): a plugin swap, a config change or a
+// signature reload changes the key, so a verdict is never served for a
 // set of scanners that did not produce it. Only benign and malicious
 // verdicts that every plugin gave without a fault are kept; unknown never
 // is. The cache is bounded by entries and by bytes (least recently used
@@ -39,6 +40,8 @@ type Key struct {
 // Scanner is one plugin's part in a key.
 type Scanner struct {
 	Name, Version, VendorVersion, SignaturesVersion string
+	// Identity names the binary and config behind the verdicts, when known.
+	Identity string
 }
 
 // ScannersDigest digests a set of scanners, in any order.
@@ -48,8 +51,8 @@ func ScannersDigest(scanners []Scanner) [16]byte {
 	h := sha256.New()
 	for _, sc := range s {
 		// Lengths first, so no two sets of strings hash alike.
-		fmt.Fprintf(h, "%d:%s%d:%s%d:%s%d:%s;", len(sc.Name), sc.Name, len(sc.Version), sc.Version,
-			len(sc.VendorVersion), sc.VendorVersion, len(sc.SignaturesVersion), sc.SignaturesVersion)
+		fmt.Fprintf(h, "%d:%s%d:%s%d:%s%d:%s%d:%s;", len(sc.Name), sc.Name, len(sc.Version), sc.Version,
+			len(sc.VendorVersion), sc.VendorVersion, len(sc.SignaturesVersion), sc.SignaturesVersion, len(sc.Identity), sc.Identity)
 	}
 	var out [16]byte
 	copy(out[:], h.Sum(nil))

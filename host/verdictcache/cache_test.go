@@ -43,6 +43,7 @@ func TestKeysChangeWithEveryVersion(t *testing.T) {
 		func(s *Scanner) { s.Version = "0.1.1" },
 		func(s *Scanner) { s.VendorVersion = "ClamAV 1.4.7" },
 		func(s *Scanner) { s.SignaturesVersion = "27001" },
+		func(s *Scanner) { s.Identity = "other binary" },
 	} {
 		sc := scanners[0]
 		change(&sc)
