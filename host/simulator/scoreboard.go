@@ -46,10 +46,13 @@ type Scoreboard struct {
 	Unsent   int            `json:"unsent"`
 	Verdicts map[string]int `json:"verdicts"`
 	// Latency from sending a bounty to receiving its answer, all answers.
-	Latency  Latency  `json:"latency_ms"`
-	Seconds  float64  `json:"seconds"`
-	SendRate float64  `json:"send_rate"`
-	Errors   []string `json:"errors,omitempty"`
+	Latency  Latency `json:"latency_ms"`
+	Seconds  float64 `json:"seconds"`
+	SendRate float64 `json:"send_rate"`
+	// Fetches counts the artifact downloads the engine made (a verdict
+	// cache answers a known sha256 without one).
+	Fetches int      `json:"fetches"`
+	Errors  []string `json:"errors,omitempty"`
 	// Plugins is each backend's agreement, by plugin name (see
 	// PluginAgreement); empty when the answers do not list backends.
 	Plugins map[string]PluginAgreement `json:"plugins,omitempty"`
@@ -85,7 +88,7 @@ func (s *Scoreboard) UnknownShare() float64 {
 func (s *sim) score(elapsed time.Duration) *Scoreboard {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sb := &Scoreboard{Verdicts: map[string]int{}, Seconds: elapsed.Seconds(), Errors: s.errors}
+	sb := &Scoreboard{Verdicts: map[string]int{}, Seconds: elapsed.Seconds(), Errors: s.errors, Fetches: int(s.fetches.Load())}
 	var lat []time.Duration
 	var first, last time.Time
 	tally := map[string]*PluginAgreement{}

@@ -26,6 +26,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/microengine/microengine/shared"
@@ -141,6 +142,8 @@ type sim struct {
 	errors   []string
 	pending  int // accepted, not yet answered
 	changed  chan struct{}
+	// fetches counts artifact downloads.
+	fetches atomic.Int64
 }
 
 // Run plays one simulation and returns its scoreboard. ctx cancels it
@@ -194,6 +197,7 @@ func (s *sim) handler() http.Handler {
 			ctype = "text/uri-list"
 		}
 		w.Header().Set("Content-Type", ctype)
+		s.fetches.Add(1)
 		w.Write(s.opts.Samples[i].Content)
 	})
 	mux.HandleFunc("POST /respond/{id}", s.answer)

@@ -607,15 +607,15 @@ func (s *Scanner) attempt(ctx context.Context, st *state, b *backend, a shared.A
 			defer cancel()
 		}
 	}
-	// By reference, to a clamd on a unix socket: clamd reads the file
-	// itself (FILDES), nothing is streamed or spooled. A clamd shown to
-	// skip content silently gets the stream instead, through the sniffer
-	// that lets plain text be benign; one not probed yet has its OK wait
-	// for the probes (see benign), as a binary stream's does.
-	trust := b.currentTrust().state
-	fildes := a.File != nil && b.client.CanFildes() && (trust == trustPassed || trust == trustPending)
+	// By reference, to a clamd on a unix socket that alerts on what it
+	// skips: clamd reads the file itself (FILDES), nothing is streamed or
+	// spooled. Any other clamd (not probed yet, or shown to skip content
+	// silently) gets the stream, through the sniffer that lets plain text
+	// be benign from it.
+	trusted := b.currentTrust().state == trustPassed
+	fildes := a.File != nil && trusted && b.client.CanFildes()
 	var sniff *textSniffer
-	if trust != trustPassed && !fildes {
+	if !trusted {
 		sniff = newTextSniffer(content)
 		content = sniff
 	}
