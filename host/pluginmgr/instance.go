@@ -126,7 +126,12 @@ func launch(ctx context.Context, spec launchSpec, requireHealthy bool) (*instanc
 			return nil, &ConfigError{Diags: diags}
 		}
 	}
-	if err := scanner.Configure(callCtx, configJSON); err != nil {
+	// Configure gets a budget of its own: it may compile a large rule set
+	// (the yara plugin: ~3 s for 5,000 rules on a loaded 2-core machine,
+	// public collections hold more) or wait for a backend to start.
+	confCtx, confCancel := context.WithTimeout(ctx, configureTimeout)
+	defer confCancel()
+	if err := scanner.Configure(confCtx, configJSON); err != nil {
 		var ce *shared.ConfigError
 		if errors.As(err, &ce) && spec.fieldDiags != nil {
 			return nil, &ConfigError{Diags: spec.fieldDiags(ce)}
@@ -248,5 +253,6 @@ func (i *instance) setHealth(h shared.Health) {
 
 const (
 	callTimeout        = 10 * time.Second
+	configureTimeout   = 2 * time.Minute
 	defaultKillTimeout = 5 * time.Second
 )
