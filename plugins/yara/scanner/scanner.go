@@ -103,7 +103,12 @@ type Scanner struct {
 	// stopWatch ends the reload loop of the current config.
 	stopWatch context.CancelFunc
 	reloads   reloadStatus
+	workers   *scanWorkers
 }
+
+// scanWorkerCount is how many scans run on warm goroutines at once; the
+// host sends a plugin 4 at a time by default.
+const scanWorkerCount = 8
 
 // state is one configuration and the rule set compiled from it.
 type state struct {
@@ -123,7 +128,7 @@ func New(log hclog.Logger) *Scanner {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Scanner{log: log, bufs: newSpoolBufs()}
+	return &Scanner{log: log, bufs: newSpoolBufs(), workers: newScanWorkers(scanWorkerCount)}
 }
 
 func newState(cfg Config, set *rules.Set) *state {
@@ -489,7 +494,7 @@ func (s *Scanner) run(ctx context.Context, st *state, meta map[string]string, sc
 		return s.unknown(st, "not scanned: %v", err), nil
 	}
 	done := make(chan error, 1)
-	go func() {
+	s.workers.run(func() {
 		err := scan(sc)
 		sc.SetCallback(nil)
 		st.scanners.Put(sc)
@@ -497,7 +502,7 @@ func (s *Scanner) run(ctx context.Context, st *state, meta map[string]string, sc
 			after()
 		}
 		done <- err
-	}()
+	})
 	select {
 	case err = <-done:
 	case <-ctx.Done():
