@@ -30,6 +30,7 @@ var (
 			{Type: "plugin", LabelNames: []string{"name"}},
 			{Type: "marketplace"},
 			{Type: "cache"},
+			{Type: "queue"},
 		},
 	}
 	engineSchema = &hcl.BodySchema{
@@ -120,7 +121,7 @@ func (d *decoder) decodeRoot(body hcl.Body, cfg *Config) {
 	content, diags := body.Content(rootSchema)
 	d.structural(diags, "")
 
-	var engine, market, cache *hcl.Block
+	var engine, market, cache, queue *hcl.Block
 	var plugins []*hcl.Block
 	for _, b := range content.Blocks {
 		switch b.Type {
@@ -136,6 +137,10 @@ func (d *decoder) decodeRoot(body hcl.Body, cfg *Config) {
 			if d.once(b, cache) {
 				cache = b
 			}
+		case "queue":
+			if d.once(b, queue) {
+				queue = b
+			}
 		case "plugin":
 			plugins = append(plugins, b)
 		}
@@ -148,6 +153,9 @@ func (d *decoder) decodeRoot(body hcl.Body, cfg *Config) {
 		cfg.Marketplace = d.decodeMarketplace(market)
 	}
 	cfg.Cache = d.decodeCache(cache)
+	if queue != nil {
+		cfg.Queue = d.decodeQueue(queue)
+	}
 }
 
 // checkQuorum refuses a malicious_quorum that the enabled plugins cannot

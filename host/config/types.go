@@ -22,6 +22,9 @@ type Config struct {
 	// Cache is the verdict cache (the top-level cache block, or its
 	// defaults).
 	Cache Cache
+	// Queue is where the bounty lifecycle is kept; nil when the file has
+	// no queue block.
+	Queue *Queue
 
 	// Files holds the parsed sources, for printing diagnostics with snippets.
 	Files map[string]*hcl.File

@@ -1,0 +1,5 @@
+queue {
+  replicas    = 3
+  sync        = "sometimes"
+  credentials = "not a creds file"
+}
