@@ -41,8 +41,11 @@ deps:
 # tests start themselves), then the slower end-to-end tests.
 test: deps build lint unit e2e
 
+# The marketplace's tests run twice: on bounties.db and on the embedded
+# JetStream node, the two lifecycles the engine can keep.
 unit:
 	$(GO) test -count=1 ./...
+	MICROENGINE_TEST_LIFECYCLE=jetstream $(GO) test -count=1 ./host/marketplace/
 
 e2e:
 	$(GO) test -count=1 -tags e2e -timeout 15m ./test/e2e/...

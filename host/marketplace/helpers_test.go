@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/microengine/microengine/host/config"
 	"github.com/microengine/microengine/host/engine"
+	"github.com/microengine/microengine/host/queue"
 	"github.com/microengine/microengine/internal/answerschema"
 	"github.com/microengine/microengine/shared"
 )
@@ -184,6 +187,47 @@ func eicarScanner() ScanFunc {
 	}
 }
 
+// lifecycleEnv picks the store the tests run the service on: unset, the
+// bbolt file; "jetstream", the embedded JetStream node (make unit runs the
+// package both ways).
+const lifecycleEnv = "MICROENGINE_TEST_LIFECYCLE"
+
+func onJetStream() bool { return os.Getenv(lifecycleEnv) == "jetstream" }
+
+// testQueue is Options.Queue for the lifecycle under test.
+func testQueue() *config.Queue {
+	if !onJetStream() {
+		return nil
+	}
+	q := config.DefaultQueue()
+	return &q
+}
+
+// openTestStore opens the lifecycle under test in dir, as the engine
+// would, for tests that seed it before starting an engine.
+func openTestStore(t *testing.T, dir string) Lifecycle {
+	t.Helper()
+	if !onJetStream() {
+		s, err := OpenStore(filepath.Join(dir, StoreFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	node, err := queue.Open(ctx, testQueue(), dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenJetStore(ctx, node, config.DefaultRetention, nil)
+	if err != nil {
+		node.Close()
+		t.Fatal(err)
+	}
+	return s
+}
+
 type testEngine struct {
 	svc    *Service
 	srv    *httptest.Server
@@ -204,7 +248,7 @@ func startTestEngine(t *testing.T, dir string, market *fakeMarket, scanner Scann
 	t.Helper()
 	cfg := config.Marketplace{WebhookSecrets: []string{testSecret}, SafetyMargin: 200 * time.Millisecond, FetchTimeout: 2 * time.Second}
 	reg := prometheus.NewRegistry()
-	opts := Options{DataDir: dir, Scanner: scanner, Registry: reg, Version: "0.1.0-test", ShutdownGrace: 2 * time.Second}
+	opts := Options{DataDir: dir, Scanner: scanner, Registry: reg, Version: "0.1.0-test", ShutdownGrace: 2 * time.Second, Queue: testQueue()}
 	for _, m := range mods {
 		m(&cfg, &opts)
 	}

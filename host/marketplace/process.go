@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -46,6 +47,23 @@ func (s *Service) process(t task, scan bool, sp *spool) {
 	}
 	b := rec.Bounty
 	log := s.log.With("bounty", b.ID, "phase", b.Phase)
+	// Engines sharing a cluster take a bounty before working on it, and
+	// keep it while they do (renewed, like a consumer's InProgress): no two
+	// scan it, and one killed mid-scan lets it go when the claim lapses.
+	takes, mine, err := s.store.Take(s.hardCtx, key)
+	if err != nil {
+		log.Error("cannot take the bounty: left for the next sweep", "error", err)
+		return
+	}
+	if !mine {
+		return // another engine is on it, or it was finished meanwhile
+	}
+	stopRenew := s.keepClaim(log, key)
+	defer func() {
+		if !handedOff {
+			stopRenew()
+		}
+	}()
 	if !s.now().Before(b.Expiration) {
 		log.Warn("bounty expired before it could be processed", "expiration", b.Expiration)
 		s.finishExpired(key, "expired before it could be processed")
@@ -55,12 +73,17 @@ func (s *Service) process(t task, scan bool, sp *spool) {
 		// Computed and committed before a crash or a stop: the same answer
 		// is posted again, never a new one.
 		log.Info("posting the answer committed before the restart", "verdict", rec.Answer.Verdict)
-		handedOff = s.handOff(log, t.key, rec, rec.Answer)
+		handedOff = s.handOff(log, t.key, rec, rec.Answer, stopRenew)
 		return
 	}
 
 	var res engine.Result
 	switch {
+	case takes > MaxTakes:
+		// Taken this often without an answer: its scan keeps killing the
+		// engines that take it. It is answered, unscanned.
+		log.Error("bounty taken too often without an answer: answering unknown unscanned", "takes", takes)
+		res = unknownResult("taken %d times without an answer (the engines processing it stopped): answered unknown without a scan", takes)
 	case rec.Damaged != "":
 		log.Warn("the stored bounty is incomplete: answering unknown", "reason", rec.Damaged)
 		res = unknownResult("the bounty could not be stored whole (%s)", rec.Damaged)
@@ -87,7 +110,36 @@ func (s *Service) process(t task, scan bool, sp *spool) {
 	if res.Confidence != 0 {
 		log = log.With("confidence", res.Confidence)
 	}
-	handedOff = s.handOff(log, t.key, rec, answer)
+	handedOff = s.handOff(log, t.key, rec, answer, stopRenew)
+}
+
+// keepClaim renews the claim on key until the returned stop is called.
+func (s *Service) keepClaim(log hclog.Logger, key []byte) (stop func()) {
+	every := s.store.RenewEvery()
+	if every <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				ctx, cancel := context.WithTimeout(s.hardCtx, every)
+				if err := s.store.Renew(ctx, key); err != nil {
+					log.Warn("cannot renew the claim on the bounty", "error", err)
+				}
+				cancel()
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }) }
 }
 
 // tooLateToScan: the time left before expiration − margin is gone, or is
@@ -191,11 +243,12 @@ func (s *Service) answerFor(b Bounty, res engine.Result) *Answer {
 
 // handOff starts deliver on its own goroutine and reports true: the claim
 // is deliver's to release. Only a shutdown already past its grace stops it.
-func (s *Service) handOff(log hclog.Logger, key string, rec Record, answer *Answer) bool {
+func (s *Service) handOff(log hclog.Logger, key string, rec Record, answer *Answer, stopRenew func()) bool {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer s.release(key)
+		defer stopRenew()
 		s.deliver(log, key, rec, answer)
 	}()
 	return true

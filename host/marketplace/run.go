@@ -41,6 +41,9 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.OnStore != nil {
 		opts.OnStore(s.store)
 	}
+	if !s.opts.Role.webhooks() {
+		return runWorker(ctx, s)
+	}
 	var tlsCfg *tls.Config
 	if s.cfg.TLSCert != "" || s.cfg.TLSKey != "" {
 		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
@@ -170,4 +173,26 @@ func (s *Service) serveMetrics(ctx context.Context) (*http.Server, error) {
 		}
 	}()
 	return srv, nil
+}
+
+// runWorker runs a worker-only engine: no webhook listener, the workers
+// answer what the webhook engines store in the shared queue.
+func runWorker(ctx context.Context, s *Service) error {
+	metricsSrv, err := s.serveMetrics(ctx)
+	if err != nil {
+		s.store.Close()
+		return err
+	}
+	s.log.Info("worker: answering the bounties stored by the webhook engines")
+	s.Start()
+	<-ctx.Done()
+	s.log.Info("shutting down: finishing in-flight bounties", "grace", s.opts.ShutdownGrace)
+	if metricsSrv != nil {
+		metricsSrv.Close()
+	}
+	if err := s.Stop(); err != nil {
+		return fmt.Errorf("marketplace: close the bounty store: %w", err)
+	}
+	s.log.Info("marketplace stopped")
+	return nil
 }

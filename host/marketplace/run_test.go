@@ -110,6 +110,9 @@ func TestRunRefusesBadSetups(t *testing.T) {
 }
 
 func TestPrunedAtStart(t *testing.T) {
+	if onJetStream() {
+		t.Skip("JetStream prunes by the bucket's TTL (TestJetStoreRetention)")
+	}
 	dir := t.TempDir()
 	store, err := OpenStore(filepath.Join(dir, StoreFile))
 	if err != nil {

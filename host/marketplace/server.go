@@ -151,7 +151,9 @@ func (s *Service) serveWebhook(w http.ResponseWriter, r *http.Request, event str
 	if isNew {
 		s.metrics.received.WithLabelValues(string(b.Phase)).Inc()
 		s.log.Debug("bounty accepted", "bounty", b.ID, "phase", b.Phase, "delivery", delivery, "expiration", b.Expiration)
-		s.dispatch(task{key: string(b.Key()), b: b})
+		if s.opts.Role.works() {
+			s.dispatch(task{key: string(b.Key()), b: b})
+		}
 	} else {
 		s.metrics.duplicates.Inc()
 		s.log.Debug("redelivered bounty acknowledged", "bounty", b.ID, "phase", b.Phase, "delivery", delivery)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/microengine/microengine/host/config"
 	"github.com/microengine/microengine/host/engine"
+	"github.com/microengine/microengine/host/queue"
 )
 
 // Scanner is what the marketplace needs of the engine: *engine.Engine, or a
@@ -65,7 +66,15 @@ type Options struct {
 	HTTPClient *http.Client
 	// OnStore is called by Run with the open bounty store, so the admin
 	// endpoint can list bounties while the engine holds the store's lock.
-	OnStore func(*Store)
+	OnStore func(Lifecycle)
+	// Queue, when set, keeps the bounty lifecycle in NATS JetStream (the
+	// embedded node under DataDir, or the cluster it names) instead of
+	// bounties.db.
+	Queue *config.Queue
+	// Role is what this engine does: RoleAll (default), RoleWebhook
+	// (accept and store bounties only) or RoleWorker (scan and answer the
+	// stored ones, no webhook listener). Split roles need a shared Queue.
+	Role Role
 	// OnListen is called by Run with the address actually listened on
 	// (useful with listen = "127.0.0.1:0").
 	OnListen func(addr string)
@@ -80,7 +89,7 @@ type Service struct {
 	opts    Options
 	log     hclog.Logger
 	now     func() time.Time
-	store   *Store
+	store   Lifecycle
 	filters *Filters
 	fetcher *fetcher
 	poster  *poster
@@ -144,6 +153,9 @@ func New(opts Options) (*Service, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Role == "" {
+		opts.Role = RoleAll
+	}
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = DefaultShutdownGrace
 	}
@@ -181,11 +193,65 @@ func New(opts Options) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("marketplace: register metrics: %w", err)
 	}
-	s.store, err = OpenStore(filepath.Join(opts.DataDir, StoreFile))
+	s.store, err = openLifecycle(opts, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("marketplace: %w", err)
 	}
 	return s, nil
+}
+
+// Role is what an engine does in the bounty lifecycle.
+type Role string
+
+// The roles of `microengine run -role`.
+const (
+	RoleAll     Role = "all"
+	RoleWebhook Role = "webhook"
+	RoleWorker  Role = "worker"
+)
+
+// ParseRole reads a -role value.
+func ParseRole(s string) (Role, error) {
+	switch r := Role(s); r {
+	case RoleAll, RoleWebhook, RoleWorker:
+		return r, nil
+	case "":
+		return RoleAll, nil
+	}
+	return "", fmt.Errorf("unknown role %q (want all, webhook or worker)", s)
+}
+
+func (r Role) webhooks() bool { return r != RoleWorker }
+func (r Role) works() bool    { return r != RoleWebhook }
+
+// openStoreTimeout bounds connecting to a cluster and creating its buckets
+// at start.
+const openStoreTimeout = time.Minute
+
+// openLifecycle opens bounties.db, or JetStream when a queue is configured.
+func openLifecycle(opts Options, cfg config.Marketplace) (Lifecycle, error) {
+	if opts.Queue == nil {
+		if opts.Role != "" && opts.Role != RoleAll {
+			return nil, fmt.Errorf("role %s needs a queue block: the engines of a split share their bounties through it", opts.Role)
+		}
+		return OpenStore(filepath.Join(opts.DataDir, StoreFile))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), openStoreTimeout)
+	defer cancel()
+	node, err := queue.Open(ctx, opts.Queue, opts.DataDir, opts.Logger.Named("queue"))
+	if err != nil {
+		return nil, err
+	}
+	if node.Embedded() && opts.Role != "" && opts.Role != RoleAll {
+		node.Close()
+		return nil, fmt.Errorf("role %s needs queue servers: the embedded node is this engine's alone", opts.Role)
+	}
+	st, err := OpenJetStore(ctx, node, cfg.Retention, opts.Logger.Named("queue"))
+	if err != nil {
+		node.Close()
+		return nil, err
+	}
+	return st, nil
 }
 
 // removeLeftovers deletes downloads a crash left behind: their bounties are
@@ -205,12 +271,15 @@ func removeLeftovers(dir string, log hclog.Logger) {
 }
 
 // Store is the service's bounty store.
-func (s *Service) Store() *Store { return s.store }
+func (s *Service) Store() Lifecycle { return s.store }
 
 // Start launches the workers, the early-answer posters and the janitor,
 // which resumes every stored bounty that is still open.
 func (s *Service) Start() {
 	s.startOnce.Do(func() {
+		if !s.opts.Role.works() {
+			return // a webhook node only stores: the workers answer
+		}
 		for range s.cfg.Workers {
 			s.wg.Add(1)
 			go s.worker(s.queue, true)

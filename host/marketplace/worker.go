@@ -12,6 +12,10 @@ import (
 // ones are recorded, ones that found no room in the queues are retried.
 const janitorInterval = time.Second
 
+// wakeInterval bounds how often bounties stored by other engines trigger a
+// sweep before the janitor's tick.
+const wakeInterval = 50 * time.Millisecond
+
 // dispatch routes a stored bounty to a worker. A bounty that cannot be
 // scanned before its expiration (its share of the queue ahead would take
 // longer than the time left) goes to the early lane and is answered unknown
@@ -190,13 +194,26 @@ func (s *Service) janitor() {
 	tick := time.NewTicker(janitorInterval)
 	defer tick.Stop()
 	pruneEvery := min(s.cfg.Retention/10, 10*time.Minute)
-	lastPrune := s.now()
+	lastPrune, lastSweep := s.now(), s.now()
+	var wake <-chan struct{}
+	if w, ok := s.store.(interface{ Wake() <-chan struct{} }); ok {
+		wake = w.Wake()
+	}
 	for {
 		select {
 		case <-s.drain:
 			return
+		case <-wake:
+			// Another engine stored a bounty: swept now, at most every
+			// wakeInterval, rather than at the next tick.
+			if s.now().Sub(lastSweep) < wakeInterval {
+				continue
+			}
+			s.sweep(false)
+			lastSweep = s.now()
 		case <-tick.C:
 			s.sweep(false)
+			lastSweep = s.now()
 			if s.now().Sub(lastPrune) >= pruneEvery {
 				s.prune()
 				lastPrune = s.now()

@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/microengine/microengine/host/admin"
+	"github.com/microengine/microengine/host/config"
 	"github.com/microengine/microengine/host/marketplace"
+	"github.com/microengine/microengine/host/queue"
 )
 
 // runBounties lists the stored bounties. bbolt locks the store while the
@@ -62,12 +64,13 @@ func runBounties(ctx context.Context, args []string, stdout, stderr io.Writer) i
 // listBounties asks the running engine when there is one (it holds the
 // store's lock), else reads the store directly.
 func listBounties(ctx context.Context, cf configFlags, dataDir string, newestFirst bool, fn func(marketplace.Record) bool, stderr io.Writer) error {
+	var queueCfg *config.Queue
 	if dataDir == "" {
 		cfg, ok := cf.load(stderr)
 		if !ok {
 			return errors.New("cannot read " + cf.path)
 		}
-		dataDir = cfg.Engine.DataDir
+		dataDir, queueCfg = cfg.Engine.DataDir, cfg.Queue
 		var decodeErr error
 		err := admin.NewClient(cfg.Engine.Admin).Bounties(ctx, !newestFirst, func(raw json.RawMessage) bool {
 			var r marketplace.Record
@@ -79,6 +82,11 @@ func listBounties(ctx context.Context, cf configFlags, dataDir string, newestFir
 		if !errors.Is(err, admin.ErrNotRunning) {
 			return errors.Join(err, decodeErr)
 		}
+	}
+	if queueCfg != nil {
+		// The lifecycle is in JetStream: the embedded node is started
+		// (it fails fast while the engine holds it), a cluster is asked.
+		return listQueue(ctx, queueCfg, dataDir, newestFirst, fn)
 	}
 	path := filepath.Join(dataDir, marketplace.StoreFile)
 	store, err := marketplace.OpenStoreReadOnly(path, 500*time.Millisecond)
@@ -127,4 +135,21 @@ func oneLine(s string, n int) string {
 		return s[:n] + "…"
 	}
 	return s
+}
+
+func listQueue(ctx context.Context, q *config.Queue, dataDir string, newestFirst bool, fn func(marketplace.Record) bool) error {
+	node, err := queue.Open(ctx, q, dataDir, nil)
+	if err != nil {
+		if errors.Is(err, queue.ErrBusy) {
+			return fmt.Errorf("the bounties in %s are held by a running engine; give -config so it can be asked", dataDir)
+		}
+		return err
+	}
+	store, err := marketplace.OpenJetStore(ctx, node, 0, nil)
+	if err != nil {
+		node.Close()
+		return err
+	}
+	defer store.Close()
+	return store.List(newestFirst, fn)
 }

@@ -28,11 +28,17 @@ import (
 // DATA_DIR/listen.addr) the address it listens on, so listen =
 // "127.0.0.1:0" works for tests.
 func runEngine(ctx context.Context, args []string, _, stderr io.Writer) int {
-	fs := newFlagSet("run", stderr, "run -config FILE")
+	fs := newFlagSet("run", stderr, "run -config FILE [-role all|webhook|worker]")
 	var cf configFlags
 	cf.register(fs)
 	grace := fs.Duration("shutdown-grace", marketplace.DefaultShutdownGrace, "how long in-flight bounties may still be answered after SIGTERM")
+	roleFlag := fs.String("role", string(marketplace.RoleAll), "all: webhooks and scans; webhook: accept and store bounties only; worker: scan and answer (split roles need a queue block with servers)")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	role, err := marketplace.ParseRole(*roleFlag)
+	if err != nil {
+		fmt.Fprintf(stderr, "run: -role: %v\n", err)
 		return 2
 	}
 	cfg, ok := cf.load(stderr)
@@ -71,7 +77,7 @@ func runEngine(ctx context.Context, args []string, _, stderr io.Writer) int {
 	var side sync.WaitGroup
 	defer side.Wait()
 	defer stopSide()
-	var store atomic.Pointer[marketplace.Store] // set once the marketplace opens it
+	var store atomic.Pointer[marketplace.Lifecycle] // set once the marketplace opens it
 	load := func() (*config.Config, hcl.Diagnostics) { return config.Load(cf.path) }
 	reload := func(rctx context.Context) error { return mgr.ReloadFromDisk(rctx, load) }
 	side.Add(1)
@@ -103,7 +109,7 @@ func runEngine(ctx context.Context, args []string, _, stderr io.Writer) int {
 		}()
 	}
 
-	err := marketplace.Run(ctx, marketplace.Options{
+	err = marketplace.Run(ctx, marketplace.Options{
 		Config:        cfg.Marketplace,
 		DataDir:       cfg.Engine.DataDir,
 		Scanner:       eng,
@@ -112,7 +118,9 @@ func runEngine(ctx context.Context, args []string, _, stderr io.Writer) int {
 		Logger:        log.Named("marketplace"),
 		Version:       version,
 		ShutdownGrace: *grace,
-		OnStore:       store.Store,
+		OnStore:       func(l marketplace.Lifecycle) { store.Store(&l) },
+		Queue:         cfg.Queue,
+		Role:          role,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "run: %v\n", err)
@@ -126,7 +134,7 @@ func runEngine(ctx context.Context, args []string, _, stderr io.Writer) int {
 type adminEngine struct {
 	*pluginmgr.Manager
 	reload func(context.Context) error
-	store  *atomic.Pointer[marketplace.Store]
+	store  *atomic.Pointer[marketplace.Lifecycle]
 }
 
 func (a adminEngine) Reload(ctx context.Context) error { return a.reload(ctx) }
@@ -136,7 +144,7 @@ func (a adminEngine) ListBounties(newestFirst bool, fn func(any) bool) error {
 	if s == nil {
 		return errors.New("the bounty store is not open yet")
 	}
-	return s.List(newestFirst, func(r marketplace.Record) bool { return fn(r) })
+	return (*s).List(newestFirst, func(r marketplace.Record) bool { return fn(r) })
 }
 
 // reloadOnHUP re-reads engine.hcl on SIGHUP, the classic daemon way.

@@ -1,0 +1,624 @@
+package marketplace
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/microengine/microengine/host/engine"
+	"github.com/microengine/microengine/host/queue"
+)
+
+// The JetStream buckets. Records hold each bounty and its audit trail,
+// kept for the retention after their last write (the finish); open holds
+// one small entry per open bounty with its expiration and its claim, which
+// every engine watches to know what there is to do; deliveries maps
+// X-POLYSWARM-DELIVERY ids (hashed: keys have a restricted alphabet) to
+// bounty keys.
+const (
+	bucketRecords    = "microengine_bounties"
+	bucketOpenJS     = "microengine_open"
+	bucketDeliveryJS = "microengine_deliveries"
+)
+
+// claimTTL is how long a claim holds without renewal: an engine killed
+// mid-scan delays its bounties by at most this before another engine (or
+// itself, restarted) takes them. Renewed every claimTTL/3, the way a
+// JetStream consumer's InProgress extends AckWait.
+const claimTTL = 10 * time.Second
+
+// openEntry is a bounty's entry in the open bucket.
+type openEntry struct {
+	Expiration time.Time `json:"exp"`
+	Holder     string    `json:"holder,omitempty"`
+	Until      time.Time `json:"until,omitzero"`
+	Takes      int       `json:"takes,omitempty"`
+}
+
+// JetStore keeps the bounty lifecycle in NATS JetStream key-value buckets.
+// Every change is a compare-and-set on the entry's revision, so engines
+// sharing a cluster never commit two answers for a bounty nor finish it
+// twice; every write is retried with back-off through leader elections.
+type JetStore struct {
+	node       *queue.Node
+	records    jetstream.KeyValue
+	open       jetstream.KeyValue
+	deliveries jetstream.KeyValue
+	self       string // this engine's claim holder id
+	embedded   bool   // the only engine: claims never wait for another
+	claimTTL   time.Duration
+	log        hclog.Logger
+
+	mu    sync.Mutex
+	index map[string]openEntry // the open bucket, kept by the watcher
+
+	watcher jetstream.KeyWatcher
+	wake    chan struct{} // signalled when another engine adds a bounty
+	wg      sync.WaitGroup
+	closeMu sync.Mutex
+	closed  bool
+}
+
+// OpenJetStore creates (or updates) the buckets on node and loads the open
+// index. retention bounds the audit trail; zero binds the existing
+// buckets without changing them (for reading). The store owns node: Close
+// closes it.
+func OpenJetStore(ctx context.Context, node *queue.Node, retention time.Duration, log hclog.Logger) (*JetStore, error) {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	id := make([]byte, 6)
+	_, _ = rand.Read(id)
+	host, _ := os.Hostname()
+	s := &JetStore{
+		node: node, log: log, embedded: node.Embedded(),
+		self:     fmt.Sprintf("%s-%d-%x", host, os.Getpid(), id),
+		claimTTL: claimTTL,
+		index:    map[string]openEntry{},
+		wake:     make(chan struct{}, 1),
+	}
+	// An open bounty lives at most maxBountyLifetime: its records must
+	// outlive that whatever the retention.
+	recordAge := max(retention, maxBountyLifetime+time.Hour)
+	buckets := []struct {
+		kv  *jetstream.KeyValue
+		cfg jetstream.KeyValueConfig
+	}{
+		{&s.records, jetstream.KeyValueConfig{Bucket: bucketRecords, Description: "microengine bounties and their audit trail", TTL: recordAge}},
+		{&s.open, jetstream.KeyValueConfig{Bucket: bucketOpenJS, Description: "microengine open bounties and their claims", TTL: maxBountyLifetime + time.Hour}},
+		{&s.deliveries, jetstream.KeyValueConfig{Bucket: bucketDeliveryJS, Description: "microengine webhook delivery ids", TTL: recordAge}},
+	}
+	for _, b := range buckets {
+		b.cfg.Storage = jetstream.FileStorage
+		b.cfg.Replicas = node.Replicas
+		b.cfg.History = 1
+		err := queue.Retry(ctx, bucketMissing, func(ctx context.Context) error {
+			var kv jetstream.KeyValue
+			var err error
+			if retention > 0 {
+				kv, err = node.JS.CreateOrUpdateKeyValue(ctx, b.cfg)
+			} else {
+				kv, err = node.JS.KeyValue(ctx, b.cfg.Bucket)
+			}
+			*b.kv = kv
+			return err
+		})
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("no bounties stored in JetStream yet (bucket %s): %w", b.cfg.Bucket, err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("create the JetStream bucket %s: %w", b.cfg.Bucket, err)
+		}
+	}
+	if err := s.watch(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// watch loads the open bucket and keeps the index up to date with every
+// engine's changes.
+func (s *JetStore) watch(ctx context.Context) error {
+	w, err := s.open.WatchAll(context.Background())
+	if err != nil {
+		return fmt.Errorf("watch the open bounties: %w", err)
+	}
+	s.watcher = w
+	loaded := make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		initial := true
+		for e := range w.Updates() {
+			if e == nil {
+				if initial {
+					initial = false
+					close(loaded)
+				}
+				continue
+			}
+			s.apply(e, !initial)
+		}
+		if initial {
+			close(loaded)
+		}
+	}()
+	select {
+	case <-loaded:
+		return nil
+	case <-ctx.Done():
+		w.Stop()
+		return fmt.Errorf("load the open bounties: %w", ctx.Err())
+	}
+}
+
+func (s *JetStore) apply(e jetstream.KeyValueEntry, live bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(s.index, e.Key())
+		return
+	}
+	var o openEntry
+	if err := json.Unmarshal(e.Value(), &o); err != nil {
+		delete(s.index, e.Key())
+		return
+	}
+	_, had := s.index[e.Key()]
+	s.index[e.Key()] = o
+	if live && !had {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Wake is signalled when a bounty is added to the open bucket (by any
+// engine): the janitor sweeps at once instead of at its next tick.
+func (s *JetStore) Wake() <-chan struct{} { return s.wake }
+
+func hexKey(key []byte) string { return hex.EncodeToString(key) }
+
+func deliveryBucketKey(delivery string) string {
+	sum := sha256.Sum256([]byte(delivery))
+	return hex.EncodeToString(sum[:])
+}
+
+// permanent: logical answers of the store, never retried.
+func permanent(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) ||
+		errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, ErrFinished) ||
+		errors.Is(err, errHeld) || errors.Is(err, context.Canceled)
+}
+
+func bucketMissing(err error) bool { return errors.Is(err, jetstream.ErrBucketNotFound) }
+
+var errHeld = errors.New("claimed by another engine")
+
+func (s *JetStore) getRecord(ctx context.Context, k string) (Record, uint64, bool, error) {
+	var e jetstream.KeyValueEntry
+	err := queue.Retry(ctx, permanent, func(ctx context.Context) error {
+		var err error
+		e, err = s.records.Get(ctx, k)
+		return err
+	})
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Record{}, 0, false, nil
+	}
+	if err != nil {
+		return Record{}, 0, false, fmt.Errorf("read bounty record: %w", err)
+	}
+	r, err := decodeRecord(e.Value())
+	if err != nil {
+		key, _ := hex.DecodeString(k)
+		return placeholderRecord(key, err), e.Revision(), true, err
+	}
+	return r, e.Revision(), true, nil
+}
+
+// update applies change to the record of k with compare-and-set, reading
+// again after a conflict: change must derive everything from the record
+// it is given. It returns ErrFinished (or change's error) unchanged.
+func (s *JetStore) update(ctx context.Context, k string, change func(r *Record) error) error {
+	for {
+		r, rev, ok, err := s.getRecord(ctx, k)
+		if !ok && err == nil {
+			return ErrFinished
+		}
+		if err != nil && rev == 0 {
+			return err
+		}
+		if err := change(&r); err != nil {
+			return err
+		}
+		raw, err := encodeForPut(r)
+		if err != nil {
+			return err
+		}
+		err = queue.Retry(ctx, permanent, func(ctx context.Context) error {
+			_, err := s.records.Update(ctx, k, raw, rev)
+			return err
+		})
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue // another engine (or a retried write of ours) got there first
+		}
+		return err
+	}
+}
+
+// encodeForPut is putRecord's encoding: never a record that would not read
+// back.
+func encodeForPut(r Record) ([]byte, error) {
+	raw, err := encodeRecord(r)
+	if err != nil && len(r.Bounty.Metadata) > 0 {
+		r.Bounty.Metadata = nil
+		r.Damaged = joinNonEmpty("; ", r.Damaged, "its metadata could not be stored: "+err.Error())
+		raw, err = encodeRecord(r)
+	}
+	return raw, err
+}
+
+// Put stores a new bounty as open before it returns: its record, then its
+// open entry. A redelivery is counted and makes sure an open bounty has
+// its open entry (a crash between the two writes is mended by the
+// marketplace's retry, as no 202 was sent).
+func (s *JetStore) Put(ctx context.Context, b Bounty, delivery string, now time.Time) (bool, error) {
+	key := b.Key()
+	k := hexKey(key)
+	if delivery != "" {
+		err := queue.Retry(ctx, permanent, func(ctx context.Context) error {
+			_, err := s.deliveries.Create(ctx, deliveryBucketKey(delivery), key)
+			return err
+		})
+		if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return false, fmt.Errorf("store bounty %s: index delivery: %w", b, err)
+		}
+		if err != nil {
+			delivery = "" // seen before: only a new id is remembered
+		}
+	}
+	r := Record{Bounty: b, State: StateOpen, ReceivedAt: now.UTC()}
+	if delivery != "" {
+		r.Deliveries = []string{delivery}
+	}
+	raw, err := encodeForPut(r)
+	if err != nil {
+		return false, fmt.Errorf("store bounty %s: %w", b, err)
+	}
+	err = queue.Retry(ctx, permanent, func(ctx context.Context) error {
+		_, err := s.records.Create(ctx, k, raw)
+		return err
+	})
+	isNew := err == nil
+	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return false, fmt.Errorf("store bounty %s: %w", b, err)
+	}
+	state := StateOpen
+	if !isNew {
+		err := s.update(ctx, k, func(r *Record) error {
+			r.Redeliveries++
+			if delivery != "" && len(r.Deliveries) < maxDeliveries && !slices.Contains(r.Deliveries, delivery) {
+				r.Deliveries = append(r.Deliveries, delivery)
+			}
+			state = r.State
+			return nil
+		})
+		if err != nil && !errors.Is(err, ErrFinished) {
+			return false, fmt.Errorf("store bounty %s: count the redelivery: %w", b, err)
+		}
+	}
+	if state == StateOpen {
+		entry, _ := json.Marshal(openEntry{Expiration: b.Expiration})
+		err := queue.Retry(ctx, permanent, func(ctx context.Context) error {
+			_, err := s.open.Create(ctx, k, entry)
+			return err
+		})
+		if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return false, fmt.Errorf("store bounty %s: index open bounty: %w", b, err)
+		}
+		if err == nil {
+			s.apply(localEntry(k, entry), false)
+		}
+	}
+	return isNew, nil
+}
+
+// CommitAnswer records the answer of an open bounty, once, across every
+// engine of the cluster.
+func (s *JetStore) CommitAnswer(ctx context.Context, key []byte, a *Answer, reason string, plugins []engine.PluginResult) (*Answer, error) {
+	var stored *Answer
+	err := s.update(ctx, hexKey(key), func(r *Record) error {
+		stored = nil
+		if r.State != StateOpen {
+			return ErrFinished
+		}
+		if r.Answer != nil {
+			stored = r.Answer
+			return errAlready
+		}
+		r.Answer, r.Reason, r.Plugins = a, reason, plugins
+		return nil
+	})
+	if errors.Is(err, errAlready) {
+		return stored, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("commit answer: %w", err)
+	}
+	return nil, nil
+}
+
+var errAlready = errors.New("already committed")
+
+// Finish records how an open bounty ended, once, and removes its open
+// entry.
+func (s *JetStore) Finish(ctx context.Context, key []byte, o Outcome) (bool, error) {
+	k := hexKey(key)
+	done := false
+	err := s.update(ctx, k, func(r *Record) error {
+		done = false
+		if r.State != StateOpen {
+			return ErrFinished
+		}
+		r.State, r.FinishedAt = o.State, o.At.UTC()
+		if o.Answer != nil || r.Answer == nil {
+			r.Answer = o.Answer
+		}
+		r.Reason, r.PostAttempts = o.Reason, o.PostAttempts
+		if o.Plugins != nil {
+			r.Plugins = o.Plugins
+		}
+		done = true
+		return nil
+	})
+	if err != nil && !errors.Is(err, ErrFinished) {
+		return false, fmt.Errorf("record outcome: %w", err)
+	}
+	// Finished now or before (a crash between the two writes): the open
+	// entry goes.
+	if err := s.unindex(ctx, k); err != nil {
+		return done, fmt.Errorf("record outcome: %w", err)
+	}
+	return done, nil
+}
+
+func (s *JetStore) unindex(ctx context.Context, k string) error {
+	err := queue.Retry(ctx, permanent, func(ctx context.Context) error {
+		return s.open.Purge(ctx, k)
+	})
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("unindex open bounty: %w", err)
+	}
+	s.mu.Lock()
+	delete(s.index, k)
+	s.mu.Unlock()
+	return nil
+}
+
+// FinishAsync is Finish on its own goroutine.
+func (s *JetStore) FinishAsync(key []byte, o Outcome, done func(bool, error)) {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		done(false, ErrStoreClosed)
+		return
+	}
+	s.wg.Add(1)
+	s.closeMu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), queue.ElectionWait+5*time.Second)
+		defer cancel()
+		done(s.Finish(ctx, key, o))
+	}()
+}
+
+// Get returns the stored record of a bounty key. A finished bounty still
+// in the open index (a crash between Finish's writes) is unindexed.
+func (s *JetStore) Get(key []byte) (Record, bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), queue.ElectionWait+5*time.Second)
+	defer cancel()
+	k := hexKey(key)
+	r, _, ok, err := s.getRecord(ctx, k)
+	if err != nil {
+		return Record{}, false, err
+	}
+	if ok && r.State != StateOpen {
+		s.mu.Lock()
+		_, indexed := s.index[k]
+		s.mu.Unlock()
+		if indexed {
+			_ = s.unindex(ctx, k)
+		}
+	}
+	return r, ok, nil
+}
+
+// OpenKeysAfter calls fn for the open bounties no other engine holds,
+// soonest expiration first, after the index entry after (from indexKey).
+func (s *JetStore) OpenKeysAfter(after []byte, fn func(key []byte, expiration time.Time) bool) error {
+	type item struct {
+		idx []byte
+		key []byte
+		exp time.Time
+	}
+	now := time.Now()
+	s.mu.Lock()
+	items := make([]item, 0, len(s.index))
+	for k, e := range s.index {
+		if !s.embedded && e.Holder != "" && e.Holder != s.self && now.Before(e.Until) {
+			continue // another engine is on it
+		}
+		key, err := hex.DecodeString(k)
+		if err != nil {
+			continue
+		}
+		items = append(items, item{idx: indexKey(e.Expiration, key), key: key, exp: e.Expiration})
+	}
+	s.mu.Unlock()
+	sort.Slice(items, func(i, j int) bool { return string(items[i].idx) < string(items[j].idx) })
+	for _, it := range items {
+		if after != nil && string(it.idx) <= string(after) {
+			continue
+		}
+		if !fn(it.key, time.Unix(0, int64(indexTime(it.exp)))) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// Take claims an open bounty for this engine. An embedded node has one
+// engine: a claim left by its previous run (killed mid-scan) is taken over
+// at once.
+func (s *JetStore) Take(ctx context.Context, key []byte) (int, bool, error) {
+	return s.claim(ctx, hexKey(key), true)
+}
+
+// Renew extends this engine's claim.
+func (s *JetStore) Renew(ctx context.Context, key []byte) error {
+	_, ok, err := s.claim(ctx, hexKey(key), false)
+	if err == nil && !ok {
+		return errHeld
+	}
+	return err
+}
+
+// RenewEvery is a third of the claim's life.
+func (s *JetStore) RenewEvery() time.Duration { return s.claimTTL / 3 }
+
+func (s *JetStore) claim(ctx context.Context, k string, take bool) (int, bool, error) {
+	for {
+		var e jetstream.KeyValueEntry
+		err := queue.Retry(ctx, permanent, func(ctx context.Context) error {
+			var err error
+			e, err = s.open.Get(ctx, k)
+			return err
+		})
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return 0, false, nil // finished meanwhile
+		}
+		if err != nil {
+			return 0, false, fmt.Errorf("claim bounty: %w", err)
+		}
+		var o openEntry
+		if err := json.Unmarshal(e.Value(), &o); err != nil {
+			return 0, false, fmt.Errorf("claim bounty: decode its open entry: %w", err)
+		}
+		now := time.Now()
+		mine := o.Holder == s.self
+		if !mine && !s.embedded && o.Holder != "" && now.Before(o.Until) {
+			return o.Takes, false, nil
+		}
+		if !take && !mine {
+			return o.Takes, false, nil
+		}
+		if take {
+			o.Takes++
+		}
+		o.Holder, o.Until = s.self, now.Add(s.claimTTL)
+		raw, _ := json.Marshal(o)
+		err = queue.Retry(ctx, permanent, func(ctx context.Context) error {
+			_, err := s.open.Update(ctx, k, raw, e.Revision())
+			return err
+		})
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue
+		}
+		if err != nil {
+			return 0, false, fmt.Errorf("claim bounty: %w", err)
+		}
+		s.apply(localEntry(k, raw), false)
+		return o.Takes, true, nil
+	}
+}
+
+// List calls fn for every stored bounty in id order (keys are the
+// big-endian id, hex-encoded, so they sort the same).
+func (s *JetStore) List(newestFirst bool, fn func(Record) bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	lister, err := s.records.ListKeys(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil
+		}
+		return fmt.Errorf("list bounties: %w", err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if newestFirst {
+		slices.Reverse(keys)
+	}
+	for _, k := range keys {
+		r, _, ok, err := s.getRecord(ctx, k)
+		if !ok && err == nil {
+			continue // pruned meanwhile
+		}
+		if err != nil && r.Damaged == "" {
+			return err
+		}
+		if !fn(r) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// Prune does nothing: JetStream removes each record the retention after
+// its last write (its finish), as the bucket's TTL.
+func (s *JetStore) Prune(context.Context, time.Time) (int, error) { return 0, nil }
+
+// Counts returns how many stored bounties are in each state.
+func (s *JetStore) Counts() (map[State]int, error) {
+	counts := map[State]int{}
+	err := s.List(false, func(r Record) bool { counts[r.State]++; return true })
+	return counts, err
+}
+
+// Close waits for outcomes being recorded, stops the watcher and closes
+// the connection (and the embedded node).
+func (s *JetStore) Close() error {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.closeMu.Unlock()
+	if s.watcher != nil {
+		_ = s.watcher.Stop()
+	}
+	s.wg.Wait()
+	return s.node.Close()
+}
+
+// localEntry stands for an entry this engine just wrote, applied to the
+// index at once instead of when the watcher brings it back.
+func localEntry(k string, v []byte) jetstream.KeyValueEntry { return &written{key: k, value: v} }
+
+type written struct {
+	jetstream.KeyValueEntry
+	key   string
+	value []byte
+}
+
+func (w *written) Key() string                     { return w.key }
+func (w *written) Value() []byte                   { return w.value }
+func (w *written) Operation() jetstream.KeyValueOp { return jetstream.KeyValuePut }

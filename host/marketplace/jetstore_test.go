@@ -1,0 +1,355 @@
+package marketplace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/microengine/microengine/host/config"
+	"github.com/microengine/microengine/host/engine"
+	"github.com/microengine/microengine/host/queue"
+	"github.com/microengine/microengine/shared"
+)
+
+// openEmbedded opens the embedded node's store in dir.
+func openEmbedded(t *testing.T, dir string, retention time.Duration) *JetStore {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	q := config.DefaultQueue()
+	node, err := queue.Open(ctx, &q, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenJetStore(ctx, node, retention, nil)
+	if err != nil {
+		node.Close()
+		t.Fatal(err)
+	}
+	return s
+}
+
+// natsServer starts a JetStream server on a loopback port, as a cluster
+// node would be, and returns its URL.
+func natsServer(t *testing.T) string {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		t.Fatal("nats server did not start")
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	return srv.ClientURL()
+}
+
+// joinServer opens a store on the server at url, as one engine of a
+// cluster.
+func joinServer(t *testing.T, url string) *JetStore {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	q := config.DefaultQueue()
+	q.Servers = []string{url}
+	node, err := queue.Open(ctx, &q, t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenJetStore(ctx, node, config.DefaultRetention, nil)
+	if err != nil {
+		node.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestJetStoreDurableAcrossReopen(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openEmbedded(t, dir, config.DefaultRetention)
+	exp := time.Now().Add(time.Hour)
+	b := testBounty(7, exp)
+	if isNew, err := s.Put(ctx, b, "d-1", time.Now()); err != nil || !isNew {
+		t.Fatalf("put: %v %v", isNew, err)
+	}
+	// The same delivery, and a new delivery id of the same bounty: one
+	// bounty, both counted as redeliveries.
+	for _, d := range []string{"d-1", "d-2"} {
+		if isNew, err := s.Put(ctx, b, d, time.Now()); err != nil || isNew {
+			t.Fatalf("redelivery %s: new %v, %v", d, isNew, err)
+		}
+	}
+	a := &Answer{Verdict: shared.VerdictMalicious}
+	if stored, err := s.CommitAnswer(ctx, b.Key(), a, "why", []engine.PluginResult{{Name: "p"}}); err != nil || stored != nil {
+		t.Fatalf("commit: %v %v", stored, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The node is this engine's alone while it runs.
+	s = openEmbedded(t, dir, config.DefaultRetention)
+	q := config.DefaultQueue()
+	if _, err := queue.Open(ctx, &q, dir, nil); !errors.Is(err, queue.ErrBusy) {
+		t.Errorf("second open: %v, want ErrBusy", err)
+	}
+	r, ok, err := s.Get(b.Key())
+	if err != nil || !ok {
+		t.Fatalf("get after reopen: %v %v", ok, err)
+	}
+	if r.State != StateOpen || r.Answer == nil || r.Answer.Verdict != shared.VerdictMalicious || r.Redeliveries != 2 || len(r.Deliveries) != 2 {
+		t.Errorf("record after reopen: %+v", r)
+	}
+	var keys int
+	s.OpenKeysAfter(nil, func([]byte, time.Time) bool { keys++; return true })
+	if keys != 1 {
+		t.Errorf("%d open keys after reopen, want 1", keys)
+	}
+	// A second answer is refused: the committed one is returned.
+	if stored, err := s.CommitAnswer(ctx, b.Key(), &Answer{Verdict: shared.VerdictBenign}, "", nil); err != nil || stored == nil || stored.Verdict != shared.VerdictMalicious {
+		t.Errorf("second commit: %v %v", stored, err)
+	}
+	if done, err := s.Finish(ctx, b.Key(), Outcome{State: StateAnswered, At: time.Now()}); err != nil || !done {
+		t.Fatalf("finish: %v %v", done, err)
+	}
+	if done, err := s.Finish(ctx, b.Key(), Outcome{State: StateFailed, At: time.Now()}); err != nil || done {
+		t.Errorf("second finish: %v %v", done, err)
+	}
+	keys = 0
+	s.OpenKeysAfter(nil, func([]byte, time.Time) bool { keys++; return true })
+	if keys != 0 {
+		t.Errorf("%d open keys after finish, want 0", keys)
+	}
+	// A redelivery of a finished bounty does not reopen it.
+	if isNew, err := s.Put(ctx, b, "d-3", time.Now()); err != nil || isNew {
+		t.Errorf("redelivery after finish: %v %v", isNew, err)
+	}
+	r, _, _ = s.Get(b.Key())
+	if r.State != StateAnswered || r.Answer.Verdict != shared.VerdictMalicious {
+		t.Errorf("finished record: %+v", r)
+	}
+	counts, err := s.Counts()
+	if err != nil || counts[StateAnswered] != 1 || len(counts) != 1 {
+		t.Errorf("counts %v %v", counts, err)
+	}
+	s.Close()
+}
+
+// TestJetStoreEnginesShareOneLifecycle: two engines on one server take
+// each bounty once, commit one answer between them, finish it once, and a
+// claim that is not renewed lapses to the other engine.
+func TestJetStoreEnginesShareOneLifecycle(t *testing.T) {
+	ctx := context.Background()
+	url := natsServer(t)
+	a, b := joinServer(t, url), joinServer(t, url)
+	// Short claims: their lapse is tested below.
+	a.claimTTL, b.claimTTL = 500*time.Millisecond, 500*time.Millisecond
+	const n = 20
+	for i := range n {
+		if _, err := a.Put(ctx, testBounty(int64(i), time.Now().Add(time.Hour)), fmt.Sprint("d", i), time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// b sees them through its watch of the open bucket.
+	waitOpen := func(s *JetStore, want int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			got := 0
+			s.OpenKeysAfter(nil, func([]byte, time.Time) bool { got++; return true })
+			if got == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d open bounties visible, want %d", got, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitOpen(b, n)
+
+	// Both race for every bounty: each is taken by exactly one.
+	var mu sync.Mutex
+	takenBy := map[int64][]string{}
+	var wg sync.WaitGroup
+	for name, s := range map[string]*JetStore{"a": a, "b": b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range n {
+				_, ok, err := s.Take(ctx, bountyKey(int64(i), PhaseAssertion))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if ok {
+					mu.Lock()
+					takenBy[int64(i)] = append(takenBy[int64(i)], name)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range int64(n) {
+		if len(takenBy[i]) != 1 {
+			t.Errorf("bounty %d taken by %v", i, takenBy[i])
+		}
+	}
+	// A bounty claimed by the other engine is not offered to this one.
+	waitOpen(a, countTaken(takenBy, "a"))
+
+	// Two engines commit different answers: one answer stands, both post it.
+	key := bountyKey(0, PhaseAssertion)
+	answers := make(chan *Answer, 2)
+	for _, v := range []shared.Verdict{shared.VerdictMalicious, shared.VerdictBenign} {
+		s := a
+		if v == shared.VerdictBenign {
+			s = b
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mine := &Answer{Verdict: v}
+			stored, err := s.CommitAnswer(ctx, key, mine, "", nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if stored != nil {
+				mine = stored
+			}
+			answers <- mine
+		}()
+	}
+	wg.Wait()
+	if x, y := <-answers, <-answers; x.Verdict != y.Verdict {
+		t.Errorf("conflicting answers: %s and %s", x.Verdict, y.Verdict)
+	}
+	finished := 0
+	for _, s := range []*JetStore{a, b} {
+		if done, err := s.Finish(ctx, key, Outcome{State: StateAnswered, At: time.Now()}); err != nil {
+			t.Fatal(err)
+		} else if done {
+			finished++
+		}
+	}
+	if finished != 1 {
+		t.Errorf("finished %d times", finished)
+	}
+
+	// A claim that is not renewed lapses: the other engine takes it, and
+	// the takes are counted across engines.
+	key = bountyKey(1, PhaseAssertion)
+	holder, other := a, b
+	if takenBy[1][0] == "b" {
+		holder, other = b, a
+	}
+	if _, ok, _ := other.Take(ctx, key); ok {
+		t.Fatal("a live claim was taken over")
+	}
+	if err := holder.Renew(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	var takes int
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		var ok bool
+		var err error
+		if takes, ok, err = other.Take(ctx, key); err != nil {
+			t.Fatal(err)
+		} else if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the claim never lapsed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if takes != 2 {
+		t.Errorf("after the claim lapsed: takes %d, want 2", takes)
+	}
+	if err := holder.Renew(ctx, key); !errors.Is(err, errHeld) {
+		t.Errorf("renewing a lost claim: %v", err)
+	}
+}
+
+func countTaken(by map[int64][]string, name string) int {
+	n := 0
+	for _, who := range by {
+		if len(who) == 1 && who[0] == name {
+			n++
+		}
+	}
+	return n
+}
+
+// TestJetStoreRetention: the records bucket keeps the audit trail for the
+// retention after each record's last write, and never less than an open
+// bounty can live.
+func TestJetStoreRetention(t *testing.T) {
+	s := openEmbedded(t, t.TempDir(), 3*24*time.Hour)
+	defer s.Close()
+	ctx := context.Background()
+	st, err := s.records.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TTL() != 3*24*time.Hour {
+		t.Errorf("records TTL %s, want 72h", st.TTL())
+	}
+	s.Close()
+	s = openEmbedded(t, t.TempDir(), time.Minute)
+	st, _ = s.records.Status(ctx)
+	if st.TTL() < maxBountyLifetime {
+		t.Errorf("records TTL %s: an open bounty would vanish", st.TTL())
+	}
+}
+
+// TestJetStorePoisonRecords: a record that does not decode is listed,
+// finished once as failed, and does not stop the bounties behind it.
+func TestJetStorePoisonRecords(t *testing.T) {
+	dir := t.TempDir()
+	market := newFakeMarket(t)
+	uri := market.put("e", []byte("EICAR"))
+	s := openEmbedded(t, dir, config.DefaultRetention)
+	ctx := context.Background()
+	bad, err := ParseBounty(market.bountyJSON(500, uri, time.Minute, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := ParseBounty(market.bountyJSON(501, uri, time.Minute, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []Bounty{bad, good} {
+		if _, err := s.Put(ctx, b, "", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.records.Put(ctx, hexKey(bad.Key()), []byte(`{"bounty": [`)); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	if err := s.List(false, func(Record) bool { n++; return true }); err != nil || n != 2 {
+		t.Errorf("list: %d records, %v", n, err)
+	}
+	s.Close()
+	if !onJetStream() {
+		t.Setenv(lifecycleEnv, "jetstream")
+	}
+	e := startTestEngine(t, dir, market, eicarScanner())
+	if a := market.wait(10 * time.Second); a.ID != "501" || str(a.Body["verdict"]) != "malicious" {
+		t.Errorf("answer %s: %s", a.ID, a.Raw)
+	}
+	if r := e.record(t, 500, PhaseAssertion); r.State != StateFailed {
+		t.Errorf("poison record: %s", r.State)
+	}
+}
