@@ -197,59 +197,33 @@ func testExternalClamdThatSkipsSilently(t *testing.T, evasions []evasion) {
 	if r := scan(t, s, file(EICAR())); r.Verdict != shared.VerdictMalicious {
 		t.Errorf("EICAR: %+v", r)
 	}
+	// By reference (an open file, as the host passes them): the same.
+	plain, _ := byReference(t, []byte("plain text, nothing in it\n"))
+	if r := scan(t, s, plain); r.Verdict != shared.VerdictBenign {
+		t.Errorf("plain text by reference: %+v, want benign", r)
+	}
+	zipped, _ := byReference(t, zipOf(t, "clean.txt", []byte("nothing here")))
+	if r := scan(t, s, zipped); r.Verdict != shared.VerdictUnknown {
+		t.Errorf("a zip by reference: %+v, want unknown", r)
+	}
 }
 
-// TestExternalClamdThatAlerts: a clamd with the limits the project sets
-// passes the probes, and its OK for an archive is benign.
-func TestExternalClamdThatAlerts(t *testing.T) {
-	d := devclamd.StartT(t, devclamd.Options{})
+// TestPlainTextByReferenceBeforeTheProbes: an artifact by reference goes
+// to clamd by FILDES while the probes have not settled; when they then
+// find a clamd that skips silently, plain text is still benign (the
+// plugin reads the file itself) and an archive is not.
+func TestPlainTextByReferenceBeforeTheProbes(t *testing.T) {
+	d := devclamd.StartT(t, devclamd.Options{Config: debianLimits()})
 	s := configuredJSON(t, fmt.Sprintf(`{"address":%q,"timeout":"2m"}`, d.Address()))
-	if r := slowScan(t, s, file(zipOf(t, "clean.txt", []byte("nothing here")))); r.Verdict != shared.VerdictBenign {
-		t.Errorf("a clean zip: %+v, want benign", r)
+	if tr := s.current.Load().backends[0].currentTrust(); tr.state != trustPending {
+		t.Fatalf("trust before any scan: %+v, want pending", tr)
 	}
-	h, err := s.Health(context.Background())
-	if err != nil || !h.Healthy || !strings.Contains(h.Message, "alerts on the content it skips") {
-		t.Errorf("Health = %+v, %v", h, err)
+	plain, _ := byReference(t, []byte("plain text, nothing in it\n"))
+	if r := slowScan(t, s, plain); r.Verdict != shared.VerdictBenign {
+		t.Errorf("plain text by reference: %+v, want benign", r)
 	}
-	r := slowScan(t, s, file(evasions()[1].content(t)))
-	if r.Verdict == shared.VerdictBenign {
-		t.Errorf("padded member: %+v", r)
-	}
-}
-
-// TestProbeFindingsAreKeptPerClamdProcess: a second plugin process (here a
-// second scanner) takes the findings about the same clamd process from the
-// cache; a restarted clamd is another process, probed afresh.
-func TestProbeFindingsAreKeptPerClamdProcess(t *testing.T) {
-	d := devclamd.StartT(t, devclamd.Options{})
-	s := configuredJSON(t, fmt.Sprintf(`{"address":%q}`, d.Address()))
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if _, err := s.Health(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if tr := s.current.Load().backends[0].settledTrust(ctx); tr.state != trustPassed {
-		t.Fatalf("probes: %+v", tr)
-	}
-	id := clamdIdentity("unix", d.SocketPath())
-	if !strings.Contains(id, fmt.Sprintf("pid %d ", d.Pid())) {
-		t.Fatalf("identity %q does not name clamd's pid %d", id, d.Pid())
-	}
-	if tr, ok := s.probeCache().get(id); !ok || tr.state != trustPassed {
-		t.Errorf("cache for %q: %+v, %v; want passed", id, tr, ok)
-	}
-	// Another process on the same socket is not the same clamd.
-	d2 := devclamd.StartT(t, devclamd.Options{})
-	if id2 := clamdIdentity("unix", d2.SocketPath()); id2 == id || id2 == "" {
-		t.Errorf("identities %q and %q", id, id2)
-	}
-	if _, ok := s.probeCache().get(clamdIdentity("unix", d2.SocketPath())); ok {
-		t.Error("a clamd never probed has findings")
-	}
-	s2 := configuredJSON(t, fmt.Sprintf(`{"address":%q}`, d.Address()))
-	b2 := s2.current.Load().backends[0]
-	b2.ensureProbed(s2.probes, s2.probeCache(), s2.current.Load().stop)
-	if tr := b2.settledTrust(ctx); tr.state != trustPassed {
-		t.Errorf("second scanner: %+v", tr)
+	zipped, _ := byReference(t, zipOf(t, "clean.txt", []byte("nothing here")))
+	if r := slowScan(t, s, zipped); r.Verdict != shared.VerdictUnknown {
+		t.Errorf("a zip by reference: %+v, want unknown", r)
 	}
 }

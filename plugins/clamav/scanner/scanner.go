@@ -695,6 +695,11 @@ func (s *Scanner) benign(ctx context.Context, a shared.Artifact, st *state, b *b
 			b.ensureProbed(s.probes, s.probeCache(), st.stop)
 			t = b.settledTrust(ctx)
 		}
+		if t.state != trustPassed && sniff == nil && plainFile(a) {
+			// Sent by reference before the probes had settled: the file
+			// is looked at now (at most plainTextMax bytes).
+			t.state = trustPassed
+		}
 		if t.state != trustPassed {
 			why := t.summary()
 			r := s.unknown(a, b, reply.ContentBytes, "clamd at %s answered OK, but its OK is not trusted for anything but plain text: %s", b.addr, why)
@@ -706,6 +711,19 @@ func (s *Scanner) benign(ctx context.Context, a shared.Artifact, st *state, b *b
 		Verdict: shared.VerdictBenign, Confidence: st.cfg.Confidence,
 		Metadata: s.metadata(b), BytesScanned: reply.ContentBytes,
 	}
+}
+
+// plainFile reports whether an artifact that came by reference is plain
+// text (see textSniffer).
+func plainFile(a shared.Artifact) bool {
+	if a.File == nil || a.Size < 0 || a.Size > plainTextMax {
+		return false
+	}
+	sn := newTextSniffer(io.NewSectionReader(a.File, 0, a.Size))
+	if _, err := io.Copy(io.Discard, sn); err != nil {
+		return false
+	}
+	return sn.isPlain()
 }
 
 // failure maps a scan that did not complete to unknown.
