@@ -600,6 +600,7 @@ func retryable(err error) bool {
 // the retry. A clamd that was not shown to alert on what it skips gets
 // the content through a textSniffer.
 func (s *Scanner) attempt(ctx context.Context, st *state, b *backend, a shared.Artifact, content io.Reader, tried map[*backend]bool, halve bool) (clamd.Reply, *textSniffer, error) {
+	outer := ctx
 	if halve && st.pickUntried(tried) != nil {
 		if dl, ok := ctx.Deadline(); ok {
 			var cancel context.CancelFunc
@@ -628,7 +629,10 @@ func (s *Scanner) attempt(ctx context.Context, st *state, b *backend, a shared.A
 	} else {
 		reply, err = b.client.Instream(ctx, content)
 	}
-	if err != nil && retryable(err) && !errors.Is(err, context.Canceled) {
+	// The clamd is taken for down when it failed the scan, not when the
+	// scan's own time ran out (a large artifact, a slow host) or clamd
+	// could not scan this content (ERROR).
+	if err != nil && outer.Err() == nil && retryable(err) && !errors.Is(err, clamd.ErrScan) {
 		if !b.markDown(err) {
 			err = quiet{err}
 		}
