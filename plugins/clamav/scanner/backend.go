@@ -128,9 +128,9 @@ func (b *backend) check(ctx context.Context) {
 		switch st.State {
 		case daemon.StateReady, daemon.StateReloading:
 		default:
-			msg := "the managed clamd is " + string(st.State)
+			msg := string(st.State)
 			if st.State == daemon.StateStarting {
-				msg = fmt.Sprintf("the managed clamd is loading its signatures from %s (for %s)", b.managed.Database(), time.Since(st.Since).Round(time.Second))
+				msg = fmt.Sprintf("loading its signatures (for %s)", time.Since(st.Since).Round(time.Second))
 			}
 			if st.Err != "" {
 				msg += ": " + st.Err

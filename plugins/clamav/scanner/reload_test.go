@@ -101,3 +101,42 @@ func TestManagedClamdReload(t *testing.T) {
 		t.Errorf("after the reload: %+v, want benign", r)
 	}
 }
+
+// TestManagedClamdLoading: until the managed clamd has loaded its
+// signatures, health says so and scans are unknown, never benign.
+func TestManagedClamdLoading(t *testing.T) {
+	sigs := copySignatures(t)
+	bulkHashes(t, filepath.Join(sigs, "bulk.hdb"), 300000)
+	s := New(testLogger(t))
+	// A short Configure: it returns before clamd is ready.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	err := s.Configure(ctx, []byte(fmt.Sprintf(`{"database":%q}`, sigs)))
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.current.Load().close() })
+	b := s.current.Load().backends[0]
+	if st := b.managed.Status(); st.State == daemon.StateStarting {
+		r := scan(t, s, file([]byte("plain text\n")))
+		loading := b.managed.Status().State == daemon.StateStarting
+		if r.Verdict != shared.VerdictUnknown && loading {
+			t.Errorf("while loading: %+v, want unknown", r)
+		}
+		h, _ := s.Health(context.Background())
+		if b.managed.Status().State == daemon.StateStarting && (h.Healthy || !strings.Contains(h.Message, "loading its signatures")) {
+			t.Errorf("Health while loading = %+v", h)
+		}
+		t.Logf("while loading: %s %s; health: %s", r.Verdict, r.Reason, h.Message)
+	} else {
+		t.Logf("clamd was ready before the first scan (%s): nothing to check while loading", st.State)
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), time.Minute)
+	defer wcancel()
+	if err := b.managed.WaitReady(wctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := scan(t, s, file(EICAR())); r.Verdict != shared.VerdictMalicious {
+		t.Errorf("once loaded: %+v", r)
+	}
+}

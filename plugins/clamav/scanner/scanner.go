@@ -417,16 +417,20 @@ func (s *Scanner) Health(ctx context.Context) (shared.Health, error) {
 func (s *Scanner) describe(st *state, b snapshot) (string, bool) {
 	who := "clamd at " + b.addr
 	if b.isManaged {
-		who = fmt.Sprintf("managed clamd (pid %d, %d restarts) on %s", b.managed.Pid, b.managed.Restarts, st.daemon.Database())
+		who = fmt.Sprintf("managed clamd (%d restarts) on %s", b.managed.Restarts, st.daemon.Database())
+		if b.managed.Pid > 0 {
+			who = fmt.Sprintf("managed clamd (pid %d, %d restarts) on %s", b.managed.Pid, b.managed.Restarts, st.daemon.Database())
+		}
 	}
 	if !b.up {
 		why := b.err
 		if why == "" {
 			why = "not checked yet"
 		}
-		if !b.isManaged {
-			why += "; start it, fix address, or set database to a signature folder for a clamd the plugin runs itself"
+		if b.isManaged {
+			return fmt.Sprintf("%s: %s", who, why), false
 		}
+		why += "; start it, fix address, or set database to a signature folder for a clamd the plugin runs itself"
 		return fmt.Sprintf("%s: down: %s", who, why), false
 	}
 	ok := true
@@ -514,7 +518,7 @@ func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, e
 		// Try the first clamd anyway, unless it is the managed one and
 		// not ready.
 		if b = st.backends[0]; b.managed != nil {
-			return s.unknown(a, b, 0, "not scanned: %s", b.snapshot().err), nil
+			return s.unknown(a, b, 0, "not scanned: the managed clamd is %s", b.snapshot().err), nil
 		}
 	}
 	content := a.Content
