@@ -26,10 +26,12 @@ func splitDataURI(uri string) (mediatype string, isBase64 bool, data string, err
 	if !ok {
 		return "", false, "", errors.New("data: URI without a comma before its data")
 	}
-	if h, found := strings.CutSuffix(head, ";base64"); found {
-		head, isBase64 = h, true
-	} else if h, found := strings.CutSuffix(head, ";BASE64"); found {
-		head, isBase64 = h, true
+	// RFC 2397's ";base64" is an ABNF literal, which matches in any case:
+	// ";Base64" read as percent-encoded text would scan the base64 text
+	// itself and answer for the wrong content.
+	const b64 = ";base64"
+	if len(head) >= len(b64) && strings.EqualFold(head[len(head)-len(b64):], b64) {
+		head, isBase64 = head[:len(head)-len(b64)], true
 	}
 	return head, isBase64, data, nil
 }

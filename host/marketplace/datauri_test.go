@@ -11,6 +11,8 @@ func TestDecodeDataURI(t *testing.T) {
 		{"data:text/plain;charset=US-ASCII,plain", "plain", ""},
 		{"data:text/plain;base64,SGVsbG8=", "Hello", ""},
 		{"DATA:;BASE64,SGVsbG8", "Hello", ""},             // no padding
+		{"data:text/plain;Base64,SGVsbG8=", "Hello", ""},  // RFC 2397's ABNF literals ignore case
+		{"data:text/plain;bAsE64,SGVsbG8=", "Hello", ""},  // read as text, it would be scanned as "SGVsbG8="
 		{"data:;base64,SGVs%62G8=", "Hello", ""},          // percent-escape inside base64
 		{"data:;base64,SGVs bG8=", "Hello", ""},           // whitespace
 		{"data:;base64,-_8=", "\xfb\xff", ""},             // URL-safe alphabet
