@@ -40,15 +40,22 @@ type reply struct {
 // apart, on MetricsHandler's own listener (metrics_listen).
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
-	// Webhooks on any path: polyswarm_engine routes them to
-	// POST /<engine_queue>, and the signature, not the path, says who
-	// sent them.
-	mux.HandleFunc("POST /", s.webhook)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		writeReply(w, http.StatusOK, reply{Status: "OK"})
 	})
 	mux.HandleFunc("GET /healthz", s.healthz)
-	return mux
+	// Webhooks on any path: polyswarm_engine routes them to
+	// POST /<engine_queue>, and the signature, not the path, says who
+	// sent them. They bypass the mux, which answers a path it would clean
+	// (//queue, /a/../queue) with a redirect: the bounty would not be
+	// taken.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			s.webhook(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // MetricsHandler serves GET /metrics (and /healthz, for a probe that
