@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"math/big"
 	"net/url"
 	"slices"
@@ -166,7 +167,7 @@ type wireBounty struct {
 	// Rules is an object, or an empty list (the same fixtures send []).
 	Rules    json.RawMessage `json:"rules"`
 	Duration json.RawMessage `json:"duration"`
-	TaskedAt *string         `json:"tasked_at"`
+	TaskedAt json.RawMessage `json:"tasked_at"`
 }
 
 // ParseBounty decodes and validates a bounty webhook body. The error reads
@@ -472,25 +473,38 @@ func (p *bountyParser) rules() {
 	}
 }
 
+// duration is only recorded, so no form of it is worth refusing the
+// bounty over: a number, or a string holding one, is kept; anything else
+// is dropped.
 func (p *bountyParser) duration() {
 	d := bytes.TrimSpace(p.w.Duration)
 	if isNull(d) {
 		return
 	}
-	if _, err := strconv.ParseFloat(string(d), 64); err != nil || d[0] == '"' {
-		p.bad("duration", "want a number of seconds")
+	if d[0] == '"' {
+		var s string
+		if json.Unmarshal(d, &s) != nil {
+			return
+		}
+		d = bytes.TrimSpace([]byte(s))
+	}
+	// A JSON number literal, finite as a float64 (json.Number must
+	// marshal again: "Inf" parses as a float but is no JSON).
+	if f, err := strconv.ParseFloat(string(d), 64); err != nil || math.IsInf(f, 0) || len(d) == 0 ||
+		(d[0] != '-' && (d[0] < '0' || d[0] > '9')) || !json.Valid(d) {
 		return
 	}
 	p.b.Duration = json.Number(d)
 }
 
-// taskedAt is only recorded: a form we cannot read is not worth refusing
-// the bounty over.
+// taskedAt is only recorded: a form we cannot read (not a string, not
+// ISO-8601) is not worth refusing the bounty over.
 func (p *bountyParser) taskedAt() {
-	if p.w.TaskedAt == nil {
+	var s string
+	if isNull(p.w.TaskedAt) || json.Unmarshal(p.w.TaskedAt, &s) != nil {
 		return
 	}
-	if t, err := ParseTimestamp(*p.w.TaskedAt); err == nil {
+	if t, err := ParseTimestamp(s); err == nil {
 		p.b.TaskedAt = t
 	}
 }

@@ -137,6 +137,29 @@ func TestParseBountyLenient(t *testing.T) {
 	if _, ok := b.Type(); ok {
 		t.Error("blob is not a known type")
 	}
+	// tasked_at and duration are only recorded: no form of them is worth
+	// a refusal. A number of seconds sent as a string is still read.
+	base := `"artifact_type":"file","artifact_uri":"http://x/a","expiration":"2026-03-01T12:00:00Z","response_url":"http://x/r"`
+	for _, tc := range []struct{ extra, duration string }{
+		{`"tasked_at":1700000000`, ""},
+		{`"tasked_at":{"at":"2026-03-01T12:00:00Z"}`, ""},
+		{`"tasked_at":null,"duration":null`, ""},
+		{`"duration":"30"`, "30"},
+		{`"duration":" 12.5 "`, "12.5"},
+		{`"duration":"soon"`, ""},
+		{`"duration":[30]`, ""},
+		{`"duration":true`, ""},
+		{`"duration":1e400`, ""},
+	} {
+		b, err := ParseBounty([]byte(`{"id":3,` + base + `,` + tc.extra + `}`))
+		if err != nil {
+			t.Errorf("%s: %v", tc.extra, err)
+			continue
+		}
+		if string(b.Duration) != tc.duration || !b.TaskedAt.IsZero() {
+			t.Errorf("%s: duration %q, tasked_at %v; want %q and none", tc.extra, b.Duration, b.TaskedAt, tc.duration)
+		}
+	}
 }
 
 // TestParseBountyDialects holds payloads as PolySwarm's own code writes
