@@ -35,7 +35,14 @@ import (
 // Options configure a simulation.
 type Options struct {
 	// URL is the engine's webhook URL, e.g. http://127.0.0.1:8080/.
-	URL    string
+	URL string
+	// URLs are more webhook URLs (engines sharing one cluster): bounties
+	// are spread over URL and these in turn, and a webhook that gets no
+	// connection or a 5xx is delivered again (same delivery id) to the
+	// next, as a load balancer in front of them would; when every one
+	// refused it, the round is tried again after a back-off, until half
+	// the bounty's lifetime is gone, as the marketplace redelivers.
+	URLs   []string
 	Secret string
 	// Count bounties are sent, Rate per second (default 10).
 	Count int
@@ -271,24 +278,18 @@ func (s *sim) send(ctx context.Context, i int) {
 	s.bounties[i] = bounty{sample: sample, sentAt: now, expiration: exp}
 	s.mu.Unlock()
 
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, postURL, bytes.NewReader(raw))
+	targets := []string{postURL}
+	if len(s.opts.URLs) > 0 && s.opts.Dialect != DialectPolySwarm {
+		all := append([]string{s.opts.URL}, s.opts.URLs...)
+		targets = append(all[i%len(all):], all[:i%len(all)]...)
+	}
+	code, reply, err := s.deliver(ctx, targets, raw, deliveryID(), now.Add(s.opts.Expiry/2))
 	if err != nil {
 		s.fail(fmt.Sprintf("bounty %d: %v", id, err))
 		return
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-POLYSWARM-EVENT", "bounty")
-	req.Header.Set("X-POLYSWARM-DELIVERY", deliveryID())
-	req.Header.Set("X-POLYSWARM-SIGNATURE", sign(s.opts.Secret, raw))
-	resp, err := s.client.Do(req)
-	if err != nil {
-		s.fail(fmt.Sprintf("bounty %d: %v", id, err))
-		return
-	}
-	reply, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		s.fail(fmt.Sprintf("bounty %d: HTTP %d %s", id, resp.StatusCode, bytes.TrimSpace(reply)))
+	if code != http.StatusAccepted {
+		s.fail(fmt.Sprintf("bounty %d: HTTP %d %s", id, code, bytes.TrimSpace(reply)))
 		return
 	}
 	s.mu.Lock()
@@ -298,6 +299,53 @@ func (s *sim) send(ctx context.Context, i int) {
 		s.pending++
 	}
 	s.mu.Unlock()
+}
+
+// deliver posts a webhook to targets in turn until one takes it (an answer
+// below 500). With several targets, rounds repeat after a back-off until
+// giveUp; the last failure is returned.
+func (s *sim) deliver(ctx context.Context, targets []string, raw []byte, delivery string, giveUp time.Time) (int, []byte, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		var code int
+		var reply []byte
+		var err error
+		for _, target := range targets {
+			code, reply, err = s.post(ctx, target, raw, delivery)
+			if err == nil && code < 500 {
+				return code, reply, nil
+			}
+		}
+		if len(targets) == 1 || time.Now().Add(backoff).After(giveUp) {
+			return code, reply, err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return code, reply, err
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+func (s *sim) post(ctx context.Context, url string, raw []byte, delivery string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(raw))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-POLYSWARM-EVENT", "bounty")
+	req.Header.Set("X-POLYSWARM-DELIVERY", delivery)
+	req.Header.Set("X-POLYSWARM-SIGNATURE", sign(s.opts.Secret, raw))
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	reply, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return resp.StatusCode, reply, nil
 }
 
 func (s *sim) fail(msg string) {
