@@ -105,7 +105,7 @@ func configuredJSON(t *testing.T, raw string) *Scanner {
 	if err := s.Configure(ctx, []byte(raw)); err != nil {
 		t.Fatalf("Configure(%s): %v", raw, err)
 	}
-	t.Cleanup(func() { s.current.Load().close() })
+	t.Cleanup(func() { closeScanner(s) })
 	return s
 }
 
@@ -225,5 +225,15 @@ func TestPlainTextByReferenceBeforeTheProbes(t *testing.T) {
 	zipped, _ := byReference(t, zipOf(t, "clean.txt", []byte("nothing here")))
 	if r := slowScan(t, s, zipped); r.Verdict != shared.VerdictUnknown {
 		t.Errorf("a zip by reference: %+v, want unknown", r)
+	}
+}
+
+// closeScanner stops a scanner's background work and waits for its managed
+// clamd, if any, to be gone.
+func closeScanner(s *Scanner) {
+	st := s.current.Load()
+	st.close()
+	if st.daemon != nil {
+		st.daemon.Close()
 	}
 }

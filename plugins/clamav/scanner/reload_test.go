@@ -115,7 +115,7 @@ func TestManagedClamdLoading(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.current.Load().close() })
+	t.Cleanup(func() { closeScanner(s) })
 	b := s.current.Load().backends[0]
 	if st := b.managed.Status(); st.State == daemon.StateStarting {
 		r := scan(t, s, file([]byte("plain text\n")))

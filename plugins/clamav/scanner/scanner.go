@@ -246,7 +246,9 @@ func (st *state) close() {
 		b.client.Close()
 	}
 	if st.daemon != nil && st.ownsDaemon.CompareAndSwap(true, false) {
-		st.daemon.Close()
+		// clamd finishes the scans it holds before it exits (up to
+		// daemon's grace): Configure does not wait for that.
+		go st.daemon.Close()
 	}
 }
 
