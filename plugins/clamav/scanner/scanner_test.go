@@ -40,13 +40,23 @@ const (
 )
 
 func testLogger(t *testing.T) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Name: t.Name(), Level: hclog.Warn, Output: testWriter{t}})
+	w := &testWriter{t: t}
+	// A scanner's background checks outlive the test that made it (until
+	// the binary ends): their lines after the test are dropped, as
+	// t.Log may not be called then.
+	t.Cleanup(func() { w.done.Store(true) })
+	return hclog.New(&hclog.LoggerOptions{Name: t.Name(), Level: hclog.Warn, Output: w})
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct {
+	t    *testing.T
+	done atomic.Bool
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+func (w *testWriter) Write(p []byte) (int, error) {
+	if !w.done.Load() {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
 }
 
@@ -63,6 +73,7 @@ func configured(t *testing.T, address string, extra ...string) *Scanner {
 	if err := s.Configure(context.Background(), []byte(raw)); err != nil {
 		t.Fatalf("Configure(%s): %v", raw, err)
 	}
+	t.Cleanup(func() { closeScanner(s) })
 	return s
 }
 
@@ -621,6 +632,7 @@ func TestMaxConnectionsLimitsConcurrency(t *testing.T) {
 func TestConfigureIsIdempotentAndSafeDuringScans(t *testing.T) {
 	d := devclamd.StartT(t, devclamd.Options{})
 	s := New(testLogger(t))
+	t.Cleanup(func() { closeScanner(s) })
 	cfgA := []byte(fmt.Sprintf(`{"address":%q,"max_connections":4}`, d.Address()))
 	cfgB := []byte(fmt.Sprintf(`{"address":%q,"max_connections":3,"timeout":"10s"}`, d.Address()))
 	ctx := context.Background()
