@@ -173,6 +173,22 @@ func TestDuplicateMentionsFirst(t *testing.T) {
 	t.Fatal("no duplicate plugin diagnostic")
 }
 
+// TestMissingBinarySaysHowToBuild: the hint names a make target that
+// exists (make build builds every plugin).
+func TestMissingBinarySaysHowToBuild(t *testing.T) {
+	name := filepath.Join("testdata", "broken", "plugins.hcl")
+	_, diags := Load(name)
+	for _, d := range diags {
+		if strings.Contains(d.Summary, "plugin binary not found") {
+			if !strings.Contains(d.Detail, "make build") {
+				t.Errorf("detail %q; want it to say make build", d.Detail)
+			}
+			return
+		}
+	}
+	t.Fatal("no missing binary diagnostic")
+}
+
 func TestGoodConfig(t *testing.T) {
 	t.Setenv("MICROENGINE_TEST_SECRET", "from-env")
 	name := filepath.Join("testdata", "good.hcl")

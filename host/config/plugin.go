@@ -148,7 +148,7 @@ func (d *decoder) checkBinary(rng hcl.Range, name, path string) bool {
 	fi, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		d.errorf(rng, name+": plugin binary not found", fmt.Sprintf("%s does not exist. Build it (make plugins) or fix the path; it is relative to the config file.", path))
+		d.errorf(rng, name+": plugin binary not found", fmt.Sprintf("%s does not exist. Build it (make build) or fix the path; it is relative to the config file.", path))
 		return false
 	case err != nil:
 		d.errorf(rng, name+": cannot use the plugin binary", err.Error())
