@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/microengine/microengine/host/engine"
+	"github.com/microengine/microengine/host/pluginmgr"
 	"github.com/microengine/microengine/shared"
 	pluginlaunch "github.com/microengine/microengine/shared/launch"
 )
@@ -265,5 +267,26 @@ func TestPinnedRelaunchRunsThePinnedBytes(t *testing.T) {
 	}
 	if _, err := os.Stat(ran); !os.IsNotExist(err) {
 		t.Errorf("the replacement ran: %v", err)
+	}
+}
+
+// TestCrashInConfigureIsQuoted starts a plugin that panics in Configure:
+// the diagnostic quotes the panic and its frame, as a crash on an artifact
+// is quoted, rather than the broken connection it left.
+func TestCrashInConfigureIsQuoted(t *testing.T) {
+	f := newNamedFixture(t, "crasher", bins(t).crasher, "  config {\n    panic_in = \"configure\"\n  }")
+	cfg, err := f.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Warn, Output: testWriter{t}})
+	m, diags := pluginmgr.New(context.Background(), cfg, log, fastOptions)
+	if !diags.HasErrors() {
+		m.Close()
+		t.Fatal("a plugin that panics in Configure started")
+	}
+	want := "the plugin crashed in Configure: panic: assignment to entry in nil map (main.go:"
+	if got := diags.Error(); !strings.Contains(got, want) {
+		t.Errorf("diagnostics %q; want them to contain %q", got, want)
 	}
 }

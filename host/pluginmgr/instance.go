@@ -113,7 +113,7 @@ func launch(ctx context.Context, spec launchSpec, requireHealthy bool) (*instanc
 	defer cancel()
 	info, err := scanner.Info(callCtx)
 	if err != nil {
-		return nil, fmt.Errorf("info: %w", err)
+		return nil, inst.startErr(ctx, "Info", err)
 	}
 	if info.Name == "" || info.Version == "" {
 		return nil, fmt.Errorf("info: plugin did not give its name and version")
@@ -136,11 +136,11 @@ func launch(ctx context.Context, spec launchSpec, requireHealthy bool) (*instanc
 		if errors.As(err, &ce) && spec.fieldDiags != nil {
 			return nil, &ConfigError{Diags: spec.fieldDiags(ce)}
 		}
-		return nil, fmt.Errorf("configure: %w", err)
+		return nil, inst.startErr(ctx, "Configure", err)
 	}
 	h, err := scanner.Health(callCtx)
 	if err != nil {
-		return nil, fmt.Errorf("health: %w", err)
+		return nil, inst.startErr(ctx, "Health", err)
 	}
 	if !h.Healthy {
 		if requireHealthy {
@@ -156,6 +156,29 @@ func launch(ctx context.Context, spec launchSpec, requireHealthy bool) (*instanc
 	ok = true
 	return inst, nil
 }
+
+// startErr is the error of a call that failed while the process was being
+// started. When the process died under it, the crash is quoted ("the
+// plugin crashed in Configure: panic: … (main.go:89)"): the broken
+// connection it left says nothing. err already names the call.
+func (i *instance) startErr(ctx context.Context, call string, err error) error {
+	if (errors.Is(err, shared.ErrPluginUnavailable) || i.client.Exited()) && i.waitExit(ctx, exitWait) {
+		return &startCrashError{call: call, report: i.exitReport(), err: err}
+	}
+	return err
+}
+
+// startCrashError is a process that died during a call of its start.
+type startCrashError struct {
+	call, report string
+	err          error
+}
+
+func (e *startCrashError) Error() string {
+	return fmt.Sprintf("the plugin crashed in %s: %s", e.call, e.report)
+}
+
+func (e *startCrashError) Unwrap() error { return e.err }
 
 // mergeVersions keeps Info's backend versions current with what the last
 // health check saw (a signature update changes them without a restart).

@@ -2,7 +2,9 @@
 // EICAR like the eicar plugin, and panics (a write to a nil map, the kind
 // of bug a parser has) on any artifact that contains the marker
 // "CRASH-ME". The host's tests use it to check that one poison artifact
-// costs its own verdict and no other.
+// costs its own verdict and no other. With panic_in = "configure" in its
+// config block it panics in Configure instead, as a plugin whose config
+// parsing has the bug would.
 package main
 
 import (
@@ -31,12 +33,23 @@ func (s *scanner) Info(context.Context) (shared.Info, error) {
 	return shared.Info{
 		Name: "crasher", Version: "0.1.0", Vendor: "microengine-tests", VendorVersion: "0.1.0",
 		ArtifactTypes: []shared.ArtifactType{shared.ArtifactFile},
+		ConfigSchema: []shared.ConfigField{
+			{Name: "panic_in", Type: shared.FieldString, Default: "", Description: `"configure": panic in Configure`},
+		},
 	}, nil
 }
 
+type settings struct {
+	PanicIn string `json:"panic_in"`
+}
+
 func (s *scanner) Configure(_ context.Context, raw []byte) error {
-	if t := bytes.TrimSpace(raw); len(t) > 0 && !bytes.Equal(t, []byte("{}")) {
-		return (&shared.ConfigError{}).Add("", "crasher takes no settings")
+	var c settings
+	if err := shared.DecodeConfig(raw, &c); err != nil {
+		return err
+	}
+	if c.PanicIn == "configure" {
+		s.seen["configure"]++
 	}
 	return nil
 }
