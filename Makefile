@@ -70,6 +70,7 @@ conformance: deps build
 # engine's peak resident set under 1,000 forged 1 MiB webhooks.
 bench: deps build
 	$(GO) test -run '^$$' -bench Instream -benchtime 4x -timeout 30m ./plugins/clamav/
+	$(GO) test -run '^$$' -bench AgainstClamdscan -benchtime 3x -timeout 30m ./plugins/clamav/
 	$(GO) test -run '^$$' -bench YaraAgainstCLI -benchtime 3x -timeout 30m ./plugins/yara/
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./host/marketplace/...
 	$(GO) test -tags e2e -run '^$$' -bench 'EngineLoad|EngineSoak|UnsignedFlood' -benchtime 1x -timeout 30m ./test/e2e/

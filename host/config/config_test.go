@@ -288,7 +288,7 @@ func TestDefaults(t *testing.T) {
 	want := Engine{
 		DataDir:        dataDir,
 		LogLevel:       "info",
-		Concurrency:    4,
+		Concurrency:    DefaultConcurrency,
 		Swap:           "watch",
 		HealthInterval: 10 * time.Second,
 		DrainTimeout:   60 * time.Second,
@@ -345,7 +345,7 @@ func TestNullMeansDefault(t *testing.T) {
 	if len(diags) > 0 {
 		t.Fatalf("diagnostics: %v", positions(diags))
 	}
-	if cfg.Engine.Concurrency != 4 || cfg.Engine.Swap != "watch" {
+	if cfg.Engine.Concurrency != DefaultConcurrency || cfg.Engine.Swap != "watch" {
 		t.Errorf("Engine = %+v; want defaults", cfg.Engine)
 	}
 }

@@ -124,6 +124,9 @@ func (e *Engine) Scan(ctx context.Context, a Artifact) Result {
 func (e *Engine) scan(ctx context.Context, plugins []Plugin, a Artifact) Result {
 	results := make([]PluginResult, len(plugins))
 	var wg sync.WaitGroup
+	// The last plugin to ask is asked in this goroutine: with one plugin
+	// (or one that scans this type) no goroutine is started per artifact.
+	last := -1
 	for i, p := range plugins {
 		info := p.Info()
 		results[i] = PluginResult{
@@ -136,11 +139,17 @@ func (e *Engine) scan(ctx context.Context, plugins []Plugin, a Artifact) Result 
 			results[i].Reason = fmt.Sprintf("does not scan %s artifacts", a.Type)
 			continue
 		}
-		wg.Add(1)
-		go func(i int, p Plugin) {
-			defer wg.Done()
-			scanOne(ctx, p, a, &results[i])
-		}(i, p)
+		if last >= 0 {
+			wg.Add(1)
+			go func(i int, p Plugin) {
+				defer wg.Done()
+				scanOne(ctx, p, a, &results[i])
+			}(last, plugins[last])
+		}
+		last = i
+	}
+	if last >= 0 {
+		scanOne(ctx, plugins[last], a, &results[last])
 	}
 	wg.Wait()
 	return e.policy().Compose(results)

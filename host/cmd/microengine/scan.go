@@ -74,17 +74,26 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for i := range outcomes {
 		outcomes[i] = make(chan scanOutcome, 1)
 	}
-	sem := make(chan struct{}, max(1, n))
+	// n workers, not a goroutine per file: thousands of goroutines that
+	// each grow a stack for one scan cost more than the scan's own
+	// bookkeeping for small files.
+	next := make(chan int)
 	var wg sync.WaitGroup
-	for i, t := range targets {
+	for range min(max(1, n), max(1, len(targets))) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			outcomes[i] <- s.scanOne(t)
+			for i := range next {
+				outcomes[i] <- s.scanOne(targets[i])
+			}
 		}()
 	}
+	go func() {
+		defer close(next)
+		for i := range targets {
+			next <- i
+		}
+	}()
 	// Print in the order given, each as soon as it and those before it are
 	// done.
 	code := exitClean
