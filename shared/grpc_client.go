@@ -100,12 +100,16 @@ func (c *GRPCClient) Health(ctx context.Context) (Health, error) {
 	if err != nil {
 		return Health{}, fromStatus("health", err)
 	}
-	return Health{
+	h := Health{
 		Healthy:           resp.Healthy,
 		Message:           resp.Message,
 		VendorVersion:     resp.VendorVersion,
 		SignaturesVersion: resp.SignaturesVersion,
-	}, nil
+	}
+	for _, b := range resp.Backends {
+		h.Backends = append(h.Backends, BackendHealth{Name: b.Name, Healthy: b.Healthy, InFlight: b.InFlight})
+	}
+	return h, nil
 }
 
 // Scan streams the artifact's content to the plugin: the header, then

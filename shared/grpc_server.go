@@ -58,10 +58,14 @@ func (s *grpcServer) Health(ctx context.Context, _ *proto.HealthRequest) (*proto
 	if err != nil {
 		return &proto.HealthResponse{Healthy: false, Message: err.Error()}, nil
 	}
-	return &proto.HealthResponse{
+	resp := &proto.HealthResponse{
 		Healthy: h.Healthy, Message: h.Message,
 		VendorVersion: h.VendorVersion, SignaturesVersion: h.SignaturesVersion,
-	}, nil
+	}
+	for _, b := range h.Backends {
+		resp.Backends = append(resp.Backends, &proto.BackendHealth{Name: b.Name, Healthy: b.Healthy, InFlight: b.InFlight})
+	}
+	return resp, nil
 }
 
 func (s *grpcServer) Scan(stream proto.Scanner_ScanServer) error {

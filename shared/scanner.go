@@ -200,6 +200,18 @@ type Health struct {
 	Message           string
 	VendorVersion     string
 	SignaturesVersion string
+	// Backends, when the plugin uses several backend instances (a pool of
+	// clamds), is the state of each; the host exports them as metrics.
+	Backends []BackendHealth
+}
+
+// BackendHealth is one backend instance as a plugin's health check saw it.
+type BackendHealth struct {
+	// Name tells it apart, e.g. its address.
+	Name    string
+	Healthy bool
+	// InFlight is how many scans it holds.
+	InFlight int64
 }
 
 // FieldError is a fault in one attribute of a plugin's config block.

@@ -202,6 +202,7 @@ func (s *slot) checkHealth(inst *instance) bool {
 	}
 	inst.setHealth(h)
 	s.metrics.healthy.WithLabelValues(s.name).Set(boolGauge(h.Healthy))
+	s.metrics.setBackends(s.name, h.Backends)
 	if !h.Healthy {
 		s.log.Warn("plugin reports unhealthy", "message", h.Message)
 	}

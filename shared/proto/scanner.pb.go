@@ -624,8 +624,11 @@ type HealthResponse struct {
 	Message           string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	VendorVersion     string                 `protobuf:"bytes,3,opt,name=vendor_version,json=vendorVersion,proto3" json:"vendor_version,omitempty"`
 	SignaturesVersion string                 `protobuf:"bytes,4,opt,name=signatures_version,json=signaturesVersion,proto3" json:"signatures_version,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// One entry per backend instance the plugin uses (e.g. each clamd of a
+	// pool); a plugin may leave it empty.
+	Backends      []*BackendHealth `protobuf:"bytes,5,rep,name=backends,proto3" json:"backends,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HealthResponse) Reset() {
@@ -686,6 +689,73 @@ func (x *HealthResponse) GetSignaturesVersion() string {
 	return ""
 }
 
+func (x *HealthResponse) GetBackends() []*BackendHealth {
+	if x != nil {
+		return x.Backends
+	}
+	return nil
+}
+
+type BackendHealth struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Healthy       bool                   `protobuf:"varint,2,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	InFlight      int64                  `protobuf:"varint,3,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackendHealth) Reset() {
+	*x = BackendHealth{}
+	mi := &file_shared_proto_scanner_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackendHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackendHealth) ProtoMessage() {}
+
+func (x *BackendHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_shared_proto_scanner_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackendHealth.ProtoReflect.Descriptor instead.
+func (*BackendHealth) Descriptor() ([]byte, []int) {
+	return file_shared_proto_scanner_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *BackendHealth) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BackendHealth) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *BackendHealth) GetInFlight() int64 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
 type ScanHeader struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	ArtifactId string                 `protobuf:"bytes,1,opt,name=artifact_id,json=artifactId,proto3" json:"artifact_id,omitempty"`
@@ -706,7 +776,7 @@ type ScanHeader struct {
 
 func (x *ScanHeader) Reset() {
 	*x = ScanHeader{}
-	mi := &file_shared_proto_scanner_proto_msgTypes[9]
+	mi := &file_shared_proto_scanner_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -718,7 +788,7 @@ func (x *ScanHeader) String() string {
 func (*ScanHeader) ProtoMessage() {}
 
 func (x *ScanHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_shared_proto_scanner_proto_msgTypes[9]
+	mi := &file_shared_proto_scanner_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -731,7 +801,7 @@ func (x *ScanHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanHeader.ProtoReflect.Descriptor instead.
 func (*ScanHeader) Descriptor() ([]byte, []int) {
-	return file_shared_proto_scanner_proto_rawDescGZIP(), []int{9}
+	return file_shared_proto_scanner_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ScanHeader) GetArtifactId() string {
@@ -796,7 +866,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_shared_proto_scanner_proto_msgTypes[10]
+	mi := &file_shared_proto_scanner_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +878,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shared_proto_scanner_proto_msgTypes[10]
+	mi := &file_shared_proto_scanner_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +891,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_shared_proto_scanner_proto_rawDescGZIP(), []int{10}
+	return file_shared_proto_scanner_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ScanRequest) GetMsg() isScanRequest_Msg {
@@ -885,7 +955,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_shared_proto_scanner_proto_msgTypes[11]
+	mi := &file_shared_proto_scanner_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +967,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shared_proto_scanner_proto_msgTypes[11]
+	mi := &file_shared_proto_scanner_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +980,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_shared_proto_scanner_proto_rawDescGZIP(), []int{11}
+	return file_shared_proto_scanner_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ScanResponse) GetVerdict() Verdict {
@@ -1016,12 +1086,17 @@ const file_shared_proto_scanner_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"O\n" +
 	"\x11ConfigureResponse\x12:\n" +
 	"\x06errors\x18\x01 \x03(\v2\".microengine.scanner.v1.FieldErrorR\x06errors\"\x0f\n" +
-	"\rHealthRequest\"\x9a\x01\n" +
+	"\rHealthRequest\"\xdd\x01\n" +
 	"\x0eHealthResponse\x12\x18\n" +
 	"\ahealthy\x18\x01 \x01(\bR\ahealthy\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12%\n" +
 	"\x0evendor_version\x18\x03 \x01(\tR\rvendorVersion\x12-\n" +
-	"\x12signatures_version\x18\x04 \x01(\tR\x11signaturesVersion\"\xe4\x02\n" +
+	"\x12signatures_version\x18\x04 \x01(\tR\x11signaturesVersion\x12A\n" +
+	"\bbackends\x18\x05 \x03(\v2%.microengine.scanner.v1.BackendHealthR\bbackends\"Z\n" +
+	"\rBackendHealth\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\ahealthy\x18\x02 \x01(\bR\ahealthy\x12\x1b\n" +
+	"\tin_flight\x18\x03 \x01(\x03R\binFlight\"\xe4\x02\n" +
 	"\n" +
 	"ScanHeader\x12\x1f\n" +
 	"\vartifact_id\x18\x01 \x01(\tR\n" +
@@ -1085,7 +1160,7 @@ func file_shared_proto_scanner_proto_rawDescGZIP() []byte {
 }
 
 var file_shared_proto_scanner_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_shared_proto_scanner_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_shared_proto_scanner_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_shared_proto_scanner_proto_goTypes = []any{
 	(ArtifactType)(0),         // 0: microengine.scanner.v1.ArtifactType
 	(Verdict)(0),              // 1: microengine.scanner.v1.Verdict
@@ -1098,11 +1173,12 @@ var file_shared_proto_scanner_proto_goTypes = []any{
 	(*ConfigureResponse)(nil), // 8: microengine.scanner.v1.ConfigureResponse
 	(*HealthRequest)(nil),     // 9: microengine.scanner.v1.HealthRequest
 	(*HealthResponse)(nil),    // 10: microengine.scanner.v1.HealthResponse
-	(*ScanHeader)(nil),        // 11: microengine.scanner.v1.ScanHeader
-	(*ScanRequest)(nil),       // 12: microengine.scanner.v1.ScanRequest
-	(*ScanResponse)(nil),      // 13: microengine.scanner.v1.ScanResponse
-	nil,                       // 14: microengine.scanner.v1.ScanHeader.MetadataEntry
-	nil,                       // 15: microengine.scanner.v1.ScanResponse.MetadataEntry
+	(*BackendHealth)(nil),     // 11: microengine.scanner.v1.BackendHealth
+	(*ScanHeader)(nil),        // 12: microengine.scanner.v1.ScanHeader
+	(*ScanRequest)(nil),       // 13: microengine.scanner.v1.ScanRequest
+	(*ScanResponse)(nil),      // 14: microengine.scanner.v1.ScanResponse
+	nil,                       // 15: microengine.scanner.v1.ScanHeader.MetadataEntry
+	nil,                       // 16: microengine.scanner.v1.ScanResponse.MetadataEntry
 }
 var file_shared_proto_scanner_proto_depIdxs = []int32{
 	1,  // 0: microengine.scanner.v1.Sample.verdict:type_name -> microengine.scanner.v1.Verdict
@@ -1111,26 +1187,27 @@ var file_shared_proto_scanner_proto_depIdxs = []int32{
 	3,  // 3: microengine.scanner.v1.InfoResponse.config_schema:type_name -> microengine.scanner.v1.ConfigField
 	4,  // 4: microengine.scanner.v1.InfoResponse.samples:type_name -> microengine.scanner.v1.Sample
 	7,  // 5: microengine.scanner.v1.ConfigureResponse.errors:type_name -> microengine.scanner.v1.FieldError
-	0,  // 6: microengine.scanner.v1.ScanHeader.type:type_name -> microengine.scanner.v1.ArtifactType
-	14, // 7: microengine.scanner.v1.ScanHeader.metadata:type_name -> microengine.scanner.v1.ScanHeader.MetadataEntry
-	11, // 8: microengine.scanner.v1.ScanRequest.header:type_name -> microengine.scanner.v1.ScanHeader
-	1,  // 9: microengine.scanner.v1.ScanResponse.verdict:type_name -> microengine.scanner.v1.Verdict
-	15, // 10: microengine.scanner.v1.ScanResponse.metadata:type_name -> microengine.scanner.v1.ScanResponse.MetadataEntry
-	2,  // 11: microengine.scanner.v1.Scanner.Info:input_type -> microengine.scanner.v1.InfoRequest
-	6,  // 12: microengine.scanner.v1.Scanner.Configure:input_type -> microengine.scanner.v1.ConfigureRequest
-	9,  // 13: microengine.scanner.v1.Scanner.Health:input_type -> microengine.scanner.v1.HealthRequest
-	12, // 14: microengine.scanner.v1.Scanner.Scan:input_type -> microengine.scanner.v1.ScanRequest
-	11, // 15: microengine.scanner.v1.Scanner.ScanSession:input_type -> microengine.scanner.v1.ScanHeader
-	5,  // 16: microengine.scanner.v1.Scanner.Info:output_type -> microengine.scanner.v1.InfoResponse
-	8,  // 17: microengine.scanner.v1.Scanner.Configure:output_type -> microengine.scanner.v1.ConfigureResponse
-	10, // 18: microengine.scanner.v1.Scanner.Health:output_type -> microengine.scanner.v1.HealthResponse
-	13, // 19: microengine.scanner.v1.Scanner.Scan:output_type -> microengine.scanner.v1.ScanResponse
-	13, // 20: microengine.scanner.v1.Scanner.ScanSession:output_type -> microengine.scanner.v1.ScanResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	11, // 6: microengine.scanner.v1.HealthResponse.backends:type_name -> microengine.scanner.v1.BackendHealth
+	0,  // 7: microengine.scanner.v1.ScanHeader.type:type_name -> microengine.scanner.v1.ArtifactType
+	15, // 8: microengine.scanner.v1.ScanHeader.metadata:type_name -> microengine.scanner.v1.ScanHeader.MetadataEntry
+	12, // 9: microengine.scanner.v1.ScanRequest.header:type_name -> microengine.scanner.v1.ScanHeader
+	1,  // 10: microengine.scanner.v1.ScanResponse.verdict:type_name -> microengine.scanner.v1.Verdict
+	16, // 11: microengine.scanner.v1.ScanResponse.metadata:type_name -> microengine.scanner.v1.ScanResponse.MetadataEntry
+	2,  // 12: microengine.scanner.v1.Scanner.Info:input_type -> microengine.scanner.v1.InfoRequest
+	6,  // 13: microengine.scanner.v1.Scanner.Configure:input_type -> microengine.scanner.v1.ConfigureRequest
+	9,  // 14: microengine.scanner.v1.Scanner.Health:input_type -> microengine.scanner.v1.HealthRequest
+	13, // 15: microengine.scanner.v1.Scanner.Scan:input_type -> microengine.scanner.v1.ScanRequest
+	12, // 16: microengine.scanner.v1.Scanner.ScanSession:input_type -> microengine.scanner.v1.ScanHeader
+	5,  // 17: microengine.scanner.v1.Scanner.Info:output_type -> microengine.scanner.v1.InfoResponse
+	8,  // 18: microengine.scanner.v1.Scanner.Configure:output_type -> microengine.scanner.v1.ConfigureResponse
+	10, // 19: microengine.scanner.v1.Scanner.Health:output_type -> microengine.scanner.v1.HealthResponse
+	14, // 20: microengine.scanner.v1.Scanner.Scan:output_type -> microengine.scanner.v1.ScanResponse
+	14, // 21: microengine.scanner.v1.Scanner.ScanSession:output_type -> microengine.scanner.v1.ScanResponse
+	17, // [17:22] is the sub-list for method output_type
+	12, // [12:17] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_shared_proto_scanner_proto_init() }
@@ -1138,7 +1215,7 @@ func file_shared_proto_scanner_proto_init() {
 	if File_shared_proto_scanner_proto != nil {
 		return
 	}
-	file_shared_proto_scanner_proto_msgTypes[10].OneofWrappers = []any{
+	file_shared_proto_scanner_proto_msgTypes[11].OneofWrappers = []any{
 		(*ScanRequest_Header)(nil),
 		(*ScanRequest_Chunk)(nil),
 	}
@@ -1148,7 +1225,7 @@ func file_shared_proto_scanner_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shared_proto_scanner_proto_rawDesc), len(file_shared_proto_scanner_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

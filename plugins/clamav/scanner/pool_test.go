@@ -95,6 +95,14 @@ func TestPoolOfClamds(t *testing.T) {
 			t.Errorf("Health on clamd %d: %q, want %q", i, line, want)
 		}
 	}
+	if len(h.Backends) != 3 {
+		t.Fatalf("Health.Backends = %+v, want the three clamds", h.Backends)
+	}
+	for i, want := range []bool{false, false, true} {
+		if b := h.Backends[i]; b.Name != ds[i].Address() || b.Healthy != want || b.InFlight != 0 {
+			t.Errorf("Health.Backends[%d] = %+v, want %s healthy=%v, none in flight", i, b, ds[i].Address(), want)
+		}
+	}
 
 	// All down: unknown, quickly for the dead ones.
 	ds[2].Kill()

@@ -401,17 +401,19 @@ func (s *Scanner) Health(ctx context.Context) (shared.Health, error) {
 	healthy := false
 	var lines []string
 	var v clamd.Version
+	var backends []shared.BackendHealth
 	for _, b := range st.backends {
 		snap := b.snapshot()
 		line, ok := s.describe(st, snap)
 		lines = append(lines, line)
 		healthy = healthy || ok
+		backends = append(backends, shared.BackendHealth{Name: snap.addr, Healthy: ok, InFlight: snap.inflight})
 		if v.Engine == "" && snap.versionOK {
 			v = snap.version
 		}
 	}
 	msg := strings.Join(lines, "; ")
-	return shared.Health{Healthy: healthy, Message: msg, VendorVersion: v.Engine, SignaturesVersion: v.Database}, nil
+	return shared.Health{Healthy: healthy, Message: msg, VendorVersion: v.Engine, SignaturesVersion: v.Database, Backends: backends}, nil
 }
 
 // describe is one clamd's line in Health, and whether it can be trusted
