@@ -342,7 +342,7 @@ func (d *Daemon) run() {
 func (d *Daemon) runOnce() (stopped bool) {
 	d.setState(StateStarting, "")
 	// The fingerprint taken before the start is what this process loads.
-	print, _ := fingerprint(d.opts.Database)
+	loaded, _ := fingerprint(d.opts.Database)
 	proc, err := d.startProcess()
 	if err != nil {
 		d.log.Error("cannot start the managed clamd", "error", err)
@@ -401,7 +401,7 @@ func (d *Daemon) runOnce() (stopped bool) {
 				continue
 			}
 			now, err := fingerprint(d.opts.Database)
-			if err != nil || now == print {
+			if err != nil || now == loaded {
 				continue
 			}
 			if err := CheckDatabase(d.opts.Database); err != nil {
@@ -416,7 +416,7 @@ func (d *Daemon) runOnce() (stopped bool) {
 				d.log.Warn("managed clamd refused RELOAD", "error", err)
 				continue
 			}
-			print, reloadSent = now, time.Now()
+			loaded, reloadSent = now, time.Now()
 			d.log.Info("database folder changed; managed clamd reloads it", "database", d.opts.Database)
 			d.setState(StateReloading, "")
 		}
