@@ -313,6 +313,51 @@ func TestUnsignedInputIsBounded(t *testing.T) {
 	}
 }
 
+// TestSlowBodiesCannotStarveSignedWebhooks: strangers trickling forged
+// bodies held every body buffer for the whole body timeout, so a hundred
+// of them, a few bytes a second, kept every signed bounty at 503. A body
+// still arriving after minBodyHold gives its buffer up to a newcomer
+// (503, retry), so signed webhooks get through while the slow ones stay.
+func TestSlowBodiesCannotStarveSignedWebhooks(t *testing.T) {
+	addr, _ := runEngine(t, config.Marketplace{MaxBodySize: 1000, MaxWebhooksInFlight: 2, MaxConnections: 64})
+	var slow []net.Conn
+	for range 4 {
+		slow = append(slow, rawRequest(t, addr, 900, []byte("{")))
+	}
+	// Well within the 5 s a body may take: the slow bodies are still
+	// being read meanwhile, and before this fix every ping got 503.
+	deadline := time.Now().Add(3 * time.Second)
+	var codes []int
+	for {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/", nil)
+		req.Header.Set(HeaderEvent, "ping")
+		req.Header.Set(HeaderSignature, Sign(testSecret, nil))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		codes = append(codes, resp.StatusCode)
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("signed pings while slow bodies held the buffers: %v, want one 200 within 3s", codes)
+		}
+		time.Sleep(50 * time.Millisecond) // the marketplace's retry
+	}
+	// A slow body that gave its buffer up was told to retry.
+	evicted := 0
+	for _, c := range slow {
+		if statusWithin(c, 100*time.Millisecond) == http.StatusServiceUnavailable {
+			evicted++
+		}
+	}
+	if evicted == 0 {
+		t.Error("no slow body was answered 503")
+	}
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -110,15 +111,20 @@ func (s *Service) serveWebhook(w http.ResponseWriter, r *http.Request, event str
 	if strings.TrimSpace(sig) == "" {
 		return fail(http.StatusBadRequest, "missing "+HeaderSignature)
 	}
-	buf, ok := s.bodies.take()
+	rc := http.NewResponseController(w)
+	rd, ok := s.bodies.take(func() { _ = rc.SetReadDeadline(time.Now()) })
 	if !ok {
 		w.Header().Set("Retry-After", "1")
 		return fail(http.StatusServiceUnavailable, "too many webhooks in flight: retry")
 	}
-	defer s.bodies.give(buf)
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
-	body, err := readBody(r.Body, buf, s.cfg.MaxBodySize)
-	buf.b = body[:0] // keep what the buffer grew to
+	defer s.bodies.give(rd)
+	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	body, err := readBody(r.Body, rd.buf, s.cfg.MaxBodySize)
+	rd.buf.b = body[:0] // keep what the buffer grew to
+	if !s.bodies.read(rd) {
+		w.Header().Set("Retry-After", "1")
+		return fail(http.StatusServiceUnavailable, "the body came too slowly while others waited: retry")
+	}
 	if err != nil {
 		if errors.Is(err, errBodyTooBig) {
 			return fail(http.StatusRequestEntityTooLarge, "body is over the size limit")
@@ -204,35 +210,114 @@ func readBody(r io.Reader, buf *bodyBuf, limit int64) ([]byte, error) {
 // bodyBuf is one reusable webhook body buffer.
 type bodyBuf struct{ b []byte }
 
+// minBodyHold is how long a body may keep arriving before a newcomer may
+// take its buffer over when none is free. The marketplace sends a bounty
+// of a few KB in one write: read in well under a millisecond here, a few
+// round trips across the internet. Without it, a hundred strangers
+// trickling forged bodies (a few bytes a second each) held every buffer
+// for the whole body timeout, again and again, and every signed bounty
+// was answered 503.
+const minBodyHold = 250 * time.Millisecond
+
+// takeOverWait bounds how long a newcomer waits for the buffer of the
+// body it stopped.
+const takeOverWait = time.Second
+
 // bodyPool holds the webhook body buffers. Its size is how many bodies
 // may be read at once: a flood of unsigned bodies costs at most
 // size × max_body_size, and buffers are reused rather than left to the
 // collector (measured before: 1,000 connections sending 1 MiB each took
-// the engine from 27 MB to 1.21 GB resident).
+// the engine from 27 MB to 1.21 GB resident). When none is free, the body
+// that has been arriving longest, if past minBodyHold, gives its buffer
+// up (it is answered 503): a slow body cannot keep one from a fast one.
 type bodyPool struct {
 	free    chan *bodyBuf
 	maxKeep int // a buffer grown past this is dropped, not kept
+
+	mu      sync.Mutex
+	reading map[*bodyRead]struct{} // bodies still arriving
+}
+
+// bodyRead is one body being read into a buffer of the pool.
+type bodyRead struct {
+	buf     *bodyBuf
+	since   time.Time
+	stop    func() // ends the read at once (its connection's read deadline)
+	stopped bool   // under bodyPool.mu
 }
 
 func newBodyPool(n int, maxBody int64) *bodyPool {
-	p := &bodyPool{free: make(chan *bodyBuf, n), maxKeep: int(min(maxBody+1, 1<<20))}
+	p := &bodyPool{free: make(chan *bodyBuf, n), maxKeep: int(min(maxBody+1, 1<<20)), reading: map[*bodyRead]struct{}{}}
 	for range n {
 		p.free <- &bodyBuf{}
 	}
 	return p
 }
 
-// take returns a free buffer, or false at once when all are in use.
-func (p *bodyPool) take() (*bodyBuf, bool) {
+// take returns a free buffer for a body; stop must end that body's read
+// at once. When none is free, the body arriving longest gives its buffer
+// up if it has had minBodyHold; otherwise (a burst of fast bodies) take
+// reports false at once.
+func (p *bodyPool) take(stop func()) (*bodyRead, bool) {
 	select {
 	case b := <-p.free:
-		return b, true
+		return p.start(b, stop), true
 	default:
+	}
+	if !p.stopSlowest(time.Now()) {
+		return nil, false
+	}
+	t := time.NewTimer(takeOverWait)
+	defer t.Stop()
+	select {
+	case b := <-p.free:
+		return p.start(b, stop), true
+	case <-t.C:
 		return nil, false
 	}
 }
 
-func (p *bodyPool) give(b *bodyBuf) {
+func (p *bodyPool) start(b *bodyBuf, stop func()) *bodyRead {
+	r := &bodyRead{buf: b, since: time.Now(), stop: stop}
+	p.mu.Lock()
+	p.reading[r] = struct{}{}
+	p.mu.Unlock()
+	return r
+}
+
+// stopSlowest stops the body that has been arriving longest, if for at
+// least minBodyHold.
+func (p *bodyPool) stopSlowest(now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var oldest *bodyRead
+	for r := range p.reading {
+		if !r.stopped && now.Sub(r.since) >= minBodyHold && (oldest == nil || r.since.Before(oldest.since)) {
+			oldest = r
+		}
+	}
+	if oldest == nil {
+		return false
+	}
+	oldest.stopped = true
+	delete(p.reading, oldest)
+	oldest.stop()
+	return true
+}
+
+// read records that r's body is in (or its read failed): it can no
+// longer be stopped. False when it was stopped to free its buffer.
+func (p *bodyPool) read(r *bodyRead) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.reading, r)
+	return !r.stopped
+}
+
+// give returns r's buffer to the pool.
+func (p *bodyPool) give(r *bodyRead) {
+	p.read(r)
+	b := r.buf
 	if cap(b.b) > p.maxKeep {
 		b.b = nil
 	}
