@@ -58,7 +58,9 @@ type launchSpec struct {
 	// fieldDiags points a plugin's own config faults at file:line.
 	fieldDiags   func(ce *shared.ConfigError) hcl.Diagnostics
 	startTimeout time.Duration
-	logger       hclog.Logger
+	// callTimeout bounds Info and Health, each on its own clock.
+	callTimeout time.Duration
+	logger      hclog.Logger
 }
 
 // ConfigError marks a launch that failed because of the plugin's config
@@ -109,9 +111,9 @@ func launch(ctx context.Context, spec launchSpec, requireHealthy bool) (*instanc
 	}
 	inst.started = time.Now()
 
-	callCtx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	info, err := scanner.Info(callCtx)
+	infoCtx, infoCancel := context.WithTimeout(ctx, spec.callTimeout)
+	defer infoCancel()
+	info, err := scanner.Info(infoCtx)
 	if err != nil {
 		return nil, inst.startErr(ctx, "Info", err)
 	}
@@ -138,7 +140,14 @@ func launch(ctx context.Context, spec launchSpec, requireHealthy bool) (*instanc
 		}
 		return nil, inst.startErr(ctx, "Configure", err)
 	}
-	h, err := scanner.Health(callCtx)
+	// Health's budget starts now: Configure may have taken far longer than
+	// one call's (the yara plugin compiles ~61,000 rules of four public
+	// collections in 17 s on a loaded 2-core machine), and a clock started
+	// before it refused such a plugin as "health: context deadline
+	// exceeded" although it was ready.
+	healthCtx, healthCancel := context.WithTimeout(ctx, spec.callTimeout)
+	defer healthCancel()
+	h, err := scanner.Health(healthCtx)
 	if err != nil {
 		return nil, inst.startErr(ctx, "Health", err)
 	}
@@ -275,7 +284,7 @@ func (i *instance) setHealth(h shared.Health) {
 }
 
 const (
-	callTimeout        = 10 * time.Second
+	defaultCallTimeout = 10 * time.Second
 	configureTimeout   = 2 * time.Minute
 	defaultKillTimeout = 5 * time.Second
 )

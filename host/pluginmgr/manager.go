@@ -39,6 +39,9 @@ type Options struct {
 	// waited for within the scan's own timeout. Default 5s.
 	WaitForPlugin time.Duration
 	StartTimeout  time.Duration // default pluginlaunch.DefaultStartTimeout
+	// CallTimeout bounds each Info and Health call (Configure has a
+	// budget of its own, configureTimeout). Default 10s.
+	CallTimeout time.Duration
 }
 
 func (o Options) withDefaults(cfg *config.Config) Options {
@@ -57,6 +60,7 @@ func (o Options) withDefaults(cfg *config.Config) Options {
 	def(&o.StableAfter, 30*time.Second)
 	def(&o.WaitForPlugin, 5*time.Second)
 	def(&o.StartTimeout, pluginlaunch.DefaultStartTimeout)
+	def(&o.CallTimeout, defaultCallTimeout)
 	return o
 }
 
@@ -175,8 +179,8 @@ func IsStartFailure(d *hcl.Diagnostic) bool {
 func (m *Manager) spec(cfg *config.Config, p config.Plugin) launchSpec {
 	return launchSpec{
 		name: p.Name, path: p.Path, sha256: p.SHA256, pinDir: m.pinDir,
-		startTimeout: m.opts.StartTimeout,
-		logger:       m.pluginLog(p.Name),
+		startTimeout: m.opts.StartTimeout, callTimeout: m.opts.CallTimeout,
+		logger: m.pluginLog(p.Name),
 		decodeConfig: func(schema []shared.ConfigField) ([]byte, hcl.Diagnostics) {
 			return config.DecodePluginBody(p, schema, cfg.EvalContext())
 		},

@@ -35,6 +35,7 @@ const eicar = `X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H
 type binaries struct {
 	eicarV1, eicarV2 string
 	crasher          string // panics on content holding "CRASH-ME"
+	slowconfig       string // Configure takes configure_for
 }
 
 var (
@@ -57,7 +58,10 @@ func bins(t *testing.T) binaries {
 		if built.eicarV2, buildErr = testbin.Build(dir, "eicar-v2", "./plugins/eicar", "main.version=2.0.0"); buildErr != nil {
 			return
 		}
-		built.crasher, buildErr = testbin.Build(dir, "crasher", "./internal/testplugins/crasher")
+		if built.crasher, buildErr = testbin.Build(dir, "crasher", "./internal/testplugins/crasher"); buildErr != nil {
+			return
+		}
+		built.slowconfig, buildErr = testbin.Build(dir, "slowconfig", "./internal/testplugins/slowconfig")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -201,6 +205,25 @@ func TestEicarThroughRealPlugin(t *testing.T) {
 				t.Errorf("family = %q, want EICAR-Test-File", res.MalwareFamily)
 			}
 		})
+	}
+}
+
+// TestSlowConfigureKeepsHealthBudget starts a plugin whose Configure takes
+// longer than one call's budget (as the yara plugin does on a large public
+// rule collection: ~61,000 rules took 17 s against the 10 s budget). The
+// Health call after it gets a budget of its own, so the plugin starts and
+// answers; with the clock started before Info it was refused as "health:
+// context deadline exceeded".
+func TestSlowConfigureKeepsHealthBudget(t *testing.T) {
+	f := newNamedFixture(t, "slowconfig", bins(t).slowconfig, "  config {\n    configure_for = \"1500ms\"\n  }")
+	opts := fastOptions
+	opts.CallTimeout = 500 * time.Millisecond
+	m := f.start(opts)
+	if st := status(t, m); !st.Healthy {
+		t.Fatalf("plugin not healthy after a slow Configure: %+v", st)
+	}
+	if res := scanBytes(context.Background(), engine.New(m), []byte(eicar)); res.Verdict != shared.VerdictMalicious {
+		t.Fatalf("verdict = %s (%s), want malicious", res.Verdict, res.Reason)
 	}
 }
 

@@ -194,7 +194,7 @@ func (s *slot) drop(inst *instance, why error) {
 }
 
 func (s *slot) checkHealth(inst *instance) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.CallTimeout)
 	defer cancel()
 	h, err := inst.scanner.Health(ctx)
 	if err != nil {

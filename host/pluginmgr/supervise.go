@@ -116,7 +116,7 @@ func (v *supervisor) relaunch() {
 	spec := s.spec
 	s.mu.Unlock()
 	spec.relaunch = true
-	ctx, cancel := context.WithTimeout(context.Background(), spec.startTimeout+callTimeout+configureTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), spec.startTimeout+2*spec.callTimeout+configureTimeout)
 	inst, err := launch(ctx, spec, false)
 	cancel()
 	if err != nil {
