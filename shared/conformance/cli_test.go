@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -232,6 +235,62 @@ func TestMainInterruptedMidway(t *testing.T) {
 	}
 	if want := "INCOMPLETE: the run was interrupted; not run: " + strings.Join(ids[2:], ", ") + "\n"; !strings.Contains(s, want) {
 		t.Errorf("want %q in:\n%s", want, s)
+	}
+}
+
+// A check the interrupt cuts short says nothing about the plugin: it is
+// shown as skipped and listed as not run, never as a PASS or a FAIL
+// beside "not run". The plugin here is a script that tells the test it
+// was launched, waits for the go-ahead the test gives once it has
+// cancelled the run, then becomes the eicar plugin: HANDSHAKE-001 is
+// running when the interrupt comes.
+func TestMainInterruptedDuringACheck(t *testing.T) {
+	dir := t.TempDir()
+	started, proceed := filepath.Join(dir, "started"), filepath.Join(dir, "go")
+	for _, p := range []string{started, proceed} {
+		if err := syscall.Mkfifo(p, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := filepath.Join(dir, "plugin")
+	body := fmt.Sprintf("#!/bin/sh\necho started > %q\nread x < %q\nexec %q\n", started, proceed, bin("eicar"))
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	// Opened read-write, the FIFO never blocks the test nor gives the
+	// script an end of file before the go-ahead.
+	goAhead, err := os.OpenFile(proceed, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer goAhead.Close()
+	go func() {
+		f, err := os.Open(started) // until the script writes
+		if err != nil {
+			return
+		}
+		_, _ = io.ReadAll(f)
+		f.Close()
+		cancel()
+		_, _ = goAhead.WriteString("go\n")
+	}()
+	var out bytes.Buffer
+	code := Main(ctx, []string{"-run", "^HANDSHAKE-001$", script}, &out, &bytes.Buffer{}, nil)
+	s := out.String()
+	if code != ExitIncomplete {
+		t.Errorf("exit %d, want %d:\n%s", code, ExitIncomplete, s)
+	}
+	for _, bad := range []string{"PASS HANDSHAKE-001", "FAIL HANDSHAKE-001", "NOT CONFORMANT", "\nCONFORMANT\n"} {
+		if strings.Contains(s, bad) {
+			t.Errorf("%q in the report of a run interrupted during the check:\n%s", bad, s)
+		}
+	}
+	for _, want := range []string{"SKIP HANDSHAKE-001", "0 passed, 0 failed, 1 skipped", "not run: HANDSHAKE-001\n"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("want %q in:\n%s", want, s)
+		}
 	}
 }
 

@@ -39,12 +39,16 @@ func runSuite(ctx context.Context, cfg Config, filter *regexp.Regexp, onResult f
 			continue
 		}
 		res := r.run(ctx, c)
-		r.report.add(res)
 		if ctx.Err() != nil {
 			// Skipped because of the interrupt, or cut short by it: either
-			// way its result says nothing about the plugin.
+			// way its result says nothing about the plugin, so it is
+			// shown as skipped, never as a PASS or FAIL beside "not run".
+			if res.Status != Skip {
+				res.Status, res.Actual = Skip, "the suite was interrupted during this check"
+			}
 			r.report.interrupted(c.ID)
 		}
+		r.report.add(res)
 		if onResult != nil {
 			onResult(res)
 		}
