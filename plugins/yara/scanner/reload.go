@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -93,11 +94,12 @@ func (s *Scanner) Reload() error {
 			stamps = map[string]rules.Stamp{} // a path vanished
 		}
 		s.reloads.mu.Lock()
+		s.logFailure(err)
 		s.reloads.failed++
-		s.reloads.lastErr, s.reloads.lastErrAt = err.Error(), time.Now()
+		s.reloads.lastErr, s.reloads.lastErrAt = failureMessage(err), time.Now()
 		s.reloads.failedStamps = stamps
 		s.reloads.mu.Unlock()
-		s.log.Error("rules reload failed: the previous set keeps serving", "error", err, "signatures_version", cur.set.Version())
+		s.log.Error("rules reload failed: the previous set keeps serving", "error", failureMessage(err), "signatures_version", cur.set.Version())
 		return err
 	}
 	s.cur.Store(newState(cur.cfg, set))
@@ -133,16 +135,39 @@ func regression(old, next *rules.Set) error {
 	for _, f := range old.Files {
 		loaded[f] = true
 	}
-	var lost []string
+	var lost []rules.Skipped
 	for _, sk := range next.Skipped {
 		if loaded[sk.File] {
-			for _, d := range sk.Errors {
-				lost = append(lost, d.String())
-			}
+			lost = append(lost, sk)
 		}
 	}
 	if len(lost) > 0 {
-		return fmt.Errorf("a rule file that loaded before fails now: %s", strings.Join(lost, "; "))
+		return &rules.Error{Files: lost, Reason: "a rule file that loaded before fails now"}
 	}
 	return nil
+}
+
+// failureMessage says why a load failed, quoting the first few compile
+// errors (logFailure logs them all): a public collection can fail with
+// hundreds, and the message shows in Health.
+func failureMessage(err error) string {
+	var re *rules.Error
+	if !errors.As(err, &re) {
+		return err.Error()
+	}
+	var parts []string
+	idx := slices.Sorted(maps.Keys(re.Paths))
+	for _, i := range idx {
+		parts = append(parts, fmt.Sprintf("rules[%d]: %s", i, re.Paths[i]))
+	}
+	errs := strings.Join(quoteErrors(re.Files), "; ")
+	switch {
+	case re.Reason != "" && errs != "":
+		parts = append(parts, re.Reason+": "+errs)
+	case re.Reason != "":
+		parts = append(parts, re.Reason)
+	case errs != "":
+		parts = append(parts, errs)
+	}
+	return strings.Join(parts, "; ")
 }

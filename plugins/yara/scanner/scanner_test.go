@@ -9,11 +9,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hillu/go-yara/v4"
 
 	"github.com/microengine/microengine/shared"
@@ -240,6 +242,96 @@ func TestConfigFaultsNameTheirField(t *testing.T) {
 	h, _ := s.Health(context.Background())
 	if !h.Healthy || !strings.Contains(h.Message, "1 files skipped: "+bad+`:3: undefined identifier "nosuch"`) {
 		t.Errorf("health %+v; want healthy, naming the skipped file at its line", h)
+	}
+}
+
+// TestManyCompileErrorsAreQuotedNotFlooded loads a set with as many
+// failing files as a public collection holds (Yara-Rules: 131 errors in 53
+// files). A strict Configure, a failed reload and Health each quote the
+// first maxHealthErrors at file:line and then how many more; the log has
+// every one.
+func TestManyCompileErrorsAreQuotedNotFlooded(t *testing.T) {
+	dir := t.TempDir()
+	const files = 40
+	var want []string
+	for i := range files {
+		f := filepath.Join(dir, fmt.Sprintf("bad%02d.yar", i))
+		os.WriteFile(f, []byte("import \"androguard\"\nrule a {\n  condition:\n    nosuch\n}\n"), 0o644)
+		want = append(want, f+`:1: unknown module "androguard"`, f+`:4: undefined identifier "nosuch"`)
+	}
+	good := testdataRules(t)
+	var logged bytes.Buffer
+	log := hclog.New(&hclog.LoggerOptions{Output: &logged, Level: hclog.Warn})
+	everyErrorLogged := func(what string) {
+		t.Helper()
+		for _, w := range want {
+			if !strings.Contains(logged.String(), strconv.Quote(w)) {
+				t.Errorf("%s: the log lacks %s", what, w)
+				return
+			}
+		}
+	}
+	quoted := func(what, msg string, n int) {
+		t.Helper()
+		for _, w := range want[:maxHealthErrors] {
+			if !strings.Contains(msg, w) {
+				t.Errorf("%s does not quote %s", what, w)
+			}
+		}
+		if strings.Contains(msg, want[maxHealthErrors]) || !strings.Contains(msg, fmt.Sprintf("and %d more errors (%d files in all", 2*files-maxHealthErrors, files)) {
+			t.Errorf("%s quotes more than %d errors or does not count the rest: %.300s…", what, maxHealthErrors, msg)
+		}
+		if n > maxHealthErrors+2 {
+			t.Errorf("%s: %d faults; want at most %d", what, n, maxHealthErrors+2)
+		}
+	}
+
+	s := New(log)
+	t.Cleanup(s.Close)
+	err := s.Configure(context.Background(), []byte(fmt.Sprintf(`{"rules": [%q, %q], "strict": true, "reload_interval": "0s"}`, dir, good)))
+	var ce *shared.ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("strict Configure: %v; want a *shared.ConfigError", err)
+	}
+	quoted("strict Configure", err.Error(), len(ce.Fields))
+	everyErrorLogged("strict Configure")
+
+	// Not strict: loads, and Health quotes the skipped files' errors.
+	logged.Reset()
+	if err := s.Configure(context.Background(), []byte(fmt.Sprintf(`{"rules": [%q, %q], "reload_interval": "0s"}`, dir, good))); err != nil {
+		t.Fatal(err)
+	}
+	h, _ := s.Health(context.Background())
+	quoted("Health", h.Message, 0)
+	everyErrorLogged("a load that skips them")
+
+	// A reload in which a file that loaded before fails: quoted in Health.
+	logged.Reset()
+	extra := t.TempDir()
+	var extraWant []string
+	for i := range files {
+		f := filepath.Join(extra, fmt.Sprintf("late%02d.yar", i))
+		os.WriteFile(f, []byte(fmt.Sprintf("rule late%d { condition: true and filesize > 0 }\n", i)), 0o644)
+		extraWant = append(extraWant, f)
+	}
+	s = configured(t, fmt.Sprintf(`{"rules": [%q, %q], "reload_interval": "0s"}`, extra, good))
+	s.log = log
+	for _, f := range extraWant {
+		os.WriteFile(f, []byte("rule broken {\n  condition:\n    nosuch\n}\n"), 0o644)
+		bump(t, f)
+	}
+	if err := s.Reload(); err == nil {
+		t.Fatal("a reload that breaks every file succeeded")
+	}
+	h, _ = s.Health(context.Background())
+	if h.Healthy || strings.Count(h.Message, `undefined identifier "nosuch"`) != maxHealthErrors || !strings.Contains(h.Message, fmt.Sprintf("and %d more errors", files-maxHealthErrors)) {
+		t.Errorf("health after a failed reload quotes the wrong errors: %.400s…", h.Message)
+	}
+	for _, f := range extraWant {
+		if !strings.Contains(logged.String(), strconv.Quote(f+`:3: undefined identifier "nosuch"`)) {
+			t.Errorf("failed reload: the log lacks %s", f)
+			break
+		}
 	}
 }
 
