@@ -96,3 +96,36 @@ func family(name string) string {
 	}
 	return b.String() + ".Marker"
 }
+
+// module is the module a plugin's folder must lie in: the code written
+// imports its shared package.
+const module = "github.com/microengine/microengine"
+
+// DefaultDir is the folder new plugins go in when none is named: plugins/
+// of the module's root, where `make build` finds them. cwd must be that
+// root, since the paths printed and the commands suggested (go test
+// ./plugins/NAME, make build) are relative to it.
+func DefaultDir(cwd string) (string, error) {
+	for dir := cwd; ; dir = filepath.Dir(dir) {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && modulePath(b) == module {
+			if dir != cwd {
+				return "", fmt.Errorf("run it at the repository's root, %s (from here the plugin would not be in its plugins/ folder), or name the folder with -dir", dir)
+			}
+			return "plugins", nil
+		}
+		if filepath.Dir(dir) == dir {
+			return "", fmt.Errorf("%s is not inside a clone of microengine (no go.mod of %s in it or above): a plugin imports the module's shared package, so it lives in the repository's plugins/ folder", cwd, module)
+		}
+	}
+}
+
+// modulePath is the module line of a go.mod.
+func modulePath(gomod []byte) string {
+	for _, line := range strings.Split(string(gomod), "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "module "); ok {
+			return strings.Trim(strings.TrimSpace(rest), `"`)
+		}
+	}
+	return ""
+}

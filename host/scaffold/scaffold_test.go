@@ -50,3 +50,24 @@ func TestWrite(t *testing.T) {
 		}
 	}
 }
+
+// DefaultDir is plugins/ only at the module's root: from a subfolder the
+// plugin would land where make build does not look (plugins/plugins/NAME),
+// and outside the module it would not build at all.
+func TestDefaultDir(t *testing.T) {
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dir, err := DefaultDir(root); err != nil || dir != "plugins" {
+		t.Errorf("at the root: %q, %v; want plugins", dir, err)
+	}
+	_, err = DefaultDir(filepath.Join(root, "plugins"))
+	if err == nil || !strings.Contains(err.Error(), "run it at the repository's root, "+root) {
+		t.Errorf("in plugins/: %v; want it to name the root", err)
+	}
+	_, err = DefaultDir(t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "not inside a clone of microengine") {
+		t.Errorf("outside the module: %v; want a refusal", err)
+	}
+}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 
 	"github.com/microengine/microengine/host/scaffold"
@@ -13,7 +15,7 @@ import (
 // conformance suite as it is) and prints the engine.hcl block to paste.
 func runNewPlugin(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("new-plugin", stderr, "new-plugin [-dir plugins] NAME")
-	dir := fs.String("dir", "plugins", "the folder to create the plugin's folder in")
+	dir := fs.String("dir", "plugins", "the folder to create the plugin's folder in (the default, plugins, only from the repository's root)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -22,6 +24,18 @@ func runNewPlugin(_ context.Context, args []string, stdout, stderr io.Writer) in
 		return 2
 	}
 	name := fs.Arg(0)
+	dirSet := false
+	fs.Visit(func(f *flag.Flag) { dirSet = dirSet || f.Name == "dir" })
+	if !dirSet {
+		cwd, err := os.Getwd()
+		if err == nil {
+			*dir, err = scaffold.DefaultDir(cwd)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "microengine new-plugin: %v\n", err)
+			return 1
+		}
+	}
 	written, err := scaffold.Write(*dir, name)
 	if err != nil {
 		fmt.Fprintf(stderr, "microengine new-plugin: %v\n", err)
