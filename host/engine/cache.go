@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/microengine/microengine/host/verdictcache"
 	"github.com/microengine/microengine/shared"
@@ -30,15 +31,36 @@ func (e *Engine) CachedBeforeFetch(a Artifact) (Result, bool) {
 	return e.cached(plugins, a, key)
 }
 
+// KeyedMetadata are the artifact metadata a verdict may depend on besides
+// the content, so the cache keys on them: the file's name, path, type and
+// owner. YARA rules test them (the yara plugin's external variables):
+// signature-base flags a system binary's name in the wrong folder, so the
+// same bytes are benign as C:\Windows\System32\svchost.exe and malicious
+// as ...\Temp\svchost.exe; a cache keyed on the sha256 alone served the
+// first verdict for both. A bounty's other fields (its id, expiration,
+// URI) differ for every bounty and stay out of the key.
+var KeyedMetadata = []string{"filename", "filepath", "filetype", "owner"}
+
 // scanners lists what a key is made of: every plugin that scans a's type,
-// with the versions it has reported, and the composition policy.
-func (e *Engine) scanners(results []PluginResult) []verdictcache.Scanner {
-	out := make([]verdictcache.Scanner, 0, len(results)+1)
+// with the versions it has reported, the composition policy, and a's
+// KeyedMetadata.
+func (e *Engine) scanners(results []PluginResult, a Artifact) []verdictcache.Scanner {
+	out := make([]verdictcache.Scanner, 0, len(results)+2)
 	for _, r := range results {
 		if r.Supported {
 			out = append(out, verdictcache.Scanner{Name: r.Name, Version: r.Version, VendorVersion: r.VendorVersion,
 				SignaturesVersion: r.SignaturesVersion, Identity: r.identity})
 		}
+	}
+	var named strings.Builder
+	for _, k := range KeyedMetadata {
+		if v := a.Metadata[k]; v != "" {
+			// Lengths first, so no two sets of values write alike.
+			fmt.Fprintf(&named, "%d:%s%d:%s;", len(k), k, len(v), v)
+		}
+	}
+	if named.Len() > 0 {
+		out = append(out, verdictcache.Scanner{Name: "\x00artifact", Version: named.String()})
 	}
 	// A policy change (quorum, weights, caps) composes other verdicts.
 	return append(out, verdictcache.Scanner{Name: "\x00policy", Version: fmt.Sprintf("%+v", e.policy())})
@@ -50,7 +72,7 @@ func (e *Engine) lookupKey(plugins []Plugin, a Artifact) (verdictcache.Key, bool
 	if e.cache == nil || a.Type != shared.ArtifactFile || a.SHA256 == "" {
 		return verdictcache.Key{}, false
 	}
-	return verdictcache.NewKey(a.SHA256, e.scanners(e.pending(plugins, a)))
+	return verdictcache.NewKey(a.SHA256, e.scanners(e.pending(plugins, a), a))
 }
 
 // pending is the per-plugin results before any scan: names, versions and
@@ -107,7 +129,7 @@ func (e *Engine) keep(a Artifact, res Result) {
 	if e.cache == nil || a.Type != shared.ArtifactFile || a.SHA256 == "" {
 		return
 	}
-	key, ok := verdictcache.NewKey(a.SHA256, e.scanners(res.Plugins))
+	key, ok := verdictcache.NewKey(a.SHA256, e.scanners(res.Plugins, a))
 	if !ok {
 		return
 	}

@@ -112,3 +112,42 @@ func TestCacheKeyHasThePluginsIdentity(t *testing.T) {
 		t.Fatalf("a changed config was answered from the cache: %+v", r)
 	}
 }
+
+// A verdict that depends on the artifact's name (YARA rules test filename
+// and filepath: signature-base's VULN_Linux_NFS_Exports wants
+// filename == "exports" and a filepath under /etc) is cached per name: the
+// same bytes under another name are scanned again. A bounty's other
+// fields (its id) stay out of the key.
+func TestCacheKeyHasTheArtifactsName(t *testing.T) {
+	var sigs atomic.Value
+	sigs.Store("1")
+	var scans atomic.Int32
+	p := versionedPlugin{fakePlugin: fakePlugin{name: "yara", types: []shared.ArtifactType{shared.ArtifactFile}, scan: func(_ context.Context, a shared.Artifact) (shared.Result, error) {
+		if a.Metadata["filename"] == "exports" && strings.HasPrefix(a.Metadata["filepath"], "/etc/") {
+			return shared.Result{Verdict: shared.VerdictMalicious, Confidence: 1, MalwareFamily: "VULN_Linux_NFS_Exports"}, nil
+		}
+		return shared.Result{Verdict: shared.VerdictBenign, Confidence: 1}, nil
+	}}, sigs: &sigs, scans: &scans}
+	eng := New(plugins{p}).WithCache(verdictcache.New(verdictcache.Config{TTL: time.Hour, MaxEntries: 10}, "", nil), true)
+	sha := strings.Repeat("ef", 32)
+	scan := func(meta map[string]string) Result {
+		t.Helper()
+		return eng.Scan(context.Background(), Artifact{ID: "x", Type: shared.ArtifactFile, Size: 1, Content: strings.NewReader("x"), SHA256: sha, Metadata: meta})
+	}
+	backup := map[string]string{"filename": "exports", "filepath": "/home/u/backup/exports", "id": "1"}
+	if r := scan(backup); r.Verdict != shared.VerdictBenign || r.Cached {
+		t.Fatalf("first scan: %+v", r)
+	}
+	if r := scan(map[string]string{"filename": "exports", "filepath": "/home/u/backup/exports", "id": "2"}); !r.Cached || scans.Load() != 1 {
+		t.Fatalf("the same name in another bounty was not answered from the cache: %+v", r)
+	}
+	if r := scan(map[string]string{"filename": "exports", "filepath": "/etc/exports", "id": "3"}); r.Cached || r.Verdict != shared.VerdictMalicious {
+		t.Fatalf("the same bytes as /etc/exports: %s (cached %v); want malicious, scanned", r.Verdict, r.Cached)
+	}
+	if r, ok := eng.CachedBeforeFetch(Artifact{Type: shared.ArtifactFile, Size: -1, SHA256: sha, Metadata: map[string]string{"filename": "exports", "filepath": "/etc/exports"}}); !ok || r.Verdict != shared.VerdictMalicious {
+		t.Fatalf("by the announced sha256 and name: %+v %v; want the malicious verdict", r, ok)
+	}
+	if r := scan(nil); r.Cached || scans.Load() != 3 {
+		t.Fatalf("no name was answered from a named artifact's entry: %+v", r)
+	}
+}
