@@ -193,11 +193,16 @@ func TestBrokenPlugins(t *testing.T) {
 			// The wedged plugin was replaced: later checks pass.
 			also: []string{"STDOUT-002"},
 		}},
+		{"leakfd", "leakfd", nil, want{
+			failed: []string{"REF-002"},
+			says:   map[string][]string{"REF-002": {"still holds", "descriptor(s) of artifacts it has answered"}},
+			also:   []string{"REF-001"},
+		}},
 		{"crashlarge", "crashlarge", nil, want{
 			failed: []string{"LARGE-001"},
 			says:   map[string][]string{"LARGE-001": {"the plugin process exited during this check", "Scan(64 MiB of noise)", "exit status 2"}},
 			// Relaunched for the checks after the crash.
-			also: []string{"URL-001", "CONFIG-002", "CONCURRENCY-001", "CANCEL-001"},
+			also: []string{"URL-001", "CONFIG-002", "CONCURRENCY-001", "CANCEL-001", "REF-001", "REF-002"},
 		}},
 		// Well-formed content never trips it: only HOSTILE-001 finds the
 		// crash, and quotes the panic and the line instead of a dump.

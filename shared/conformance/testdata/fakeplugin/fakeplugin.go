@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -53,6 +54,11 @@ type Options struct {
 	// PrintOnScan writes a line to stdout on every scan, after the
 	// handshake.
 	PrintOnScan bool
+	// ByReference declares that the plugin takes artifacts by reference.
+	ByReference bool
+	// LeakDescriptors keeps a duplicate of every descriptor it is passed
+	// (the fault REF-002 catches).
+	LeakDescriptors bool
 	// ParseELF reads an ELF header's program-header offset without first
 	// checking that the header is whole: content that starts like an ELF
 	// file but is cut short panics (slice bounds out of range). Only
@@ -68,8 +74,9 @@ type settings struct {
 type Scanner struct {
 	opts   Options
 	log    hclog.Logger
-	mu     sync.Mutex // guards cfg
+	mu     sync.Mutex // guards cfg and leaked
 	cfg    settings
+	leaked []int
 	engine sync.Mutex // the single engine of IgnoreCancel
 }
 
@@ -99,7 +106,8 @@ func (s *Scanner) Info(context.Context) (shared.Info, error) {
 			{Name: "eicar", Content: []byte(EICAR), Verdict: shared.VerdictMalicious, MalwareFamily: Family},
 			{Name: "clean", Content: []byte("a clean file\n"), Verdict: shared.VerdictBenign},
 		},
-		HasBackend: s.opts.HasBackend,
+		HasBackend:  s.opts.HasBackend,
+		ByReference: s.opts.ByReference,
 	}
 	return info, nil
 }
@@ -144,6 +152,13 @@ func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, e
 	}
 	if a.Type != shared.ArtifactFile {
 		return shared.Unknown("files only"), nil
+	}
+	if s.opts.LeakDescriptors && a.File != nil {
+		if fd, err := syscall.Dup(int(a.File.Fd())); err == nil {
+			s.mu.Lock()
+			s.leaked = append(s.leaked, fd)
+			s.mu.Unlock()
+		}
 	}
 	if s.opts.IgnoreCancel {
 		s.engine.Lock()
