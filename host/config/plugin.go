@@ -324,27 +324,60 @@ func DecodePluginBody(p Plugin, schema []shared.ConfigField, ctx *hcl.EvalContex
 // gives strings.
 var stringTypes = map[shared.FieldType]bool{shared.FieldString: true, shared.FieldPath: true}
 
+// listTypes are the field types written as a list of strings, or as one
+// string: a number or a bool, alone or in the list, is refused the same
+// way (`rules = 5` would otherwise be the path "./5").
+var listTypes = map[shared.FieldType]bool{shared.FieldList: true, shared.FieldPathList: true}
+
 // declaredType reports whether attr's value has the type f declares (or is
 // absent, or fails to evaluate: the decoding that follows reports that).
 func (d *decoder) declaredType(attr *hcl.Attribute, name string, f shared.ConfigField) bool {
-	if attr == nil || !stringTypes[f.Type] {
+	if attr == nil || (!stringTypes[f.Type] && !listTypes[f.Type]) {
 		return true
 	}
 	v, diags := attr.Expr.Value(d.ctx)
-	// A list or an object is left to the decoding, which says so already.
-	if diags.HasErrors() || v.IsNull() || !v.IsWhollyKnown() || !v.Type().IsPrimitiveType() || v.Type().Equals(cty.String) {
+	if diags.HasErrors() || v.IsNull() || !v.IsWhollyKnown() {
 		return true
 	}
-	lit := "true"
-	switch {
-	case v.Type().Equals(cty.Number):
-		lit = v.AsBigFloat().Text('g', -1)
-	case v.Type().Equals(cty.Bool) && v.False():
-		lit = "false"
+	if listTypes[f.Type] && (v.Type().IsTupleType() || v.Type().IsListType()) {
+		ok := true
+		for i, it := 0, v.ElementIterator(); it.Next(); i++ {
+			_, e := it.Element()
+			if lit, bad := notString(e); bad {
+				d.errorf(attr.Expr.Range(), fmt.Sprintf("%s[%d]: want a string, not the %s %s", name, i, strings.TrimPrefix(friendlyType(e.Type()), "a "), lit),
+					fmt.Sprintf("The plugin declares %s as a %s: quote the value (%q) if it is meant.", f.Name, f.Type, lit))
+				ok = false
+			}
+		}
+		return ok
 	}
-	d.errorf(attr.Expr.Range(), fmt.Sprintf("%s: want a string, not the %s %s", name, strings.TrimPrefix(friendlyType(v.Type()), "a "), lit),
+	// A list or an object is left to the decoding, which says so already.
+	lit, bad := notString(v)
+	if !bad {
+		return true
+	}
+	want := "a string"
+	if listTypes[f.Type] {
+		want = "a string or a list of strings"
+	}
+	d.errorf(attr.Expr.Range(), fmt.Sprintf("%s: want %s, not the %s %s", name, want, strings.TrimPrefix(friendlyType(v.Type()), "a "), lit),
 		fmt.Sprintf("The plugin declares %s as a %s: quote the value (%q) if it is meant.", f.Name, f.Type, lit))
 	return false
+}
+
+// notString reports whether v is a number or a bool (which HCL would turn
+// into a string without a word), with its literal.
+func notString(v cty.Value) (string, bool) {
+	if v.IsNull() || !v.IsKnown() || !v.Type().IsPrimitiveType() || v.Type().Equals(cty.String) {
+		return "", false
+	}
+	switch {
+	case v.Type().Equals(cty.Number):
+		return v.AsBigFloat().Text('g', -1), true
+	case v.Type().Equals(cty.Bool) && v.False():
+		return "false", true
+	}
+	return "true", true
 }
 
 // PluginFieldDiagnostics turns the faults a plugin found in its own

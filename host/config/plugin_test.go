@@ -155,6 +155,42 @@ func TestDecodePluginBodyFaults(t *testing.T) {
 	}
 }
 
+// A list field takes strings (or one string): HCL would turn a number or a
+// bool into a path or an address without a word, as it would for a string
+// field, so it is a diagnostic too.
+func TestDecodePluginBodyListTypes(t *testing.T) {
+	schema := []shared.ConfigField{
+		{Name: "rules", Type: shared.FieldPathList},
+		{Name: "hosts", Type: shared.FieldList},
+	}
+	tests := []struct {
+		name string
+		body string
+		want []string
+	}{
+		{"a number for a path list", `    rules = 5
+`, []string{`4:13: plugin "clamav": config.rules: want a string or a list of strings, not the number 5`}},
+		{"a bool in a list", `    hosts = ["a", true]
+`, []string{`4:13: plugin "clamav": config.hosts[1]: want a string, not the bool true`}},
+		{"a number in a path list", `    rules = ["./r", 7]
+`, []string{`4:13: plugin "clamav": config.rules[1]: want a string, not the number 7`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := pluginFrom(t, tt.body)
+			js, diags := DecodePluginBody(p, schema, nil)
+			if js != nil {
+				t.Errorf("JSON %s returned with errors", js)
+			}
+			wantDiags(t, diags, tt.want)
+		})
+	}
+	p := pluginFrom(t, "    rules = \"./r\"\n    hosts = [\"a\", \"b\"]\n")
+	if _, diags := DecodePluginBody(p, schema, nil); len(diags) > 0 {
+		t.Errorf("strings refused: %v", positions(diags))
+	}
+}
+
 func TestDecodePluginBodyNoBlock(t *testing.T) {
 	p := pluginFrom(t, "")
 	// Nothing required: an empty object, the plugin applies its defaults.
