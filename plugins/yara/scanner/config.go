@@ -38,6 +38,7 @@ type Config struct {
 	MaliciousScore  int      `json:"malicious_score"`
 	SuspiciousScore int      `json:"suspicious_score"`
 	FamilyMeta      []string `json:"family_meta"`
+	ScoreMeta       []string `json:"score_meta"`
 	Informational   []string `json:"informational"`
 	// Confidence of a malicious or benign answer, 0–1; a deciding rule's
 	// score/100 lowers it.
@@ -58,6 +59,7 @@ func DefaultConfig() Config {
 		MaliciousScore:  m.MaliciousScore,
 		SuspiciousScore: m.SuspiciousScore,
 		FamilyMeta:      m.FamilyMeta,
+		ScoreMeta:       m.ScoreMeta,
 		Informational:   m.Informational,
 		Confidence:      DefaultConfidence,
 		ReloadInterval:  DefaultReloadInterval,
@@ -65,7 +67,7 @@ func DefaultConfig() Config {
 }
 
 func (c Config) mapping() Mapping {
-	return Mapping{FamilyMeta: c.FamilyMeta, MaliciousScore: c.MaliciousScore, SuspiciousScore: c.SuspiciousScore, Informational: c.Informational}
+	return Mapping{FamilyMeta: c.FamilyMeta, ScoreMeta: c.ScoreMeta, MaliciousScore: c.MaliciousScore, SuspiciousScore: c.SuspiciousScore, Informational: c.Informational}
 }
 
 // Config attribute names.
@@ -76,6 +78,7 @@ const (
 	keyMaliciousScore  = "malicious_score"
 	keySuspiciousScore = "suspicious_score"
 	keyFamilyMeta      = "family_meta"
+	keyScoreMeta       = "score_meta"
 	keyInformational   = "informational"
 	keyConfidence      = "confidence"
 	keyReloadInterval  = "reload_interval"
@@ -99,6 +102,8 @@ func ConfigSchema() []shared.ConfigField {
 			Description: "a matching rule whose meta score is at least this (and below malicious_score) is suspicious; lower scores are informational"},
 		{Name: keyFamilyMeta, Type: shared.FieldList, Default: list(d.FamilyMeta),
 			Description: "meta keys read, in order, for the malware family (else the rule's name)"},
+		{Name: keyScoreMeta, Type: shared.FieldList, Default: list(d.ScoreMeta),
+			Description: "meta keys read, in order, for a rule's score (0-100); a rule with none is malicious unless informational"},
 		{Name: keyInformational, Type: shared.FieldList, Default: list(d.Informational),
 			Description: "tags and meta category values that make a match informational: reported, never deciding"},
 		{Name: keyConfidence, Type: shared.FieldNumber, Default: "1.0",
@@ -189,6 +194,7 @@ func (c *Config) CheckConfig(ce *shared.ConfigError) {
 		c.SpoolDir = filepath.Clean(c.SpoolDir)
 	}
 	c.FamilyMeta = slices.Clone(c.FamilyMeta)
+	c.ScoreMeta = slices.Clone(c.ScoreMeta)
 	c.Informational = slices.Clone(c.Informational)
 }
 

@@ -143,6 +143,74 @@ func TestMappingIsConfigurable(t *testing.T) {
 	}
 }
 
+// TestScoreAndFamilyFromOtherMetaKeys maps rules written as Elastic's
+// protections-artifacts writes them: no score, a severity (0–100) and a
+// threat_name. By default every one is malicious under its rule's name
+// (Elastic's 831 vulnerable-driver rules at severity 50 among them);
+// score_meta and family_meta read them as the collection means them.
+func TestScoreAndFamilyFromOtherMetaKeys(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "elastic.yar"), []byte(`
+rule Windows_VulnDriver_Test_0a1b2c3d {
+  meta:
+    threat_name = "Windows.VulnDriver.Test"
+    severity = 50
+  strings:
+    $a = "VULNDRIVER-MARK"
+  condition:
+    $a
+}
+rule Windows_Trojan_Test_4e5f6a7b {
+  meta:
+    threat_name = "Windows.Trojan.Test"
+    severity = 100
+  strings:
+    $a = "TROJAN-MARK"
+  condition:
+    $a
+}
+rule both_scores {
+  meta:
+    score = 90
+    severity = 10
+  strings:
+    $a = "BOTH-MARK"
+  condition:
+    $a
+}
+`), 0o644)
+	type want struct {
+		verdict shared.Verdict
+		family  string
+	}
+	for _, tc := range []struct {
+		cfg  string
+		want map[string]want
+	}{
+		{fmt.Sprintf(`{"rules": [%q], "reload_interval": "0s"}`, dir), map[string]want{
+			"VULNDRIVER-MARK": {shared.VerdictMalicious, "Windows_VulnDriver_Test_0a1b2c3d"},
+			"TROJAN-MARK":     {shared.VerdictMalicious, "Windows_Trojan_Test_4e5f6a7b"},
+			"BOTH-MARK":       {shared.VerdictMalicious, "both_scores"},
+		}},
+		{fmt.Sprintf(`{"rules": [%q], "reload_interval": "0s", "score_meta": ["score", "severity"], "family_meta": ["threat_name"]}`, dir), map[string]want{
+			"VULNDRIVER-MARK": {shared.VerdictSuspicious, ""},
+			"TROJAN-MARK":     {shared.VerdictMalicious, "Windows.Trojan.Test"},
+			"BOTH-MARK":       {shared.VerdictMalicious, "both_scores"}, // the first key present decides
+		}},
+		{fmt.Sprintf(`{"rules": [%q], "reload_interval": "0s", "score_meta": ["severity"]}`, dir), map[string]want{
+			"BOTH-MARK": {shared.VerdictBenign, ""}, // severity 10: informational
+		}},
+	} {
+		s := configured(t, tc.cfg)
+		for content, w := range tc.want {
+			res := scan(t, s, []byte("a harmless test file: "+content+"\n"), nil)
+			if res.Verdict != w.verdict || res.MalwareFamily != w.family {
+				t.Errorf("%s with %s: %s %q; want %s %q", content, tc.cfg, res.Verdict, res.MalwareFamily, w.verdict, w.family)
+			}
+		}
+	}
+}
+
 func TestLargeArtifactsAreSpooledAndMatchedAcrossEveryBoundary(t *testing.T) {
 	s := configured(t, rulesConfig(testdataRules(t)))
 	m := marker("FAMILY")

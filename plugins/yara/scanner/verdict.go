@@ -40,7 +40,10 @@ type Mapping struct {
 	// FamilyMeta are the meta keys read, in order, for the malware
 	// family; the rule's name is the family when none is set.
 	FamilyMeta []string
-	// MaliciousScore and SuspiciousScore bound meta "score" (0–100):
+	// ScoreMeta are the meta keys read, in order, for a rule's score
+	// (0–100): "score" in signature-base, "severity" in Elastic's rules.
+	ScoreMeta []string
+	// MaliciousScore and SuspiciousScore bound the score (0–100):
 	// at or above MaliciousScore malicious, at or above SuspiciousScore
 	// suspicious, below informational.
 	MaliciousScore  int
@@ -56,6 +59,7 @@ type Mapping struct {
 func DefaultMapping() Mapping {
 	return Mapping{
 		FamilyMeta:      []string{"malware_family", "family", "malware"},
+		ScoreMeta:       []string{"score"},
 		MaliciousScore:  75,
 		SuspiciousScore: 40,
 		Informational:   []string{"info", "informational", "hunting"},
@@ -91,8 +95,12 @@ func (m Mapping) classify(r *yara.Rule) Match {
 		out.Class = ClassInformational
 		return out
 	}
-	if v, present := metas["score"]; present {
-		out.Meta["score"] = v
+	for _, k := range m.ScoreMeta {
+		v, present := metas[k]
+		if !present {
+			continue
+		}
+		out.Meta[k] = v
 		score, ok := scoreOf(v)
 		switch {
 		case !ok:
