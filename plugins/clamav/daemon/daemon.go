@@ -113,6 +113,10 @@ type Status struct {
 	Pid   int
 	// Restarts counts the times clamd was started again after exiting.
 	Restarts int
+	// WasReady is set once clamd has answered PING: a clamd that has
+	// never been ready exits on its configuration or its database, and
+	// restarting it will not help.
+	WasReady bool
 	// Err says why clamd is down, or what the last failure was.
 	Err string
 }
@@ -135,6 +139,11 @@ type Daemon struct {
 	stop chan struct{}
 	done chan struct{}
 }
+
+// ErrCannotStart means clamd exited before it was ever ready: its database
+// or its configuration is at fault (see the error's text, which quotes
+// clamd).
+var ErrCannotStart = errors.New("clamd exited before it was ready")
 
 // ErrNotInstalled means no clamd binary was found.
 var ErrNotInstalled = errors.New("clamd is not installed (install it with: apt-get install -y clamav-daemon)")
@@ -241,7 +250,8 @@ func (d *Daemon) Status() Status {
 // or the daemon is closed.
 func (d *Daemon) WaitReady(ctx context.Context) error {
 	st, err := d.Wait(ctx, func(st Status) bool {
-		return st.State == StateReady || st.State == StateReloading || st.State == StateStopped
+		return st.State == StateReady || st.State == StateReloading || st.State == StateStopped ||
+			(st.State == StateDown && !st.WasReady)
 	})
 	if err != nil {
 		msg := fmt.Sprintf("the managed clamd is %s", st.State)
@@ -250,8 +260,11 @@ func (d *Daemon) WaitReady(ctx context.Context) error {
 		}
 		return fmt.Errorf("%s: %w", msg, err)
 	}
-	if st.State == StateStopped {
+	switch st.State {
+	case StateStopped:
 		return errors.New("the managed clamd was stopped")
+	case StateDown:
+		return fmt.Errorf("%w: %s", ErrCannotStart, st.Err)
 	}
 	return nil
 }
@@ -369,7 +382,13 @@ func (d *Daemon) runOnce() (stopped bool) {
 			if tail := d.lastLines(3); tail != "" {
 				msg += "; its last lines: " + tail
 			}
-			d.log.Warn("managed clamd exited; it will be restarted", "pid", proc.pid, "error", proc.err, "log", d.lastLines(5))
+			if st := d.Status(); st.State != StateStarting {
+				d.log.Warn("managed clamd exited; it will be restarted", "pid", proc.pid, "error", proc.err, "log", d.lastLines(5))
+			} else {
+				// Before it was ready: the state's error says it, once, in
+				// health (or Configure's refusal).
+				d.log.Debug("managed clamd exited before it was ready", "pid", proc.pid, "error", proc.err)
+			}
 			d.setState(StateDown, msg)
 			return false
 		case <-proc.reloaded:
@@ -386,6 +405,9 @@ func (d *Daemon) runOnce() (stopped bool) {
 			cancel()
 			if err == nil {
 				d.log.Info("managed clamd is ready", "pid", proc.pid, "load_time", time.Since(d.Status().Since).Round(time.Millisecond))
+				d.mu.Lock()
+				d.status.WasReady = true
+				d.mu.Unlock()
 				d.setState(StateReady, "")
 			}
 		case <-watch.C:
@@ -501,12 +523,9 @@ func (d *Daemon) readLog(r io.Reader, p *process) {
 			d.tail = d.tail[len(d.tail)-logTailLines:]
 		}
 		d.mu.Unlock()
-		lower := strings.ToLower(line)
-		if strings.Contains(lower, "error") || strings.Contains(lower, "warning") {
-			d.log.Warn("clamd: " + line)
-		} else {
-			d.log.Debug("clamd: " + line)
-		}
+		// At debug level: what matters reaches the operator once, in the
+		// state's error (the last lines, when clamd exits).
+		d.log.Debug("clamd: " + line)
 		if strings.HasPrefix(line, reloadDoneLine) {
 			select {
 			case p.reloaded <- struct{}{}:

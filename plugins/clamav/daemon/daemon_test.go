@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -193,4 +194,18 @@ func hexOf(s string) string {
 		b.WriteByte(digits[s[i]&15])
 	}
 	return b.String()
+}
+
+// TestDatabaseClamdCannotLoad: a database clamd refuses makes WaitReady
+// fail at once with clamd's own words, rather than wait through restarts.
+func TestDatabaseClamdCannotLoad(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "bad.ndb"), []byte("Broken.Sig:0:*:ZZZZ\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := start(t, Options{Database: dir})
+	err := d.WaitReady(within(t, 30*time.Second))
+	if !errors.Is(err, ErrCannotStart) || !strings.Contains(err.Error(), "Malformed database") {
+		t.Errorf("WaitReady = %v, want ErrCannotStart quoting clamd", err)
+	}
 }

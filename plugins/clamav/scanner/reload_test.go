@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/md5"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -138,5 +139,25 @@ func TestManagedClamdLoading(t *testing.T) {
 	}
 	if r := scan(t, s, file(EICAR())); r.Verdict != shared.VerdictMalicious {
 		t.Errorf("once loaded: %+v", r)
+	}
+}
+
+// TestManagedClamdBadDatabaseIsAConfigFault: a database clamd cannot load
+// is refused by Configure at the database attribute, in clamd's words, and
+// what served before keeps serving.
+func TestManagedClamdBadDatabaseIsAConfigFault(t *testing.T) {
+	good := copySignatures(t)
+	bad := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bad, "bad.ndb"), []byte("Broken.Sig:0:*:ZZZZ\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := configuredJSON(t, fmt.Sprintf(`{"database":%q}`, good))
+	err := s.Configure(context.Background(), []byte(fmt.Sprintf(`{"database":%q}`, bad)))
+	var ce *shared.ConfigError
+	if !errors.As(err, &ce) || len(ce.Fields) != 1 || ce.Fields[0].Field != "database" || !strings.Contains(err.Error(), "Malformed database") {
+		t.Fatalf("Configure with a bad database = %v, want a fault at database quoting clamd", err)
+	}
+	if r := scan(t, s, file(EICAR())); r.Verdict != shared.VerdictMalicious {
+		t.Errorf("after the refused config: %+v", r)
 	}
 }

@@ -357,19 +357,28 @@ func (s *Scanner) Configure(ctx context.Context, configJSON []byte) error {
 	if err != nil {
 		return err
 	}
+	if st.daemon != nil {
+		// A managed clamd: wait a little for it, before it replaces
+		// what serves now.
+		wctx, cancel := withBudget(ctx, managedStartWait)
+		err := st.daemon.WaitReady(wctx)
+		cancel()
+		if errors.Is(err, daemon.ErrCannotStart) && st.daemon != cur.daemon {
+			// A database clamd cannot load is a fault in the config, said
+			// at the database attribute, not a state to retry forever.
+			st.close()
+			return (&shared.ConfigError{}).Add(keyDatabase, "%v", err)
+		}
+		if err != nil {
+			s.log.Warn("the managed clamd is not ready yet; scans answer unknown until it is", "error", err)
+		}
+	}
 	s.current.Store(st)
 	// Scans still on the old state close its sessions as they finish.
 	cur.close()
 	s.log.Info("configured", "address", strings.Join(cfg.Address, ","), "database", cfg.Database, "timeout", cfg.Timeout,
 		"max_stream_size", cfg.MaxStreamSize, "max_connections", cfg.MaxConnections,
 		"confidence", cfg.Confidence, "max_signature_age", cfg.MaxSignatureAge)
-	if st.daemon != nil {
-		wctx, cancel := withBudget(ctx, managedStartWait)
-		if err := st.daemon.WaitReady(wctx); err != nil {
-			s.log.Warn("the managed clamd is not ready yet; scans answer unknown until it is", "error", err)
-		}
-		cancel()
-	}
 	// A round of checks, so the first scans know which clamds answer.
 	s.checkAll(ctx, st, pingTimeout)
 	return nil
