@@ -213,6 +213,16 @@ func TestBrokenPlugins(t *testing.T) {
 			}},
 			also: []string{"SCAN-001", "SCAN-002", "CHUNK-004", "LARGE-001", "CONFIG-002", "CONCURRENCY-001"},
 		}},
+		// The process dies during an input that alone does not crash
+		// it: the crash is reported as such, not pinned on that input.
+		{"latecrash", "latecrash", nil, want{
+			failed: []string{"HOSTILE-001"},
+			says: map[string][]string{"HOSTILE-001": {
+				"which alone does not crash it",
+				"panic: assignment to entry in nil map (fakeplugin.go:",
+			}},
+			also: []string{"SCAN-001", "SCAN-002", "CONFIG-002", "CONCURRENCY-001"},
+		}},
 		{"chatty: a SHOULD failure", "chatty", nil, want{
 			failed: []string{"STDOUT-002"},
 			says:   map[string][]string{"STDOUT-002": {"wrote", "bytes to stdout after the handshake", "scanning"}},

@@ -52,30 +52,32 @@ func checkHostile(ctx context.Context, e *env) outcome {
 		defer os.RemoveAll(dir)
 		refDir = dir
 	}
+	scan := func(s *session, in hostileInput, byRef bool) (string, error) {
+		if byRef {
+			what := in.name + " (by reference)"
+			return what, e.scanFile(ctx, s, refDir, "Scan("+what+")", in.content, e.r.cfg.CallTimeout).err
+		}
+		_, err := s.scan(ctx, "Scan("+in.name+")", nil, fileArtifact(e.id, in.content), e.r.cfg.CallTimeout)
+		return in.name, err
+	}
 	start := time.Now()
+	prev := ""
 	for _, in := range inputs {
 		for _, byRef := range []bool{false, true} {
 			if byRef && refDir == "" {
 				continue
 			}
-			what := "Scan(" + in.name + ")"
-			var err error
-			if byRef {
-				what = in.name + " (by reference)"
-				err = e.scanFile(ctx, s, refDir, "Scan("+what+")", in.content, e.r.cfg.CallTimeout).err
-			} else {
-				what = in.name
-				_, err = s.scan(ctx, "Scan("+what+")", nil, fileArtifact(e.id, in.content), e.r.cfg.CallTimeout)
-			}
+			what, err := scan(s, in, byRef)
 			if ctx.Err() != nil {
 				return failf("interrupted at %s", what)
 			}
 			if s.exited(ctx) {
-				return crashedf("the plugin crashed on %s: %s", what, s.crashReport())
+				return e.hostileCrash(ctx, s, in, byRef, what, prev, scan)
 			}
 			if _, tainted := s.state(); tainted != "" {
 				return failf("the plugin hung on %s: %v", what, err)
 			}
+			prev = what
 		}
 	}
 	ways := ""
@@ -83,6 +85,33 @@ func checkHostile(ctx context.Context, e *env) outcome {
 		ways = ", each streamed and by reference,"
 	}
 	return passf("survived %d hostile inputs%s in %s", len(inputs), ways, time.Since(start).Round(time.Millisecond))
+}
+
+// hostileCrash reports a crash during the scan of what. The process may
+// have died of work an earlier input left behind (a goroutine), so the
+// input is scanned again, alone, on a fresh process: only a second crash
+// pins it on that input; otherwise the report says so and names the input
+// before it.
+func (e *env) hostileCrash(ctx context.Context, s *session, in hostileInput, byRef bool, what, prev string,
+	scan func(*session, hostileInput, bool) (string, error)) outcome {
+	first := s.crashReport()
+	e.r.dropSession()
+	again, out, ok := e.fileSession(ctx)
+	if !ok {
+		return crashedf("the plugin crashed on %s: %s (and could not be relaunched to confirm it: %s)", what, first, out.actual)
+	}
+	_, _ = scan(again, in, byRef)
+	if again.exited(ctx) {
+		return crashedf("the plugin crashed on %s: %s", what, again.crashReport())
+	}
+	// The retry may have left the same work behind: the next check
+	// starts on a fresh process.
+	e.r.dropSession()
+	after := ""
+	if prev != "" {
+		after = ", after " + prev
+	}
+	return crashedf("the plugin crashed while scanning %s%s, which alone does not crash it (work an earlier input left behind?): %s", what, after, first)
 }
 
 // hostileInputs lists what HOSTILE-001 sends: edge sizes, noise, runs of

@@ -64,6 +64,10 @@ type Options struct {
 	// file but is cut short panics (slice bounds out of range). Only
 	// hostile content triggers it.
 	ParseELF bool
+	// CrashAfterZip leaves a goroutine behind on content that starts with
+	// a zip header; it panics when the next scan starts, so the process
+	// dies during an input that alone does not crash it.
+	CrashAfterZip bool
 }
 
 type settings struct {
@@ -78,6 +82,9 @@ type Scanner struct {
 	cfg    settings
 	leaked []int
 	engine sync.Mutex // the single engine of IgnoreCancel
+	// leftBehind, with CrashAfterZip, is closed by the next scan to
+	// set off the goroutine a zip header left.
+	leftBehind chan struct{}
 }
 
 // New returns a fake scanner.
@@ -181,6 +188,17 @@ func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, e
 	if s.opts.ParseELF {
 		a.Content = s.peekELF(a.Content)
 	}
+	if s.opts.CrashAfterZip {
+		s.mu.Lock()
+		left := s.leftBehind
+		s.mu.Unlock()
+		if left != nil {
+			close(left) // the process dies during this scan
+			<-ctx.Done()
+			return shared.Result{}, ctx.Err()
+		}
+		a.Content = s.peekZip(a.Content)
+	}
 	found, _, err := s.find(ctx, a.Content)
 	if s.opts.IgnoreStreamLength && errors.Is(err, shared.ErrStreamLength) {
 		err = nil
@@ -203,6 +221,26 @@ func (s *Scanner) peekELF(r io.Reader) io.Reader {
 	if bytes.HasPrefix(head, []byte("\x7fELF")) {
 		phoff := binary.LittleEndian.Uint64(head[32:40]) // the bug: head may be shorter
 		s.log.Debug("ELF file", "phoff", phoff)
+	}
+	return io.MultiReader(bytes.NewReader(head), r)
+}
+
+// peekZip leaves a goroutine behind when r starts with a zip header: it
+// panics once the next scan starts.
+func (s *Scanner) peekZip(r io.Reader) io.Reader {
+	head := make([]byte, 4)
+	n, _ := io.ReadFull(r, head)
+	head = head[:n]
+	if bytes.Equal(head, []byte("PK\x03\x04")) {
+		left := make(chan struct{})
+		s.mu.Lock()
+		s.leftBehind = left
+		s.mu.Unlock()
+		go func() {
+			<-left
+			var pending map[string]int
+			pending["entry"]++ // the bug, in work left behind
+		}()
 	}
 	return io.MultiReader(bytes.NewReader(head), r)
 }
