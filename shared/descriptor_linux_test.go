@@ -24,7 +24,7 @@ import (
 
 // connectByReference is connect with the descriptor socket served in
 // process, as Serve does in a plugin launched by a host.
-func connectByReference(t *testing.T, impl Scanner) *GRPCClient {
+func connectByReference(t testing.TB, impl Scanner) *GRPCClient {
 	t.Helper()
 	c := connect(t, impl)
 	path := filepath.Join(shortTempDir(t), DescriptorSocketName)
@@ -39,7 +39,7 @@ func connectByReference(t *testing.T, impl Scanner) *GRPCClient {
 }
 
 // shortTempDir is a temp folder whose socket paths fit in sun_path.
-func shortTempDir(t *testing.T) string {
+func shortTempDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "fd-")
 	if err != nil {
@@ -51,7 +51,7 @@ func shortTempDir(t *testing.T) string {
 
 // artifactFile writes content to a new file opened read-write, as the
 // marketplace's spool is.
-func artifactFile(t *testing.T, content []byte) *os.File {
+func artifactFile(t testing.TB, content []byte) *os.File {
 	t.Helper()
 	f, err := os.OpenFile(filepath.Join(t.TempDir(), "artifact"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {

@@ -35,7 +35,7 @@ func (s *testScanner) Scan(ctx context.Context, a Artifact) (Result, error) {
 	return s.scan(ctx, a)
 }
 
-func connect(t *testing.T, impl Scanner) *GRPCClient {
+func connect(t testing.TB, impl Scanner) *GRPCClient {
 	t.Helper()
 	client, _ := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{PluginName: &ScannerPlugin{Impl: impl}})
 	t.Cleanup(func() { client.Close() })
