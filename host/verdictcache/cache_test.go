@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/microengine/microengine/shared"
 )
 
@@ -170,5 +172,41 @@ func TestSavedAndLoaded(t *testing.T) {
 	}
 	if g, err := Open(cfg, path, clk.now); err != nil || g.Stats().Entries != 1 {
 		t.Fatalf("rewritten file: %v %+v", err, g.Stats())
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	c := New(Config{TTL: time.Hour, MaxEntries: 1}, "", nil)
+	c.Put(key(t, 1), benign())
+	c.Put(key(t, 2), benign()) // evicts 1
+	c.Get(key(t, 2))
+	c.Get(key(t, 1))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c.Collector())
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		m := f.GetMetric()[0]
+		if m.GetCounter() != nil {
+			got[f.GetName()] = m.GetCounter().GetValue()
+		} else {
+			got[f.GetName()] = m.GetGauge().GetValue()
+		}
+	}
+	want := map[string]float64{
+		"microengine_verdict_cache_hits_total": 1, "microengine_verdict_cache_misses_total": 1,
+		"microengine_verdict_cache_evictions_total": 1, "microengine_verdict_cache_expired_total": 0,
+		"microengine_verdict_cache_entries": 1,
+	}
+	for name, v := range want {
+		if got[name] != v {
+			t.Errorf("%s = %v, want %v (all: %v)", name, got[name], v, got)
+		}
+	}
+	if got["microengine_verdict_cache_bytes"] <= 0 {
+		t.Errorf("bytes gauge %v", got["microengine_verdict_cache_bytes"])
 	}
 }
