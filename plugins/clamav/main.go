@@ -16,7 +16,12 @@ func main() {
 		runtime.GOMAXPROCS(relayProcs(runtime.GOMAXPROCS(0)))
 	}
 	log := shared.Logger(scanner.Name)
-	shared.Serve(scanner.New(log), log)
+	s := scanner.New(log)
+	shared.Serve(s, log)
+	// The host asked the plugin to exit: stop the managed clamd, if any,
+	// and remove its folder (a killed plugin's clamd dies with it; its
+	// folder goes at the next start).
+	s.Close()
 }
 
 // relayProcs is how many threads the plugin runs Go code on, out of n. The

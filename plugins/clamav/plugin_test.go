@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -266,4 +267,29 @@ func alive(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || !strings.HasPrefix(s[i+1:], " Z")
+}
+
+// TestManagedClamdStopsWithThePlugin: when the host asks the plugin to
+// exit, the plugin stops its clamd and removes the clamd's folder.
+func TestManagedClamdStopsWithThePlugin(t *testing.T) {
+	sigs, err := devclamd.RepoSignatureDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := launch(t)
+	configure(t, p.scanner, fmt.Sprintf(`{"database":%q}`, sigs))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h, err := p.scanner.Health(ctx)
+	if err != nil || len(h.Backends) != 1 || !strings.HasPrefix(h.Backends[0].Name, "unix://") {
+		t.Fatalf("Health = %+v, %v", h, err)
+	}
+	dir := filepath.Dir(strings.TrimPrefix(h.Backends[0].Name, "unix://"))
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("the managed clamd's folder: %v", err)
+	}
+	p.client.Kill() // graceful first, as the host stops its plugins
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the managed clamd's folder %s is still there after the plugin exited: %v", dir, err)
+	}
 }

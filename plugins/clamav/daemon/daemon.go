@@ -69,8 +69,9 @@ const (
 	// reloadTimeout: a reload that has not finished by then (clamd never
 	// logged the new database's activation) is finished by a restart.
 	reloadTimeout = 5 * time.Minute
-	// stopGrace is how long Close waits after SIGTERM before SIGKILL.
-	stopGrace = 5 * time.Second
+	// DefaultStopGrace is how long Close waits after SIGTERM before
+	// SIGKILL.
+	DefaultStopGrace = 5 * time.Second
 	// maxSocketPath is the usable length of a unix socket path.
 	maxSocketPath = 100
 	// logTailLines is how many of clamd's last log lines are kept for
@@ -102,6 +103,9 @@ type Options struct {
 	// WatchInterval is how often Database is checked for changes; 0 means
 	// DefaultWatchInterval.
 	WatchInterval time.Duration
+	// StopGrace is how long Close lets clamd finish its scans after
+	// SIGTERM before SIGKILL; 0 means DefaultStopGrace.
+	StopGrace time.Duration
 	Logger        hclog.Logger
 }
 
@@ -170,6 +174,9 @@ func Start(opts Options) (_ *Daemon, err error) {
 	}
 	if opts.WatchInterval <= 0 {
 		opts.WatchInterval = DefaultWatchInterval
+	}
+	if opts.StopGrace <= 0 {
+		opts.StopGrace = DefaultStopGrace
 	}
 	if opts.MaxThreads <= 0 {
 		opts.MaxThreads = 10
@@ -294,7 +301,7 @@ func (d *Daemon) LogTail() string {
 	return strings.Join(d.tail, "\n")
 }
 
-// Close stops clamd (SIGTERM, then SIGKILL after a grace period) and
+// Close stops clamd (SIGTERM, then SIGKILL after Options.StopGrace) and
 // removes its folder. It is safe to call more than once.
 func (d *Daemon) Close() error {
 	select {
@@ -375,7 +382,7 @@ func (d *Daemon) runOnce() (stopped bool) {
 	for {
 		select {
 		case <-d.stop:
-			proc.stop(stopGrace)
+			proc.stop(d.opts.StopGrace)
 			return true
 		case <-proc.exited:
 			msg := fmt.Sprintf("clamd (pid %d) exited: %v", proc.pid, proc.err)
@@ -414,7 +421,7 @@ func (d *Daemon) runOnce() (stopped bool) {
 			st := d.Status()
 			if st.State == StateReloading && time.Since(reloadSent) > reloadTimeout {
 				d.log.Warn("managed clamd did not finish its reload; restarting it", "after", reloadTimeout)
-				proc.stop(stopGrace)
+				proc.stop(d.opts.StopGrace)
 				<-proc.exited
 				d.setState(StateDown, "a reload did not finish in "+reloadTimeout.String())
 				return false

@@ -230,10 +230,4 @@ func TestPlainTextByReferenceBeforeTheProbes(t *testing.T) {
 
 // closeScanner stops a scanner's background work and waits for its managed
 // clamd, if any, to be gone.
-func closeScanner(s *Scanner) {
-	st := s.current.Load()
-	st.close()
-	if st.daemon != nil {
-		st.daemon.Close()
-	}
-}
+func closeScanner(s *Scanner) { s.Close() }

@@ -200,7 +200,10 @@ func (s *Scanner) newState(cfg Config, prev *state, monitor bool) (_ *state, err
 			StreamMaxLength: int64(cfg.MaxStreamSize),
 			// Room for the health checks beside max_connections scans.
 			MaxThreads: cfg.MaxConnections + 2,
-			Logger:     s.log.Named("clamd"),
+			// The host gives a plugin 2 s to exit once asked to, then
+			// kills it (and clamd with it, but not clamd's folder).
+			StopGrace: time.Second,
+			Logger:    s.log.Named("clamd"),
 		}); err != nil {
 			return nil, (&shared.ConfigError{}).Add(keyDatabase, "%v", err)
 		}
@@ -280,6 +283,19 @@ func (s *Scanner) checkAll(ctx context.Context, st *state, timeout time.Duration
 		}()
 	}
 	wg.Wait()
+}
+
+// Close stops the background checks and the managed clamd, waiting for
+// it to exit and its folder to be removed. The plugin's main calls it once
+// the host has asked the plugin to exit.
+func (s *Scanner) Close() {
+	s.configMu.Lock()
+	defer s.configMu.Unlock()
+	st := s.current.Load()
+	st.close()
+	if st.daemon != nil {
+		st.daemon.Close()
+	}
 }
 
 // pickUntried returns the usable clamd with the fewest scans in flight
