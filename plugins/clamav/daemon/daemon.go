@@ -106,7 +106,7 @@ type Options struct {
 	// StopGrace is how long Close lets clamd finish its scans after
 	// SIGTERM before SIGKILL; 0 means DefaultStopGrace.
 	StopGrace time.Duration
-	Logger        hclog.Logger
+	Logger    hclog.Logger
 }
 
 // Status is a managed clamd's state as last seen.
