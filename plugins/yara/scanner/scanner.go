@@ -34,6 +34,7 @@ import (
 	"io"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,6 +67,9 @@ const (
 	// MetaMatches is a JSON array of Match: every matching rule, with
 	// the meta that decided its class.
 	MetaMatches = "matches"
+	// MetaMatchesOmitted counts the matches left out of MetaMatches to
+	// keep the answer small (informational ones are left out first).
+	MetaMatchesOmitted = "matches_omitted"
 )
 
 // The built-in self-test rule: always loaded, in a namespace of its own, so
@@ -534,17 +538,25 @@ func (s *Scanner) run(ctx context.Context, st *state, meta map[string]string, sc
 	if err != nil {
 		s.log.Warn("libyara scan failed", "error", err)
 		r := s.unknown(st, "libyara: %v: the artifact was not examined in full", err)
-		if m := matchesJSON(cb.matches); m != "" {
-			r.Metadata[MetaMatches] = m
-		}
+		addMatches(r.Metadata, cb.matches)
 		return r, nil
 	}
 	res := decide(cb.matches, st.cfg.Confidence)
 	res.Metadata = map[string]string{}
-	if m := matchesJSON(cb.matches); m != "" {
-		res.Metadata[MetaMatches] = m
-	}
+	addMatches(res.Metadata, cb.matches)
 	return res, nil
+}
+
+// addMatches lists the matches in a result's metadata, and how many did
+// not fit (MetaMatchesOmitted).
+func addMatches(meta map[string]string, ms []Match) {
+	m, omitted := matchesJSON(ms)
+	if m != "" {
+		meta[MetaMatches] = m
+	}
+	if omitted > 0 {
+		meta[MetaMatchesOmitted] = strconv.Itoa(omitted)
+	}
 }
 
 // defineExternals sets the per-artifact external variables: filename,

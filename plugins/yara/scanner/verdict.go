@@ -2,6 +2,7 @@ package scanner
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -190,20 +191,41 @@ func rank(m *Match) int {
 	return m.score
 }
 
-// matchesJSON encodes the matches for Result.Metadata.
-func matchesJSON(ms []Match) string {
+// maxMatchesJSON bounds the matches listed in a result. A file can match
+// hundreds of rules of a large set (800 samples of four public
+// collections, concatenated, matched enough to make a 92 KB answer), and a
+// result over the plugin protocol's 64 KiB answer limit (a scan by
+// reference) was refused whole: the artifact became unknown. The answer
+// to the marketplace carries the list too.
+const maxMatchesJSON = 16 << 10
+
+// matchesJSON encodes the matches for Result.Metadata, deciding ones first
+// (malicious, then suspicious, then informational, each in the order they
+// matched), as many as fit in maxMatchesJSON; omitted is how many did not.
+func matchesJSON(ms []Match) (out string, omitted int) {
 	if len(ms) == 0 {
-		return ""
+		return "", 0
 	}
-	for i := range ms {
-		if len(ms[i].Meta) == 0 {
-			ms[i].Meta = nil
+	order := map[Class]int{ClassMalicious: 0, ClassSuspicious: 1, ClassInformational: 2}
+	sorted := slices.Clone(ms)
+	slices.SortStableFunc(sorted, func(a, b Match) int { return order[a.Class] - order[b.Class] })
+	var b strings.Builder
+	b.WriteByte('[')
+	for i := range sorted {
+		if len(sorted[i].Meta) == 0 {
+			sorted[i].Meta = nil
 		}
-	}
-	b, err := json.Marshal(ms)
-	if err != nil {
 		// Meta values are strings, ints and bools: they always encode.
-		return ""
+		one, err := json.Marshal(sorted[i])
+		if err != nil || b.Len()+len(one)+2 > maxMatchesJSON {
+			omitted = len(sorted) - i
+			break
+		}
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(one)
 	}
-	return string(b)
+	b.WriteByte(']')
+	return b.String(), omitted
 }
