@@ -22,8 +22,17 @@ func Logger(name string) hclog.Logger {
 	if level == hclog.NoLevel {
 		level = hclog.Info
 	}
-	return newPluginLogger(os.Stderr, name, level)
+	return newPluginLogger(processStderr, name, level)
 }
+
+// processStderr is the process's own stderr, which the host reads log
+// entries from, as it was when the program started. Serve points the
+// os.Stderr variable at a pipe that go-plugin forwards as raw text, so a
+// logger made after Serve (in Configure, say) and writing to os.Stderr
+// reached the host's log as the bare JSON line instead of an entry with
+// its fields. Set once, before main runs, and never changed. (Not
+// os.NewFile(2, …) per logger: a dropped *os.File closes its descriptor.)
+var processStderr = os.Stderr
 
 func newPluginLogger(w io.Writer, name string, level hclog.Level) hclog.Logger {
 	return pluginLogger{hclog.New(&hclog.LoggerOptions{

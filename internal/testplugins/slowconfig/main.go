@@ -47,6 +47,9 @@ func (s *scanner) Configure(ctx context.Context, raw []byte) error {
 	if err := shared.DecodeConfig(raw, &cfg); err != nil {
 		return err
 	}
+	// A logger made here, after Serve, as a plugin author would: its line
+	// must reach the host as a log entry, not as raw JSON.
+	shared.Logger("slowconfig").Info("configuring", "configure_for", cfg.ConfigureFor)
 	t := time.NewTimer(cfg.ConfigureFor)
 	defer t.Stop()
 	select {
