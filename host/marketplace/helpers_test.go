@@ -187,27 +187,27 @@ func eicarScanner() ScanFunc {
 	}
 }
 
-// lifecycleEnv picks the store the tests run the service on: unset, the
-// bbolt file; "jetstream", the embedded JetStream node (make unit runs the
-// package both ways).
+// lifecycleEnv picks the store the tests run the service on: unset,
+// JetStream's embedded node (the engine's); "bbolt", bounties.db's Store
+// (make unit runs the package both ways while that store exists).
 const lifecycleEnv = "MICROENGINE_TEST_LIFECYCLE"
 
-func onJetStream() bool { return os.Getenv(lifecycleEnv) == "jetstream" }
+func onBolt() bool { return os.Getenv(lifecycleEnv) == "bbolt" }
 
-// testQueue is Options.Queue for the lifecycle under test.
-func testQueue() *config.Queue {
-	if !onJetStream() {
+// testStore is Options.Store for the lifecycle under test: nil lets the
+// service open JetStream.
+func testStore(t *testing.T, dir string) Lifecycle {
+	if !onBolt() {
 		return nil
 	}
-	q := config.DefaultQueue()
-	return &q
+	return openTestStore(t, dir)
 }
 
 // openTestStore opens the lifecycle under test in dir, as the engine
 // would, for tests that seed it before starting an engine.
 func openTestStore(t *testing.T, dir string) Lifecycle {
 	t.Helper()
-	if !onJetStream() {
+	if onBolt() {
 		s, err := OpenStore(filepath.Join(dir, StoreFile))
 		if err != nil {
 			t.Fatal(err)
@@ -216,7 +216,7 @@ func openTestStore(t *testing.T, dir string) Lifecycle {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	node, err := queue.Open(ctx, testQueue(), dir, nil)
+	node, err := queue.Open(ctx, nil, dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,11 +248,14 @@ func startTestEngine(t *testing.T, dir string, market *fakeMarket, scanner Scann
 	t.Helper()
 	cfg := config.Marketplace{WebhookSecrets: []string{testSecret}, SafetyMargin: 200 * time.Millisecond, FetchTimeout: 2 * time.Second}
 	reg := prometheus.NewRegistry()
-	opts := Options{DataDir: dir, Scanner: scanner, Registry: reg, Version: "0.1.0-test", ShutdownGrace: 2 * time.Second, Queue: testQueue()}
+	opts := Options{DataDir: dir, Scanner: scanner, Registry: reg, Version: "0.1.0-test", ShutdownGrace: 2 * time.Second}
 	for _, m := range mods {
 		m(&cfg, &opts)
 	}
 	opts.Config = &cfg
+	if opts.Store == nil {
+		opts.Store = testStore(t, dir)
+	}
 	svc, err := New(opts)
 	if err != nil {
 		t.Fatal(err)

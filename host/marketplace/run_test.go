@@ -110,7 +110,7 @@ func TestRunRefusesBadSetups(t *testing.T) {
 }
 
 func TestPrunedAtStart(t *testing.T) {
-	if onJetStream() {
+	if !onBolt() {
 		t.Skip("JetStream prunes by the bucket's TTL (TestJetStoreRetention)")
 	}
 	dir := t.TempDir()

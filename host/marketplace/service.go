@@ -67,10 +67,13 @@ type Options struct {
 	// OnStore is called by Run with the open bounty store, so the admin
 	// endpoint can list bounties while the engine holds the store's lock.
 	OnStore func(Lifecycle)
-	// Queue, when set, keeps the bounty lifecycle in NATS JetStream (the
-	// embedded node under DataDir, or the cluster it names) instead of
-	// bounties.db.
+	// Queue is where the bounty lifecycle is kept: NATS JetStream, the
+	// cluster it names, or (nil, or no servers) the engine's own node,
+	// embedded, with its files under DataDir.
 	Queue *config.Queue
+	// Store, when set, is the lifecycle the service runs on instead, and
+	// closes when it stops (the tests of bounties.db's Store hand it in).
+	Store Lifecycle
 	// Role is what this engine does: RoleAll (default), RoleWebhook
 	// (accept and store bounties only) or RoleWorker (scan and answer the
 	// stored ones, no webhook listener). Split roles need a shared Queue.
@@ -228,27 +231,36 @@ func (r Role) works() bool    { return r != RoleWebhook }
 // at start.
 const openStoreTimeout = time.Minute
 
-// openLifecycle opens bounties.db, or JetStream when a queue is configured.
+// openLifecycle opens JetStream: the cluster, or the embedded node, into
+// which a bounties.db left by an earlier version is moved first.
 func openLifecycle(opts Options, cfg config.Marketplace) (Lifecycle, error) {
-	if opts.Queue == nil {
-		if opts.Role != "" && opts.Role != RoleAll {
-			return nil, fmt.Errorf("role %s needs a queue block: the engines of a split share their bounties through it", opts.Role)
+	if opts.Store != nil {
+		if opts.Role != RoleAll {
+			return nil, fmt.Errorf("role %s needs queue servers: the engines of a split share their bounties through them", opts.Role)
 		}
-		return OpenStore(filepath.Join(opts.DataDir, StoreFile))
+		return opts.Store, nil
+	}
+	q := opts.Queue
+	if q == nil {
+		d := config.DefaultQueue()
+		q = &d
+	}
+	if q.Embedded() && opts.Role != RoleAll {
+		return nil, fmt.Errorf("role %s needs queue servers: the embedded node is this engine's alone", opts.Role)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), openStoreTimeout)
 	defer cancel()
-	node, err := queue.Open(ctx, opts.Queue, opts.DataDir, opts.Logger.Named("queue"))
+	node, err := queue.Open(ctx, q, opts.DataDir, opts.Logger.Named("queue"))
 	if err != nil {
 		return nil, err
-	}
-	if node.Embedded() && opts.Role != "" && opts.Role != RoleAll {
-		node.Close()
-		return nil, fmt.Errorf("role %s needs queue servers: the embedded node is this engine's alone", opts.Role)
 	}
 	st, err := OpenJetStore(ctx, node, cfg.Retention, opts.Logger.Named("queue"))
 	if err != nil {
 		node.Close()
+		return nil, err
+	}
+	if err := migrateBolt(ctx, filepath.Join(opts.DataDir, StoreFile), st, opts.Logger); err != nil {
+		st.Close()
 		return nil, err
 	}
 	return st, nil

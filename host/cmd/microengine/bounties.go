@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/microengine/microengine/host/admin"
 	"github.com/microengine/microengine/host/config"
@@ -17,14 +20,15 @@ import (
 	"github.com/microengine/microengine/host/queue"
 )
 
-// runBounties lists the stored bounties. bbolt locks the store while the
-// engine runs, so the store is opened read-only with a short timeout and a
-// running engine is reported as busy (its /metrics has the live counts).
+// runBounties lists the stored bounties. A running engine holds its
+// embedded JetStream node, so it is asked through the admin endpoint;
+// otherwise the node is started here to read them (or the cluster of the
+// queue block is asked).
 func runBounties(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("bounties", stderr, "bounties -config FILE [-json] [-state STATE] [-limit N] [-oldest-first]")
 	var cf configFlags
 	cf.register(fs)
-	dataDir := fs.String("data", "", "data directory holding bounties.db (default: engine.data_dir of -config)")
+	dataDir := fs.String("data", "", "data directory of an engine with the embedded JetStream node (default: engine.data_dir of -config)")
 	asJSON := fs.Bool("json", false, "print one JSON object per line")
 	state := fs.String("state", "", "only bounties in this state: open, answered, expired or failed")
 	limit := fs.Int("limit", 0, "print at most N bounties (0: all)")
@@ -83,12 +87,14 @@ func listBounties(ctx context.Context, cf configFlags, dataDir string, newestFir
 			return errors.Join(err, decodeErr)
 		}
 	}
-	if queueCfg != nil {
+	path := filepath.Join(dataDir, marketplace.StoreFile)
+	if _, err := os.Stat(path); err != nil || (queueCfg != nil && !queueCfg.Embedded()) {
 		// The lifecycle is in JetStream: the embedded node is started
 		// (it fails fast while the engine holds it), a cluster is asked.
 		return listQueue(ctx, queueCfg, dataDir, newestFirst, fn)
 	}
-	path := filepath.Join(dataDir, marketplace.StoreFile)
+	// A bounties.db not moved into JetStream yet (no engine of this
+	// version has started on it).
 	store, err := marketplace.OpenStoreReadOnly(path, 500*time.Millisecond)
 	if err != nil {
 		if errors.Is(err, marketplace.ErrStoreBusy) {
@@ -146,6 +152,10 @@ func listQueue(ctx context.Context, q *config.Queue, dataDir string, newestFirst
 		return err
 	}
 	store, err := marketplace.OpenJetStore(ctx, node, 0, nil)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		node.Close()
+		return nil // no bounty stored yet
+	}
 	if err != nil {
 		node.Close()
 		return err
