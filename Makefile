@@ -89,6 +89,7 @@ lint:
 	$(GO) vet ./...
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 	@GO=$(GO) scripts/check-layers.sh
+	@scripts/check-units.sh
 
 proto:
 	@command -v protoc >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq protobuf-compiler; } || \

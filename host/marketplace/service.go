@@ -43,7 +43,8 @@ type Options struct {
 	// (config.Marketplace.WithDefaults). Build one in code from
 	// config.DefaultMarketplace.
 	Config *config.Marketplace
-	// DataDir holds bounties.db, tmp/ (downloads) and listen.addr.
+	// DataDir holds the embedded JetStream node (jetstream/), tmp/
+	// (downloads) and listen.addr.
 	DataDir string
 	Scanner Scanner
 	// Healthy backs /healthz (503 when false). Nil: always healthy.

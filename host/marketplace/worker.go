@@ -194,7 +194,7 @@ func (s *Service) janitor() {
 	tick := time.NewTicker(janitorInterval)
 	defer tick.Stop()
 	pruneEvery := min(s.cfg.Retention/10, 10*time.Minute)
-	lastPrune, lastSweep := s.now(), s.now()
+	lastPrune, lastSweep := s.now(), time.Now()
 	var wake <-chan struct{}
 	if w, ok := s.store.(interface{ Wake() <-chan struct{} }); ok {
 		wake = w.Wake()
@@ -206,14 +206,20 @@ func (s *Service) janitor() {
 		case <-wake:
 			// Another engine stored a bounty: swept now, at most every
 			// wakeInterval, rather than at the next tick.
-			if s.now().Sub(lastSweep) < wakeInterval {
-				continue
+			if d := wakeInterval - time.Since(lastSweep); d > 0 {
+				pause := time.NewTimer(d)
+				select {
+				case <-s.drain:
+					pause.Stop()
+					return
+				case <-pause.C:
+				}
 			}
 			s.sweep(false)
-			lastSweep = s.now()
+			lastSweep = time.Now()
 		case <-tick.C:
 			s.sweep(false)
-			lastSweep = s.now()
+			lastSweep = time.Now()
 			if s.now().Sub(lastPrune) >= pruneEvery {
 				s.prune()
 				lastPrune = s.now()
