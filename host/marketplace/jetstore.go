@@ -104,7 +104,7 @@ func OpenJetStore(ctx context.Context, node *queue.Node, retention time.Duration
 		b.cfg.Storage = jetstream.FileStorage
 		b.cfg.Replicas = node.Replicas
 		b.cfg.History = 1
-		err := queue.Retry(ctx, bucketMissing, func(ctx context.Context) error {
+		err := node.Retry(ctx, bucketMissing, func(ctx context.Context) error {
 			var kv jetstream.KeyValue
 			var err error
 			if retention > 0 {
@@ -210,7 +210,7 @@ var errHeld = errors.New("claimed by another engine")
 
 func (s *JetStore) getRecord(ctx context.Context, k string) (Record, uint64, bool, error) {
 	var e jetstream.KeyValueEntry
-	err := queue.Retry(ctx, permanent, func(ctx context.Context) error {
+	err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
 		var err error
 		e, err = s.records.Get(ctx, k)
 		return err
@@ -248,7 +248,7 @@ func (s *JetStore) update(ctx context.Context, k string, change func(r *Record) 
 		if err != nil {
 			return err
 		}
-		err = queue.Retry(ctx, permanent, func(ctx context.Context) error {
+		err = s.node.Retry(ctx, permanent, func(ctx context.Context) error {
 			_, err := s.records.Update(ctx, k, raw, rev)
 			return err
 		})
@@ -279,7 +279,7 @@ func (s *JetStore) Put(ctx context.Context, b Bounty, delivery string, now time.
 	key := b.Key()
 	k := hexKey(key)
 	if delivery != "" {
-		err := queue.Retry(ctx, permanent, func(ctx context.Context) error {
+		err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
 			_, err := s.deliveries.Create(ctx, deliveryBucketKey(delivery), key)
 			return err
 		})
@@ -298,7 +298,7 @@ func (s *JetStore) Put(ctx context.Context, b Bounty, delivery string, now time.
 	if err != nil {
 		return false, fmt.Errorf("store bounty %s: %w", b, err)
 	}
-	err = queue.Retry(ctx, permanent, func(ctx context.Context) error {
+	err = s.node.Retry(ctx, permanent, func(ctx context.Context) error {
 		_, err := s.records.Create(ctx, k, raw)
 		return err
 	})
@@ -322,7 +322,7 @@ func (s *JetStore) Put(ctx context.Context, b Bounty, delivery string, now time.
 	}
 	if state == StateOpen {
 		entry, _ := json.Marshal(openEntry{Expiration: b.Expiration})
-		err := queue.Retry(ctx, permanent, func(ctx context.Context) error {
+		err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
 			_, err := s.open.Create(ctx, k, entry)
 			return err
 		})
@@ -396,7 +396,7 @@ func (s *JetStore) Finish(ctx context.Context, key []byte, o Outcome) (bool, err
 }
 
 func (s *JetStore) unindex(ctx context.Context, k string) error {
-	err := queue.Retry(ctx, permanent, func(ctx context.Context) error {
+	err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
 		return s.open.Purge(ctx, k)
 	})
 	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -503,7 +503,7 @@ func (s *JetStore) RenewEvery() time.Duration { return s.claimTTL / 3 }
 func (s *JetStore) claim(ctx context.Context, k string, take bool) (int, bool, error) {
 	for {
 		var e jetstream.KeyValueEntry
-		err := queue.Retry(ctx, permanent, func(ctx context.Context) error {
+		err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
 			var err error
 			e, err = s.open.Get(ctx, k)
 			return err
@@ -531,7 +531,7 @@ func (s *JetStore) claim(ctx context.Context, k string, take bool) (int, bool, e
 		}
 		o.Holder, o.Until = s.self, now.Add(s.claimTTL)
 		raw, _ := json.Marshal(o)
-		err = queue.Retry(ctx, permanent, func(ctx context.Context) error {
+		err = s.node.Retry(ctx, permanent, func(ctx context.Context) error {
 			_, err := s.open.Update(ctx, k, raw, e.Revision())
 			return err
 		})
@@ -674,7 +674,7 @@ func (s *JetStore) importRecord(ctx context.Context, r Record) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	err = queue.Retry(ctx, permanent, func(ctx context.Context) error {
+	err = s.node.Retry(ctx, permanent, func(ctx context.Context) error {
 		_, err := s.records.Create(ctx, k, raw)
 		return err
 	})
@@ -686,7 +686,7 @@ func (s *JetStore) importRecord(ctx context.Context, r Record) (bool, error) {
 	// short before it: a finished record's entry goes at the next sweep.
 	if r.State == StateOpen {
 		entry, _ := json.Marshal(openEntry{Expiration: r.Bounty.Expiration})
-		err := queue.Retry(ctx, permanent, func(ctx context.Context) error {
+		err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
 			_, err := s.open.Create(ctx, k, entry)
 			return err
 		})

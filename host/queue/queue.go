@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -41,8 +42,14 @@ type Node struct {
 	JS       jetstream.JetStream
 	Replicas int
 
-	srv  *server.Server
-	lock *os.File
+	srv           *server.Server
+	lock          *os.File
+	stop, stopped chan struct{} // the embedded node's reviver
+	jsCfg         server.JetStreamConfig
+	log           hclog.Logger
+
+	healMu   sync.Mutex
+	lastHeal time.Time
 }
 
 // Open starts the embedded node (cfg nil or without servers) under
@@ -119,7 +126,54 @@ func openEmbedded(cfg *config.Queue, dataDir string, log hclog.Logger) (*Node, e
 		return nil, fmt.Errorf("JetStream: %w", err)
 	}
 	log.Debug("embedded JetStream node started", "dir", dir, "sync_always", cfg.SyncAlways)
-	return &Node{Conn: nc, JS: js, Replicas: 1, srv: srv, lock: lock}, nil
+	n := &Node{Conn: nc, JS: js, Replicas: 1, srv: srv, lock: lock, stop: make(chan struct{}), stopped: make(chan struct{}), log: log,
+		jsCfg: server.JetStreamConfig{StoreDir: dir, SyncAlways: cfg.SyncAlways, SyncInterval: cfg.SyncInterval}}
+	// The limits JetStream derived at start (from the disk's size) are
+	// kept for a restart: derived again on a full disk they would be
+	// zero, and every write refused for "insufficient resources".
+	if eff := srv.JetStreamConfig(); eff != nil {
+		n.jsCfg.MaxStore, n.jsCfg.MaxMemory = eff.MaxStore, eff.MaxMemory
+	}
+	go n.revive(n.jsCfg, log)
+	return n, nil
+}
+
+// reviveInterval is how often a node whose JetStream stopped is restarted.
+const reviveInterval = 500 * time.Millisecond
+
+// revive restarts the embedded node's JetStream when it stopped itself: a
+// full disk makes nats-server shut JetStream down ("out of resources"),
+// expecting an operator to restart it. The engine's writes fail (and are
+// retried) meanwhile; once space is free JetStream comes back with what
+// it had committed, and the retried writes land.
+func (n *Node) revive(cfg server.JetStreamConfig, log hclog.Logger) {
+	defer close(n.stopped)
+	tick := time.NewTicker(reviveInterval)
+	defer tick.Stop()
+	down := false
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		}
+		if n.srv.JetStreamEnabled() {
+			continue
+		}
+		if !down {
+			log.Error("the embedded JetStream node stopped (is the disk full?): restarting it until it runs", "dir", cfg.StoreDir)
+			down = true
+		}
+		n.healMu.Lock()
+		c := cfg
+		err := n.srv.EnableJetStream(&c)
+		n.healMu.Unlock()
+		if err != nil {
+			continue
+		}
+		log.Info("the embedded JetStream node runs again", "dir", cfg.StoreDir)
+		down = false
+	}
 }
 
 func connect(ctx context.Context, cfg *config.Queue, log hclog.Logger) (*Node, error) {
@@ -202,6 +256,10 @@ func (n *Node) Embedded() bool { return n.srv != nil }
 // Close drains the connection and stops the embedded node, which flushes
 // its storage.
 func (n *Node) Close() error {
+	if n.stop != nil {
+		close(n.stop)
+		<-n.stopped
+	}
 	if n.Conn != nil {
 		n.Conn.Close()
 	}
@@ -225,27 +283,78 @@ const (
 	maxBackoff   = 500 * time.Millisecond
 )
 
+// An embedded node has no elections: a write it does not answer within
+// embeddedAttempt is stuck, not waiting for a leader, and is given up
+// after embeddedWait (the caller retries on its own terms).
+const (
+	clusterAttempt  = 5 * time.Second
+	embeddedAttempt = 2 * time.Second
+	embeddedWait    = 3 * time.Second
+)
+
 // Retry runs op until it succeeds, fails with an error permanent says is
 // final, ctx ends, or ElectionWait has passed. It backs off between
 // attempts rather than spinning while the cluster elects a leader.
 func Retry(ctx context.Context, permanent func(error) bool, op func(ctx context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, ElectionWait)
+	return retry(ctx, ElectionWait, clusterAttempt, permanent, op, nil)
+}
+
+// Retry is the package's Retry, bounded for this node: an embedded node
+// whose write timed out has its JetStream restarted (see heal).
+func (n *Node) Retry(ctx context.Context, permanent func(error) bool, op func(ctx context.Context) error) error {
+	if n.srv == nil {
+		return Retry(ctx, permanent, op)
+	}
+	return retry(ctx, embeddedWait, embeddedAttempt, permanent, op, n.heal)
+}
+
+func retry(ctx context.Context, wait, attempt time.Duration, permanent func(error) bool, op func(ctx context.Context) error, onTimeout func()) error {
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	backoff := minBackoff
 	for {
-		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		actx, acancel := context.WithTimeout(ctx, attempt)
 		err := op(actx)
+		timedOut := actx.Err() != nil && ctx.Err() == nil
 		acancel()
 		if err == nil || (permanent != nil && permanent(err)) {
 			return err
+		}
+		if timedOut && onTimeout != nil {
+			onTimeout()
 		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("%w (retried for %s)", err, ElectionWait)
+			return fmt.Errorf("%w (retried for %s)", err, wait)
 		case <-t.C:
 		}
 		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// healInterval bounds how often an embedded node's JetStream is restarted.
+const healInterval = 2 * time.Second
+
+// heal restarts the embedded node's JetStream, at most every
+// healInterval. A write that fails on a full disk leaves nats-server's file
+// store with a "critical write error" that fails every later write without
+// an answer, even once space is free, until the stream is loaded again;
+// restarting JetStream reloads every stream from what it had committed.
+func (n *Node) heal() {
+	n.healMu.Lock()
+	defer n.healMu.Unlock()
+	if time.Since(n.lastHeal) < healInterval {
+		return
+	}
+	n.lastHeal = time.Now()
+	n.log.Warn("the embedded JetStream node does not answer writes (is the disk full?): restarting it")
+	if err := n.srv.ShutdownJetStream(); err != nil {
+		n.log.Error("cannot stop the embedded JetStream node", "error", err)
+	}
+	c := n.jsCfg
+	if err := n.srv.EnableJetStream(&c); err != nil {
+		n.log.Error("cannot restart the embedded JetStream node: retrying", "error", err)
 	}
 }
