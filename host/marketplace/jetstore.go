@@ -3,7 +3,6 @@ package marketplace
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -21,16 +20,15 @@ import (
 	"github.com/microengine/microengine/host/queue"
 )
 
-// The JetStream buckets. Records hold each bounty and its audit trail,
-// kept for the retention after their last write (the finish); open holds
-// one small entry per open bounty with its expiration and its claim, which
-// every engine watches to know what there is to do; deliveries maps
-// X-POLYSWARM-DELIVERY ids (hashed: keys have a restricted alphabet) to
-// bounty keys.
+// The JetStream buckets. Records hold each bounty and its audit trail
+// (with the X-POLYSWARM-DELIVERY ids it came with), kept for the retention
+// after their last write (the finish); open holds one small entry per open
+// bounty with its expiration and its claim, which every engine watches to
+// know what there is to do. Five writes carry a bounty: its record, its
+// open entry, its claim, its answer, its outcome (and the entry's purge).
 const (
-	bucketRecords    = "microengine_bounties"
-	bucketOpenJS     = "microengine_open"
-	bucketDeliveryJS = "microengine_deliveries"
+	bucketRecords = "microengine_bounties"
+	bucketOpenJS  = "microengine_open"
 )
 
 // claimTTL is how long a claim holds without renewal: an engine killed
@@ -52,14 +50,13 @@ type openEntry struct {
 // sharing a cluster never commit two answers for a bounty nor finish it
 // twice; every write is retried with back-off through leader elections.
 type JetStore struct {
-	node       *queue.Node
-	records    jetstream.KeyValue
-	open       jetstream.KeyValue
-	deliveries jetstream.KeyValue
-	self       string // this engine's claim holder id
-	embedded   bool   // the only engine: claims never wait for another
-	claimTTL   time.Duration
-	log        hclog.Logger
+	node     *queue.Node
+	records  jetstream.KeyValue
+	open     jetstream.KeyValue
+	self     string // this engine's claim holder id
+	embedded bool   // the only engine: claims never wait for another
+	claimTTL time.Duration
+	log      hclog.Logger
 
 	mu    sync.Mutex
 	index map[string]openEntry // the open bucket, kept by the watcher
@@ -98,7 +95,6 @@ func OpenJetStore(ctx context.Context, node *queue.Node, retention time.Duration
 	}{
 		{&s.records, jetstream.KeyValueConfig{Bucket: bucketRecords, Description: "microengine bounties and their audit trail", TTL: recordAge}},
 		{&s.open, jetstream.KeyValueConfig{Bucket: bucketOpenJS, Description: "microengine open bounties and their claims", TTL: maxBountyLifetime + time.Hour}},
-		{&s.deliveries, jetstream.KeyValueConfig{Bucket: bucketDeliveryJS, Description: "microengine webhook delivery ids", TTL: recordAge}},
 	}
 	for _, b := range buckets {
 		b.cfg.Storage = jetstream.FileStorage
@@ -192,11 +188,6 @@ func (s *JetStore) Wake() <-chan struct{} { return s.wake }
 
 func hexKey(key []byte) string { return hex.EncodeToString(key) }
 
-func deliveryBucketKey(delivery string) string {
-	sum := sha256.Sum256([]byte(delivery))
-	return hex.EncodeToString(sum[:])
-}
-
 // permanent: logical answers of the store, never retried.
 func permanent(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) ||
@@ -276,20 +267,7 @@ func encodeForPut(r Record) ([]byte, error) {
 // its open entry (a crash between the two writes is mended by the
 // marketplace's retry, as no 202 was sent).
 func (s *JetStore) Put(ctx context.Context, b Bounty, delivery string, now time.Time) (bool, error) {
-	key := b.Key()
-	k := hexKey(key)
-	if delivery != "" {
-		err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
-			_, err := s.deliveries.Create(ctx, deliveryBucketKey(delivery), key)
-			return err
-		})
-		if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-			return false, fmt.Errorf("store bounty %s: index delivery: %w", b, err)
-		}
-		if err != nil {
-			delivery = "" // seen before: only a new id is remembered
-		}
-	}
+	k := hexKey(b.Key())
 	r := Record{Bounty: b, State: StateOpen, ReceivedAt: now.UTC()}
 	if delivery != "" {
 		r.Deliveries = []string{delivery}
