@@ -20,7 +20,8 @@ type Report struct {
 	// or "SIGSEGV: segmentation violation" (a crash in C code).
 	Message string
 	// Function and Location name the first frame of the crashing goroutine
-	// outside the Go runtime: where the plugin's own code went wrong.
+	// outside the Go runtime and the standard library (the library's when
+	// it is all there is): where the plugin's own code went wrong.
 	// Location is file:line with the file's base name.
 	Function string
 	Location string
@@ -123,24 +124,54 @@ func Parse(lines []string) Report {
 	rep := Report{Message: strings.TrimSpace(lines[0])}
 	// Frames come in pairs after "goroutine N [...]:": a function line,
 	// then a tab-indented "file:line +0x…" line.
+	// The first frame outside the standard library is the plugin's own
+	// (a short slice handed to encoding/binary panics in binary.go, but
+	// the fault is the caller's); the standard library's first frame only
+	// when there is no other.
 	inGoroutine := false
+	var std Report
 	for i := 1; i < len(lines); i++ {
 		l := lines[i]
 		switch {
 		case strings.HasPrefix(l, "goroutine "):
 			if inGoroutine {
-				return rep // only the crashing goroutine counts
+				return orStd(rep, std) // only the crashing goroutine counts
 			}
 			inGoroutine = true
 		case !inGoroutine || l == "" || strings.HasPrefix(l, "\t"):
 		case runtimeFrame(l) || i+1 >= len(lines) || !strings.HasPrefix(lines[i+1], "\t"):
+		case stdFrame(l):
+			if std.Function == "" {
+				std.Function, std.Location = funcName(l), location(lines[i+1])
+			}
 		default:
 			rep.Function = funcName(l)
 			rep.Location = location(lines[i+1])
 			return rep
 		}
 	}
+	return orStd(rep, std)
+}
+
+// orStd is rep with the standard library's frame when no other was found.
+func orStd(rep, std Report) Report {
+	if rep.Function == "" {
+		rep.Function, rep.Location = std.Function, std.Location
+	}
 	return rep
+}
+
+// stdFrame reports a frame in the standard library: its import path's
+// first element has no dot ("encoding/binary.…", "bytes.…"), and it is
+// not the main package.
+func stdFrame(fn string) bool {
+	first := fn
+	if i := strings.Index(first, "/"); i >= 0 {
+		first = first[:i] // an import path's first element
+	} else if i := strings.Index(first, "."); i >= 0 {
+		first = first[:i] // a package without slashes: its name
+	}
+	return first != "main" && !strings.Contains(first, ".")
 }
 
 // runtimeFrame reports frames that say where the runtime was, not where

@@ -113,6 +113,49 @@ main.other()
 	}
 }
 
+// A panic inside the standard library (a short slice handed to
+// encoding/binary) is quoted at the plugin's frame that made the call: the
+// library's line says nothing about which of the plugin's reads was short.
+func TestParseQuotesThePluginsFrameOverTheStandardLibrary(t *testing.T) {
+	report := `panic: runtime error: index out of range [3] with length 0
+
+goroutine 23 [running]:
+encoding/binary.littleEndian.Uint32(...)
+	/usr/local/go/src/encoding/binary/binary.go:91
+main.poison({0x2a2b2c, 0x3, 0x8})
+	/src/plugins/boom/parse.go:30 +0x167
+main.(*scanner).Scan(0xc000010000, {0x1, 0x2})
+	/src/plugins/boom/scanner.go:84 +0x2bc`
+	rep := Parse(strings.Split(report, "\n"))
+	want := Report{
+		Message:  "panic: runtime error: index out of range [3] with length 0",
+		Function: "main.poison",
+		Location: "parse.go:30",
+	}
+	if rep != want {
+		t.Errorf("got %+v, want %+v", rep, want)
+	}
+	rep = Parse(strings.Split(`panic: boom
+
+goroutine 5 [running]:
+bytes.(*Buffer).grow(0x1, 0x2)
+	/usr/local/go/src/bytes/buffer.go:151 +0x1
+github.com/example/parser.(*Reader).Next(0x1)
+	/src/parser/reader.go:12 +0x1`, "\n"))
+	if rep.Location != "reader.go:12" {
+		t.Errorf("got %+v; want the module's frame below the standard library's", rep)
+	}
+	// Only the standard library on the stack: its first frame, then.
+	rep = Parse(strings.Split(`panic: boom
+
+goroutine 5 [running]:
+bytes.(*Buffer).grow(0x1, 0x2)
+	/usr/local/go/src/bytes/buffer.go:151 +0x1`, "\n"))
+	if rep.Location != "buffer.go:151" {
+		t.Errorf("got %+v; want the standard library's frame when there is no other", rep)
+	}
+}
+
 func TestRecorderIgnoresOrdinaryOutput(t *testing.T) {
 	var rec Recorder
 	_, _ = rec.Write([]byte("an ordinary log line\n{\"@message\":\"panic: in JSON\"}\nSIGNAL names in prose: are not reports\n"))
