@@ -290,3 +290,19 @@ func TestCrashInConfigureIsQuoted(t *testing.T) {
 		t.Errorf("diagnostics %q; want them to contain %q", got, want)
 	}
 }
+
+// A plugin that exits without a panic (log.Fatal's way: a line, then
+// os.Exit) is quoted by its last line on stderr.
+func TestExitWithoutPanicQuotesTheLastLine(t *testing.T) {
+	f := newNamedFixture(t, "crasher", bins(t).crasher, "")
+	m := f.start(fastOptions)
+	eng := engine.New(m)
+	res := scanBytes(context.Background(), eng, []byte("a header, then EXIT-ME"))
+	if res.Verdict != shared.VerdictUnknown {
+		t.Fatalf("%s, want unknown", res.Verdict)
+	}
+	want := `crasher crashed on this artifact: it exited without a crash report; its last line on stderr: "`
+	if !strings.Contains(res.Reason, want) || !strings.Contains(res.Reason, `giving up on EXIT-ME"`) {
+		t.Errorf("reason %q; want it to contain %q and the line", res.Reason, want)
+	}
+}

@@ -241,6 +241,9 @@ func (i *instance) exitReport() string {
 	if rep, ok := i.crash.Report(); ok {
 		return rep.String()
 	}
+	if last := i.crash.LastLine(); last != "" {
+		return fmt.Sprintf("it exited without a crash report; its last line on stderr: %q", last)
+	}
 	return "it exited without a crash report"
 }
 

@@ -9,6 +9,8 @@ package crash
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"path"
 	"strings"
 	"sync"
@@ -43,6 +45,10 @@ type Recorder struct {
 	mu      sync.Mutex
 	partial []byte
 	lines   []string // the crash report so far; nil until one starts
+	// last is the last non-empty line before any report, in a buffer
+	// reused line after line: what a process that exits without a report
+	// (log.Fatal, os.Exit) said last.
+	last []byte
 }
 
 // reportLines bounds how much of a report is kept: the message, a signal
@@ -82,11 +88,18 @@ func (r *Recorder) line(b []byte) {
 	if len(b) > maxLine {
 		b = b[:maxLine]
 	}
+	if r.lines == nil {
+		t := bytes.TrimRight(b, "\r")
+		if !isReportStart(string(t)) {
+			if len(bytes.TrimSpace(t)) > 0 {
+				r.last = append(r.last[:0], t...)
+			}
+			return
+		}
+	}
 	s := strings.TrimRight(string(b), "\r")
 	if r.lines == nil {
-		if isReportStart(s) {
-			r.lines = []string{s}
-		}
+		r.lines = []string{s}
 		return
 	}
 	if len(r.lines) < reportLines {
@@ -101,6 +114,34 @@ func isReportStart(s string) bool {
 	// A signal in non-Go code: "SIGSEGV: segmentation violation".
 	sig, _, ok := strings.Cut(s, ": ")
 	return ok && len(sig) > 3 && strings.HasPrefix(sig, "SIG") && strings.ToUpper(sig) == sig && !strings.Contains(sig, " ")
+}
+
+// LastLine is the last line the process wrote before any crash report
+// (cut to 300 bytes), "" when none: for a process that exits without one,
+// the message of a log.Fatal, say. Of a JSON log entry (shared.Logger's)
+// it gives the message and the error, if any.
+func (r *Recorder) LastLine() string {
+	r.mu.Lock()
+	last := string(r.last)
+	if r.lines == nil && len(bytes.TrimSpace(r.partial)) > 0 && !isReportStart(string(r.partial)) {
+		last = string(r.partial) // a last line without its newline
+	}
+	r.mu.Unlock()
+	last = strings.TrimSpace(last)
+	var entry struct {
+		Message string `json:"@message"`
+		Error   any    `json:"error"`
+	}
+	if strings.HasPrefix(last, "{") && json.Unmarshal([]byte(last), &entry) == nil && entry.Message != "" {
+		last = entry.Message
+		if entry.Error != nil {
+			last += ": " + fmt.Sprint(entry.Error)
+		}
+	}
+	if len(last) > 300 {
+		last = last[:300] + "…"
+	}
+	return last
 }
 
 // Report returns the crash report seen so far, and false when the process

@@ -168,3 +168,30 @@ func TestRecorderIgnoresOrdinaryOutput(t *testing.T) {
 		t.Errorf("got %+v, %v; want the signal line", rep, ok)
 	}
 }
+
+// A process that exits without a report (log.Fatal, os.Exit) is known by
+// its last line: a plain one as written, a JSON log entry by its message
+// and error.
+func TestRecorderLastLine(t *testing.T) {
+	var rec Recorder
+	if got := rec.LastLine(); got != "" {
+		t.Errorf("nothing written: %q", got)
+	}
+	_, _ = rec.Write([]byte("starting\n2026/11/30 07:52:06 cannot open rules: permission denied\n\n"))
+	if got, want := rec.LastLine(), "2026/11/30 07:52:06 cannot open rules: permission denied"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	_, _ = rec.Write([]byte(`{"@level":"error","@message":"giving up","@module":"p","error":"backend gone"}` + "\n"))
+	if got, want := rec.LastLine(), "giving up: backend gone"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	_, _ = rec.Write([]byte("no newline at the end"))
+	if got, want := rec.LastLine(), "no newline at the end"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	// A report that follows does not change it.
+	_, _ = rec.Write([]byte("\npanic: boom\n\ngoroutine 1 [running]:\nmain.main()\n\t/x/main.go:3 +0x1\n"))
+	if got, want := rec.LastLine(), "no newline at the end"; got != want {
+		t.Errorf("after a report: got %q, want %q", got, want)
+	}
+}
