@@ -242,6 +242,9 @@ func (b *backend) probe(probes func() ([]probe, error), cache *probeCache, stop 
 	var t trust
 	addr := b.client.Address()
 	identity := clamdIdentity(addr.Network, addr.Addr)
+	if identity != "" {
+		identity = "probes " + probeSetRevision + " " + identity
+	}
 	cached := false
 	if t, cached = cache.get(identity); cached {
 		b.log.Debug("probe findings of this clamd process are known", "address", b.addr, "identity", identity)

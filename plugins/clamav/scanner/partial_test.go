@@ -231,3 +231,70 @@ func TestPlainTextByReferenceBeforeTheProbes(t *testing.T) {
 // closeScanner stops a scanner's background work and waits for its managed
 // clamd, if any, to be gone.
 func closeScanner(s *Scanner) { s.Close() }
+
+// TestExternalClamdThatSkipsPastTheProbes: clamds that pass shallow probes
+// and still answer OK for content they skipped. Measured on clamd 1.4.6:
+// with AlertExceedsMax off and MaxRecursion 40, the marker 40 zips deep
+// answered OK while the EICAR file 20 deep was found; with every limit
+// alerting but AlertEncryptedArchive off, an encrypted zip answered OK.
+// Both were benign.
+func TestExternalClamdThatSkipsPastTheProbes(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		config  []string
+		content func(t *testing.T) []byte
+		fix     string
+	}{
+		{"MaxRecursion 40 without alerts", []string{"AlertExceedsMax no", "MaxRecursion 40"}, func(t *testing.T) []byte {
+			b := []byte(markerAlpha)
+			for i := range 40 {
+				b = zipMembers(t, member{name: fmt.Sprintf("level%d", i), tail: string(b)})
+			}
+			return b
+		}, "AlertExceedsMax yes"},
+		{"encrypted archives without alerts", []string{"AlertEncrypted no", "AlertEncryptedArchive no", "AlertEncryptedDoc no"}, func(t *testing.T) []byte {
+			return encryptedZip(t, []byte(markerAlpha))
+		}, "AlertEncryptedArchive yes"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := devclamd.StartT(t, devclamd.Options{Config: c.config})
+			s := configuredJSON(t, fmt.Sprintf(`{"address":%q,"timeout":"2m"}`, d.Address()))
+			r := slowScan(t, s, file(c.content(t)))
+			if r.Verdict == shared.VerdictBenign {
+				t.Fatalf("benign for content this clamd skipped: %+v", r)
+			}
+			t.Logf("%s: %s", r.Verdict, r.Reason)
+			// An OK waits for the probes; a match does not.
+			slowScan(t, s, file(zipOf(t, "clean.txt", []byte("nothing here"))))
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if h, err := s.Health(ctx); err != nil || h.Healthy || !strings.Contains(h.Message, c.fix) {
+				t.Errorf("Health = %+v, %v; want degraded, naming %q", h, err, c.fix)
+			}
+		})
+	}
+}
+
+// encryptedZip is a zip whose one member is flagged encrypted (what clamd
+// goes by): 12 bytes standing for the encryption header, then content
+// scrambled as a cipher would (no signature matches it in the raw zip).
+func encryptedZip(t *testing.T, content []byte) []byte {
+	t.Helper()
+	scrambled := make([]byte, len(content))
+	for i, c := range content {
+		scrambled[i] = c ^ 0x5a
+	}
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, err := zw.CreateHeader(&zip.FileHeader{Name: "secret.bin", Method: zip.Store, Flags: 0x1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(append(make([]byte, 12), scrambled...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}

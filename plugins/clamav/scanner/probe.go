@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,19 +36,26 @@ import (
 // member and passes the 101 MiB probe). The clamd the plugin runs itself
 // is configured safe (package daemon) and is not probed.
 
-// Probe shapes. 20 levels is above Debian's MaxRecursion (16) and clamd's
-// default (17); 101 MiB is above Debian's MaxFileSize (25M) and clamd's
+// Probe shapes. 64 levels is far above Debian's MaxRecursion (16) and
+// clamd's default (17), and above a raised one: with AlertExceedsMax off
+// and MaxRecursion 40, a 20-deep probe was found and the marker 40 zips
+// deep answered OK (clamd 1.4.6 takes any MaxRecursion; 64 tiny zips cost
+// it ~10 ms). 101 MiB is above Debian's MaxFileSize (25M) and clamd's
 // default (100M).
 const (
-	probeNestingDepth = 20
+	probeNestingDepth = 64
 	probeMemberSize   = 101 << 20
 	// probeTimeout bounds one round of probes.
 	probeTimeout = 2 * time.Minute
 )
 
 // fixLines are the clamd.conf lines under which clamd alerts on every
-// limit it hits (see package daemon's SafeLimits).
-const fixLines = "AlertExceedsMax yes; MaxFileSize no lower than MaxScanSize (e.g. MaxScanSize 400M, MaxFileSize 400M)"
+// limit it hits (see package daemon's SafeLimits); fixEncryptedLines those
+// under which it alerts on what it cannot decrypt.
+const (
+	fixLines          = "AlertExceedsMax yes; MaxFileSize no lower than MaxScanSize (e.g. MaxScanSize 400M, MaxFileSize 400M)"
+	fixEncryptedLines = "AlertEncryptedArchive yes; AlertEncryptedDoc yes"
+)
 
 // probe is one probe artifact and what an OK for it means.
 type probe struct {
@@ -55,7 +63,17 @@ type probe struct {
 	content []byte
 	// finding says what a clamd that answered OK skipped.
 	finding string
+	// fix names the clamd.conf lines that make it alert instead.
+	fix string
+	// costly probes are skipped once a cheaper one found a silent skip.
+	costly bool
 }
+
+// probeSetRevision is kept with the findings on disk (probecache.go): a
+// finding of an earlier set of probes says nothing of the probes added
+// since, so a plugin upgrade probes a long-running clamd again. Raise it
+// whenever the probes change.
+const probeSetRevision = "2"
 
 // buildProbes makes the probe artifacts.
 func buildProbes() ([]probe, error) {
@@ -99,24 +117,57 @@ func buildProbes() ([]probe, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build the large-member probe: %w", err)
 	}
+	// A zip whose member is flagged encrypted: clamd cannot open it, and
+	// says so only with AlertEncryptedArchive (with every limit alerting
+	// but that line off, an encrypted zip holding the marker answered OK).
+	encrypted, err := zipMember("eicar.com", zip.Store, func(w io.Writer) error {
+		// 12 bytes stand for the encryption header; the rest for
+		// ciphertext (the EICAR file scrambled, so that nothing matches
+		// it in the raw zip).
+		b := make([]byte, 12, 12+len(EICAR()))
+		for _, c := range EICAR() {
+			b = append(b, c^0x5a)
+		}
+		_, err := w.Write(b)
+		return err
+	}, zipEncrypted)
+	if err != nil {
+		return nil, fmt.Errorf("build the encrypted probe: %w", err)
+	}
 	return []probe{
 		{
 			name:    "nested archives",
 			content: nested,
 			finding: fmt.Sprintf("it answers OK for the EICAR test file %d archives deep: it stops at MaxRecursion without an alert", probeNestingDepth),
+			fix:     fixLines,
+		},
+		{
+			name:    "encrypted archive",
+			content: encrypted,
+			finding: "it answers OK for an encrypted zip: it skips what it cannot decrypt without an alert",
+			fix:     fixEncryptedLines,
 		},
 		{
 			name:    "large archive member",
 			content: member,
 			finding: fmt.Sprintf("it answers OK for a zip whose %d MiB member holds the EICAR test file: it skips a member over MaxFileSize or MaxScanSize without an alert", probeMemberSize>>20),
+			fix:     fixLines,
+			costly:  true,
 		},
 	}, nil
 }
 
-func zipMember(name string, method uint16, write func(io.Writer) error) ([]byte, error) {
+// zipEncrypted is the general purpose flag bit of an encrypted zip member.
+const zipEncrypted = 0x1
+
+func zipMember(name string, method uint16, write func(io.Writer) error, flags ...uint16) ([]byte, error) {
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
-	w, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: method})
+	fh := &zip.FileHeader{Name: name, Method: method}
+	for _, f := range flags {
+		fh.Flags |= f
+	}
+	w, err := zw.CreateHeader(fh)
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +234,13 @@ func runProbes(ctx context.Context, c *clamd.Client, probes []probe) trust {
 			"its limits could not be checked: it does not detect the EICAR test file (" + r.Raw + "); give it the official database (freshclam)"}}
 	}
 	t := trust{state: trustPassed}
+	var fixes []string
 	for _, p := range probes {
+		if p.costly && t.state != trustPassed {
+			// A silent skip is settled; the costly probe (seconds of CPU
+			// for a clamd that does look) would add nothing.
+			continue
+		}
 		r, err := c.Instream(ctx, bytes.NewReader(p.content))
 		switch {
 		case errors.Is(err, clamd.ErrSizeLimit):
@@ -193,10 +250,15 @@ func runProbes(ctx context.Context, c *clamd.Client, probes []probe) trust {
 			t.state = max(t.state, trustUnknown)
 			t.findings = append(t.findings, fmt.Sprintf("the %s probe failed: %v", p.name, err))
 		case r.Status == clamd.StatusOK:
-			// One silent skip settles it; the next probe (the costly one,
-			// for a clamd that does look) would add nothing.
-			return trust{state: trustFailed, findings: append(t.findings, p.finding), fix: fixLines}
+			// Every cheap probe still runs, so the fix names every line
+			// to set (Debian's clamd.conf lacks both kinds).
+			t.state = trustFailed
+			t.findings = append(t.findings, p.finding)
+			if !slices.Contains(fixes, p.fix) {
+				fixes = append(fixes, p.fix)
+			}
 		}
 	}
+	t.fix = strings.Join(fixes, "; ")
 	return t
 }
