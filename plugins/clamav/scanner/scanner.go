@@ -559,9 +559,11 @@ func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, e
 		return s.unknown(a, b, 0, "not scanned: %v", err), nil
 	}
 
+	// Every stream goes through the zip sniffer (see zipsniff.go).
+	zs := newZipSniffer(content)
 	start := time.Now()
 	tried := map[*backend]bool{b: true}
-	reply, sniff, err := s.attempt(ctx, st, b, a, content, tried, rewind != nil)
+	reply, sniff, err := s.attempt(ctx, st, b, a, zs, tried, rewind != nil)
 	// A clamd that failed before answering hands the scan to another,
 	// while there is one not tried yet: two can fail at once (one killed,
 	// the next stopped).
@@ -573,7 +575,8 @@ func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, e
 		s.log.Warn("clamd failed before answering; retrying on another", "artifact", a.ID, "from", b.addr, "to", other.addr, "error", err)
 		b = other
 		tried[b] = true
-		reply, sniff, err = s.attempt(ctx, st, b, a, content, tried, rewind != nil)
+		zs.reset(content)
+		reply, sniff, err = s.attempt(ctx, st, b, a, zs, tried, rewind != nil)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -582,7 +585,7 @@ func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, e
 		return s.failure(a, st, b, err), nil
 	}
 	s.log.Debug("scanned", "artifact", a.ID, "clamd", b.addr, "reply", reply.Raw, "bytes", reply.ContentBytes, "duration", time.Since(start))
-	return s.verdict(ctx, a, st, b, reply, sniff), nil
+	return s.verdict(ctx, a, st, b, reply, sniff, zs), nil
 }
 
 // rewinder makes the content readable a second time when that is cheap:
@@ -674,7 +677,7 @@ func (s *Scanner) attempt(ctx context.Context, st *state, b *backend, a shared.A
 }
 
 // verdict maps a completed scan.
-func (s *Scanner) verdict(ctx context.Context, a shared.Artifact, st *state, b *backend, reply clamd.Reply, sniff *textSniffer) shared.Result {
+func (s *Scanner) verdict(ctx context.Context, a shared.Artifact, st *state, b *backend, reply clamd.Reply, sniff *textSniffer, zs *zipSniffer) shared.Result {
 	if a.Size >= 0 && reply.ContentBytes != a.Size {
 		// The shared stream reader already refuses a length mismatch;
 		// this guards a Content reader that does not.
@@ -682,7 +685,7 @@ func (s *Scanner) verdict(ctx context.Context, a shared.Artifact, st *state, b *
 	}
 	switch reply.Status {
 	case clamd.StatusOK:
-		return s.benign(ctx, a, st, b, reply, sniff)
+		return s.benign(ctx, a, st, b, reply, sniff, zs)
 	case clamd.StatusFound:
 		if strings.HasPrefix(reply.Signature, limitsSignaturePrefix) {
 			// clamd stopped early: not examined in full, so neither
@@ -711,7 +714,12 @@ func (s *Scanner) verdict(ctx context.Context, a shared.Artifact, st *state, b *
 }
 
 // benign maps an OK: benign only from a clamd that can be trusted with it.
-func (s *Scanner) benign(ctx context.Context, a shared.Artifact, st *state, b *backend, reply clamd.Reply, sniff *textSniffer) shared.Result {
+func (s *Scanner) benign(ctx context.Context, a shared.Artifact, st *state, b *backend, reply clamd.Reply, sniff *textSniffer, zs *zipSniffer) shared.Result {
+	if why := zipSkipped(a, zs); why != "" {
+		r := s.unknown(a, b, reply.ContentBytes, "clamd answered OK, but not for all of it: %s", why)
+		r.Metadata[shared.MetaComment] = shared.CommentDecompressionUnsafe
+		return r
+	}
 	if b.reloading() {
 		r := s.unknown(a, b, reply.ContentBytes, "clamd answered OK while it was loading new signatures: not judged on a settled database")
 		r.Metadata[shared.MetaComment] = shared.CommentSignaturesStale
