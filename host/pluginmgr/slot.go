@@ -275,6 +275,15 @@ func (s *slot) Identity() string {
 	if cur == nil {
 		return ""
 	}
-	sum := sha256.Sum256(cur.configJSON)
-	return cur.sha256 + ":" + hex.EncodeToString(sum[:16])
+	if cur.identity == "" {
+		return identityOf(cur.sha256, cur.configJSON)
+	}
+	return cur.identity
+}
+
+// identityOf is an Identity: the binary's sha256 and a digest of the
+// config its process runs with.
+func identityOf(binarySHA256 string, configJSON []byte) string {
+	sum := sha256.Sum256(configJSON)
+	return binarySHA256 + ":" + hex.EncodeToString(sum[:16])
 }

@@ -50,10 +50,14 @@ func saveVerdictCache(c *verdictcache.Cache, log hclog.Logger) {
 // files, where a hit saves a whole scan round trip, are hashed.
 const maxHashedFile = 16 << 20
 
-// fileSHA256 hashes the first size bytes of f without moving its offset.
-func fileSHA256(f *os.File, size int64) (string, error) {
+// hashBufferSize is the read size of fileSHA256.
+const hashBufferSize = 64 << 10
+
+// fileSHA256 hashes the first size bytes of f without moving its offset,
+// reading through buf.
+func fileSHA256(f *os.File, size int64, buf []byte) (string, error) {
 	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(f, 0, size)); err != nil {
+	if _, err := io.CopyBuffer(h, io.NewSectionReader(f, 0, size), buf); err != nil {
 		return "", fmt.Errorf("hash %s: %w", f.Name(), err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
