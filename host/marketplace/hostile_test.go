@@ -358,6 +358,46 @@ func TestSlowBodiesCannotStarveSignedWebhooks(t *testing.T) {
 	}
 }
 
+// TestSlowHeadersCannotStarveSignedWebhooks: connections that send their
+// headers a byte at a time held every connection slot for the whole
+// header timeout (1,100 of them at a byte a second: half the signed
+// bounties refused 503). At the limit, a connection that has been idle or
+// reading headers for minConnHold gives its slot up to a newcomer.
+func TestSlowHeadersCannotStarveSignedWebhooks(t *testing.T) {
+	addr, _ := runEngine(t, config.Marketplace{MaxConnections: 4})
+	for range 4 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: x\r\n") // and the rest never comes
+	}
+	// Well within the 10 s headers may take: before this fix every ping
+	// was refused meanwhile.
+	deadline := time.Now().Add(3 * time.Second)
+	var codes []int
+	for {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/", nil)
+		req.Header.Set(HeaderEvent, "ping")
+		req.Header.Set(HeaderSignature, Sign(testSecret, nil))
+		resp, err := http.DefaultClient.Do(req)
+		code := -1
+		if err == nil {
+			resp.Body.Close()
+			code = resp.StatusCode
+		}
+		codes = append(codes, code)
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("signed pings while slow headers held every connection: %v, want one 200 within 3s", codes)
+		}
+		time.Sleep(50 * time.Millisecond) // the marketplace's retry
+	}
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)

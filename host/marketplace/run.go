@@ -84,7 +84,8 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	srv := &http.Server{
-		Handler:           s.Handler(),
+		Handler:           limitConns(s.Handler()),
+		ConnContext:       withConn,
 		ReadHeaderTimeout: 10 * time.Second,
 		// Go's default is 1 MiB of headers per request, read before any
 		// handler runs: a webhook's headers are a few hundred bytes.
@@ -160,7 +161,8 @@ func (s *Service) serveMetrics(ctx context.Context) (*http.Server, error) {
 	}
 	s.log.Info("serving metrics", "addr", addr, "url", "http://"+addr+"/metrics")
 	srv := &http.Server{
-		Handler:           s.MetricsHandler(),
+		Handler:           limitConns(s.MetricsHandler()),
+		ConnContext:       withConn,
 		ReadHeaderTimeout: 10 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		MaxHeaderBytes:    maxHeaderBytes,
