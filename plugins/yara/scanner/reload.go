@@ -103,6 +103,7 @@ func (s *Scanner) Reload() error {
 		return err
 	}
 	s.cur.Store(newState(cur.cfg, set))
+	cur.retire()
 	s.reloads.mu.Lock()
 	s.reloads.ok++
 	s.reloads.lastErr, s.reloads.failedStamps = "", nil
