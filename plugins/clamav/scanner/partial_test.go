@@ -146,9 +146,11 @@ func testManagedClamdNeverBenign(t *testing.T, evasions []evasion) {
 }
 
 // debianLimits is clamd.conf as Debian's clamav-daemon package ships it,
-// as far as limits go.
+// as far as limits and alerts go (it sets no AlertEncrypted* line: they
+// are off).
 func debianLimits() []string {
-	return []string{"MaxFileSize 25M", "MaxScanSize 100M", "MaxRecursion 16", "AlertExceedsMax no"}
+	return []string{"MaxFileSize 25M", "MaxScanSize 100M", "MaxRecursion 16", "AlertExceedsMax no", "PCREMaxFileSize 25M",
+		"AlertEncrypted no", "AlertEncryptedArchive no", "AlertEncryptedDoc no"}
 }
 
 // TestExternalClamdThatSkipsSilently: a clamd configured as Debian ships
@@ -297,4 +299,20 @@ func encryptedZip(t *testing.T, content []byte) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// TestFirstHealthNamesTheFix: the first health check of a clamd that skips
+// silently names the clamd.conf lines to fix. `microengine plugins` with
+// no engine running launches the plugin and asks Health once: it said
+// "healthy, checking whether it skips content silently" for Debian's
+// limits, though the probes that find them out take milliseconds.
+func TestFirstHealthNamesTheFix(t *testing.T) {
+	d := devclamd.StartT(t, devclamd.Options{Config: debianLimits()})
+	s := configuredJSON(t, fmt.Sprintf(`{"address":%q,"timeout":"2m"}`, d.Address()))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // the host's deadline
+	defer cancel()
+	h, err := s.Health(ctx)
+	if err != nil || h.Healthy || !strings.Contains(h.Message, "AlertExceedsMax yes") || !strings.Contains(h.Message, "AlertEncryptedArchive yes") {
+		t.Errorf("Health = %+v, %v; want degraded, naming the clamd.conf lines to fix", h, err)
+	}
 }

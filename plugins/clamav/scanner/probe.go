@@ -9,6 +9,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/microengine/microengine/plugins/clamav/clamd"
@@ -67,6 +68,8 @@ type probe struct {
 	fix string
 	// costly probes are skipped once a cheaper one found a silent skip.
 	costly bool
+	// build makes the content when it is not given.
+	build func() ([]byte, error)
 }
 
 // probeSetRevision is kept with the findings on disk (probecache.go): a
@@ -92,31 +95,31 @@ func buildProbes() ([]probe, error) {
 	// MaxFileSize) to find the EICAR file in it. The EICAR file comes
 	// first, so a clamd that does look stops there, without unpacking the
 	// zeros (2.6 s of its CPU otherwise, measured). Written as a stream:
-	// the 101 MiB never sit in memory.
-	member, err := zipMember("inner.zip", zip.Deflate, func(w io.Writer) error {
-		inner := zip.NewWriter(w)
-		e, err := inner.CreateHeader(&zip.FileHeader{Name: "eicar.com", Method: zip.Store})
-		if err != nil {
-			return err
-		}
-		if _, err := e.Write(EICAR()); err != nil {
-			return err
-		}
-		pad, err := inner.CreateHeader(&zip.FileHeader{Name: "padding.bin", Method: zip.Store})
-		if err != nil {
-			return err
-		}
-		zeros := make([]byte, 1<<20)
-		for n := probeMemberSize - len(EICAR()); n > 0; n -= len(zeros) {
-			if _, err := pad.Write(zeros[:min(n, len(zeros))]); err != nil {
+	// the 101 MiB never sit in memory. Built when first sent (deflating
+	// 101 MiB takes the plugin ~0.5 s), so the cheap probes go first.
+	member := sync.OnceValues(func() ([]byte, error) {
+		return zipMember("inner.zip", zip.Deflate, func(w io.Writer) error {
+			inner := zip.NewWriter(w)
+			e, err := inner.CreateHeader(&zip.FileHeader{Name: "eicar.com", Method: zip.Store})
+			if err != nil {
 				return err
 			}
-		}
-		return inner.Close()
+			if _, err := e.Write(EICAR()); err != nil {
+				return err
+			}
+			pad, err := inner.CreateHeader(&zip.FileHeader{Name: "padding.bin", Method: zip.Store})
+			if err != nil {
+				return err
+			}
+			zeros := make([]byte, 1<<20)
+			for n := probeMemberSize - len(EICAR()); n > 0; n -= len(zeros) {
+				if _, err := pad.Write(zeros[:min(n, len(zeros))]); err != nil {
+					return err
+				}
+			}
+			return inner.Close()
+		})
 	})
-	if err != nil {
-		return nil, fmt.Errorf("build the large-member probe: %w", err)
-	}
 	// A zip whose member is flagged encrypted: clamd cannot open it, and
 	// says so only with AlertEncryptedArchive (with every limit alerting
 	// but that line off, an encrypted zip holding the marker answered OK).
@@ -149,7 +152,7 @@ func buildProbes() ([]probe, error) {
 		},
 		{
 			name:    "large archive member",
-			content: member,
+			build:   member,
 			finding: fmt.Sprintf("it answers OK for a zip whose %d MiB member holds the EICAR test file: it skips a member over MaxFileSize or MaxScanSize without an alert", probeMemberSize>>20),
 			fix:     fixLines,
 			costly:  true,
@@ -241,11 +244,20 @@ func runProbes(ctx context.Context, c *clamd.Client, probes []probe) trust {
 			// for a clamd that does look) would add nothing.
 			continue
 		}
-		r, err := c.Instream(ctx, bytes.NewReader(p.content))
+		content := p.content
+		if content == nil {
+			var err error
+			if content, err = p.build(); err != nil {
+				t.state = max(t.state, trustUnknown)
+				t.findings = append(t.findings, fmt.Sprintf("the %s probe could not be built: %v", p.name, err))
+				continue
+			}
+		}
+		r, err := c.Instream(ctx, bytes.NewReader(content))
 		switch {
 		case errors.Is(err, clamd.ErrSizeLimit):
 			t.state = max(t.state, trustUnknown)
-			t.findings = append(t.findings, fmt.Sprintf("the %s probe (%d bytes) is over its StreamMaxLength: %v", p.name, len(p.content), err))
+			t.findings = append(t.findings, fmt.Sprintf("the %s probe (%d bytes) is over its StreamMaxLength: %v", p.name, len(content), err))
 		case err != nil:
 			t.state = max(t.state, trustUnknown)
 			t.findings = append(t.findings, fmt.Sprintf("the %s probe failed: %v", p.name, err))

@@ -104,6 +104,9 @@ const (
 	// well under a millisecond from a live clamd, even a busy one; the
 	// host's deadline for the call is 10 s.
 	healthBudget = 2 * time.Second
+	// healthProbeWait bounds how long a health check waits for probes
+	// under way: the cheap ones take milliseconds.
+	healthProbeWait = time.Second
 )
 
 // Scanner implements shared.Scanner on top of clamd. Its zero value is not
@@ -420,9 +423,25 @@ func (s *Scanner) Health(ctx context.Context) (shared.Health, error) {
 	defer cancel()
 	st := s.current.Load()
 	s.checkAll(ctx, st, healthBudget)
+	// The probes are waited for a little: a clamd that skips silently is
+	// found out in milliseconds (the cheap probes come first), and
+	// `microengine plugins`, which asks Health once, then names the lines
+	// to fix instead of "checking". The costly probe of a clamd that does
+	// look (0.3-2.6 s) is not waited for: it is reported as checking.
+	pctx, pcancel := context.WithTimeout(ctx, healthProbeWait)
+	defer pcancel()
+	var wg sync.WaitGroup
 	for _, b := range st.backends {
 		b.ensureProbed(s.probes, s.probeCache(), st.stop)
+		if b.managed == nil && b.snapshot().up {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				b.settledTrust(pctx)
+			}()
+		}
 	}
+	wg.Wait()
 	healthy := false
 	var lines []string
 	var v clamd.Version
