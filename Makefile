@@ -67,14 +67,16 @@ conformance: deps build
 # against Debian's yara command on the same rules (cold, 3 rounds) and its
 # peak resident set on 512 MiB, the marketplace
 # machinery, then the real engine under the
-# simulator at 200 bounties/s for 30 s, the 10-minute memory soak, and the
-# engine's peak resident set under 1,000 forged 1 MiB webhooks.
+# simulator at 200 bounties/s for 30 s, the 10-minute memory soak, the
+# engine's peak resident set under 1,000 forged 1 MiB webhooks, and 3
+# engines on a 3-node NATS cluster at 200 bounties/s for 60 s with one
+# engine and the stream leader killed mid-run.
 bench: deps build
 	$(GO) test -run '^$$' -bench Instream -benchtime 4x -timeout 30m ./plugins/clamav/
 	$(GO) test -run '^$$' -bench AgainstClamdscan -benchtime 3x -timeout 30m ./plugins/clamav/
 	$(GO) test -run '^$$' -bench YaraAgainstCLI -benchtime 3x -timeout 30m ./plugins/yara/
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./host/marketplace/...
-	$(GO) test -tags e2e -run '^$$' -bench 'EngineLoad|EngineSoak|UnsignedFlood' -benchtime 1x -timeout 30m ./test/e2e/
+	$(GO) test -tags e2e -run '^$$' -bench 'EngineLoad|EngineSoak|UnsignedFlood|ClusterLoad' -benchtime 1x -timeout 30m ./test/e2e/
 
 # The clamd reply parser and the bounty parser under the fuzzer (30 s
 # each; not part of make test).

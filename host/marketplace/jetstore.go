@@ -58,8 +58,10 @@ type JetStore struct {
 	claimTTL time.Duration
 	log      hclog.Logger
 
-	mu    sync.Mutex
-	index map[string]openEntry // the open bucket, kept by the watcher
+	mu         sync.Mutex
+	index      map[string]openEntry // the open bucket, kept by the watcher
+	preclaim   bool
+	preclaimed map[string]bool // stored taken by Put, not Taken yet
 
 	watcher jetstream.KeyWatcher
 	wake    chan struct{} // signalled when another engine adds a bounty
@@ -81,10 +83,11 @@ func OpenJetStore(ctx context.Context, node *queue.Node, retention time.Duration
 	host, _ := os.Hostname()
 	s := &JetStore{
 		node: node, log: log, embedded: node.Embedded(),
-		self:     fmt.Sprintf("%s-%d-%x", host, os.Getpid(), id),
-		claimTTL: claimTTL,
-		index:    map[string]openEntry{},
-		wake:     make(chan struct{}, 1),
+		self:       fmt.Sprintf("%s-%d-%x", host, os.Getpid(), id),
+		claimTTL:   claimTTL,
+		index:      map[string]openEntry{},
+		preclaimed: map[string]bool{},
+		wake:       make(chan struct{}, 1),
 	}
 	// An open bounty lives at most maxBountyLifetime: its records must
 	// outlive that whatever the retention.
@@ -299,7 +302,13 @@ func (s *JetStore) Put(ctx context.Context, b Bounty, delivery string, now time.
 		}
 	}
 	if state == StateOpen {
-		entry, _ := json.Marshal(openEntry{Expiration: b.Expiration})
+		o := openEntry{Expiration: b.Expiration}
+		if isNew && s.preclaim {
+			// The engine that stores it works on it at once: it is
+			// stored taken, and Take costs nothing.
+			o.Holder, o.Until, o.Takes = s.self, now.Add(s.claimTTL), 1
+		}
+		entry, _ := json.Marshal(o)
 		err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
 			_, err := s.open.Create(ctx, k, entry)
 			return err
@@ -309,10 +318,20 @@ func (s *JetStore) Put(ctx context.Context, b Bounty, delivery string, now time.
 		}
 		if err == nil {
 			s.apply(localEntry(k, entry), false)
+			if o.Holder != "" {
+				s.mu.Lock()
+				s.preclaimed[k] = true
+				s.mu.Unlock()
+			}
 		}
 	}
 	return isNew, nil
 }
+
+// PreclaimStored makes Put store new bounties already taken by this engine
+// (its workers process what its webhooks accept), saving Take a read and a
+// write per bounty. A webhook-only engine leaves them to the workers.
+func (s *JetStore) PreclaimStored(on bool) { s.preclaim = on }
 
 // CommitAnswer records the answer of an open bounty, once, across every
 // engine of the cluster.
@@ -382,6 +401,7 @@ func (s *JetStore) unindex(ctx context.Context, k string) error {
 	}
 	s.mu.Lock()
 	delete(s.index, k)
+	delete(s.preclaimed, k)
 	s.mu.Unlock()
 	return nil
 }
@@ -463,7 +483,15 @@ func (s *JetStore) OpenKeysAfter(after []byte, fn func(key []byte, expiration ti
 // engine: a claim left by its previous run (killed mid-scan) is taken over
 // at once.
 func (s *JetStore) Take(ctx context.Context, key []byte) (int, bool, error) {
-	return s.claim(ctx, hexKey(key), true)
+	k := hexKey(key)
+	s.mu.Lock()
+	pre := s.preclaimed[k]
+	delete(s.preclaimed, k)
+	s.mu.Unlock()
+	if pre {
+		return 1, true, nil // stored taken by Put, moments ago
+	}
+	return s.claim(ctx, k, true)
 }
 
 // Renew extends this engine's claim.

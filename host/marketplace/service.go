@@ -260,6 +260,7 @@ func openLifecycle(opts Options, cfg config.Marketplace) (Lifecycle, error) {
 		node.Close()
 		return nil, err
 	}
+	st.PreclaimStored(opts.Role.works())
 	if err := migrateBolt(ctx, filepath.Join(opts.DataDir, StoreFile), st, opts.Logger); err != nil {
 		st.Close()
 		return nil, err

@@ -20,6 +20,7 @@ import (
 
 	"github.com/microengine/microengine/host/simulator"
 	"github.com/microengine/microengine/internal/testbin"
+	"github.com/microengine/microengine/internal/testproc"
 )
 
 // The cluster test's load: short in make test (it must fit .ci/run's
@@ -347,11 +348,20 @@ func runCluster(t testing.TB, rate, seconds int) {
 	if res.err != nil {
 		t.Fatal(res.err)
 	}
+	// Peak resident set of an engine that ran the whole time, and of a
+	// nats-server that was not killed.
+	engineRSS := testproc.MemoryStatus(engines[0].cmd.Process.Pid, "VmHWM")
+	var natsRSS int64
+	for _, nd := range nodes {
+		if nd != leader {
+			natsRSS = max(natsRSS, testproc.MemoryStatus(nd.cmd.Process.Pid, "VmHWM"))
+		}
+	}
 	sb := res.sb
 	var out strings.Builder
 	sb.WriteText(&out)
-	t.Logf("%d bounties at %d/s over 3 engines: %d answered, p50 %.1f ms, p99 %.1f ms, %d duplicates (same answer), %d conflicting\n%s",
-		sb.Sent, rate, sb.Answered, sb.Latency.P50, sb.Latency.P99, sb.Duplicates, sb.Conflicting, out.String())
+	t.Logf("%d bounties at %d/s over 3 engines: %d answered, p50 %.1f ms, p99 %.1f ms, %d duplicates (same answer), %d conflicting; peak RSS %d MiB per engine, %d MiB per nats-server\n%s",
+		sb.Sent, rate, sb.Answered, sb.Latency.P50, sb.Latency.P99, sb.Duplicates, sb.Conflicting, engineRSS>>20, natsRSS>>20, out.String())
 	if sb.Unsent != 0 || sb.Refused != 0 || sb.Missing != 0 || sb.Late != 0 || sb.Conflicting != 0 || sb.Wrong != 0 || sb.Invalid != 0 {
 		t.Errorf("lost, late or conflicting answers:\n%s", out.String())
 	}
@@ -360,6 +370,8 @@ func runCluster(t testing.TB, rate, seconds int) {
 		b.ReportMetric(sb.Latency.P50, "p50-ms")
 		b.ReportMetric(sb.Latency.P99, "p99-ms")
 		b.ReportMetric(float64(sb.Duplicates), "duplicates")
+		b.ReportMetric(float64(engineRSS)/(1<<20), "engine-peak-rss-MiB")
+		b.ReportMetric(float64(natsRSS)/(1<<20), "nats-peak-rss-MiB")
 	}
 
 	// The restarted engine and node work: bounties sent to that engine
