@@ -316,3 +316,21 @@ func TestFirstHealthNamesTheFix(t *testing.T) {
 		t.Errorf("Health = %+v, %v; want degraded, naming the clamd.conf lines to fix", h, err)
 	}
 }
+
+// TestHealthOfADownClamdRunsNoProbes: a clamd that does not answer is not
+// probed (the probes would fail, and a one-shot `microengine scan` logged a
+// second warning for the same outage: "could not check whether clamd
+// answers OK... cannot connect"). It is probed when it answers.
+func TestHealthOfADownClamdRunsNoProbes(t *testing.T) {
+	s := configuredJSON(t, fmt.Sprintf(`{"address":%q}`, "unix://"+t.TempDir()+"/clamd.sock"))
+	if h, err := s.Health(context.Background()); err != nil || h.Healthy {
+		t.Fatalf("Health = %+v, %v; want unhealthy", h, err)
+	}
+	b := s.current.Load().backends[0]
+	b.mu.Lock()
+	tr, probing := b.trust, b.probing
+	b.mu.Unlock()
+	if tr.state != trustPending || probing {
+		t.Errorf("trust %+v, probing %v: want pending, no probes", tr, probing)
+	}
+}

@@ -432,14 +432,17 @@ func (s *Scanner) Health(ctx context.Context) (shared.Health, error) {
 	defer pcancel()
 	var wg sync.WaitGroup
 	for _, b := range st.backends {
-		b.ensureProbed(s.probes, s.probeCache(), st.stop)
-		if b.managed == nil && b.snapshot().up {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				b.settledTrust(pctx)
-			}()
+		if b.managed != nil || !b.snapshot().up {
+			// A clamd that does not answer is probed when it does: probes
+			// now would only fail, and say so a second time.
+			continue
 		}
+		b.ensureProbed(s.probes, s.probeCache(), st.stop)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.settledTrust(pctx)
+		}()
 	}
 	wg.Wait()
 	healthy := false
