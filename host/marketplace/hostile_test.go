@@ -2,12 +2,14 @@ package marketplace
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -355,6 +357,50 @@ func TestSlowBodiesCannotStarveSignedWebhooks(t *testing.T) {
 	}
 	if evicted == 0 {
 		t.Error("no slow body was answered 503")
+	}
+}
+
+// TestBurstOfWebhooksIsTaken: the marketplace may send many webhooks at
+// once. With no buffer free they were refused 503 at once (1,000 signed
+// bounties at once against 64 buffers: 892 refused); fast bodies free
+// their buffers within milliseconds, so a newcomer waits a moment for one.
+func TestBurstOfWebhooksIsTaken(t *testing.T) {
+	market := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("clean")) }))
+	t.Cleanup(market.Close) // after the engine's own cleanup
+	addr, _ := runEngine(t, config.Marketplace{MaxWebhooksInFlight: 2, MaxConnections: 256})
+	const n = 64
+	codes := make(chan int, n)
+	var wg sync.WaitGroup
+	exp := time.Now().Add(time.Minute).UTC().Format(time.RFC3339)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Each is committed before its 202: a body holds its buffer
+			// for a few milliseconds.
+			body := []byte(fmt.Sprintf(`{"id":%d,"artifact_type":"file","artifact_uri":%q,"expiration":%q,"response_url":%q}`, i, market.URL+"/a", exp, market.URL+"/r"))
+			req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/", bytes.NewReader(body))
+			req.Header.Set(HeaderEvent, "bounty")
+			req.Header.Set(HeaderSignature, Sign(testSecret, body))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				codes <- -1
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	refused := 0
+	for c := range codes {
+		if c != http.StatusAccepted {
+			refused++
+		}
+	}
+	if refused > 0 {
+		t.Errorf("%d of %d signed bounties sent at once refused, want none", refused, n)
 	}
 }
 
