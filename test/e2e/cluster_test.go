@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -123,12 +124,11 @@ jetstream {
   store_dir: %q
   sync_interval: always
 }
-cluster {
-  name: microengine
-  listen: 127.0.0.1:%d
-  routes: [%s]
-}
-`, nd.name, strings.TrimPrefix(nd.client, "nats://"), nd.dir, nd.clusterPort, strings.Join(routes, ", "))
+`, nd.name, strings.TrimPrefix(nd.client, "nats://"), nd.dir)
+		if n > 1 { // a lone server runs JetStream unclustered
+			conf += fmt.Sprintf("cluster {\n  name: microengine\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n",
+				nd.clusterPort, strings.Join(routes, ", "))
+		}
 		if err := os.WriteFile(nd.conf, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -422,4 +422,87 @@ func waitReplicaCurrent(t testing.TB, nodes []*natsNode, stream, name string, wi
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// startWorker starts `microengine run -role worker` in dir: no webhook
+// listener; ready once it says it answers.
+func startWorker(t testing.TB, dir string) *engineProc {
+	t.Helper()
+	e := &engineProc{t: t, dir: dir, cfg: filepath.Join(dir, "engine.hcl"), log: &bytes.Buffer{}, logMu: &sync.Mutex{}, done: make(chan struct{})}
+	e.cmd = exec.Command(bins.host, "run", "-config", e.cfg, "-role", "worker")
+	e.cmd.Stdout = lockedWriter{e.logMu, e.log}
+	e.cmd.Stderr = lockedWriter{e.logMu, e.log}
+	if err := e.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		e.exitErr = e.cmd.Wait()
+		close(e.done)
+	}()
+	t.Cleanup(func() {
+		e.stop()
+		if t.Failed() {
+			t.Logf("worker log:\n%s", e.logs())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(e.logs(), "worker: answering") {
+		select {
+		case <-e.done:
+			t.Fatalf("worker exited at start: %v\n%s", e.exitErr, e.logs())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker not ready within 20s:\n%s", e.logs())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "listen.addr")); err == nil {
+		t.Error("a worker wrote a listen address: it must not take webhooks")
+	}
+	return e
+}
+
+// TestRolesSplit: an engine run with -role webhook stores the bounties and
+// scans none; one run with -role worker, with no webhook listener, answers
+// them all through the shared cluster.
+func TestRolesSplit(t *testing.T) {
+	nodes := startCluster(t, 1)
+	urls := clusterURLs(nodes)
+	webhookDir, workerDir := clusterEngineDir(t, urls), clusterEngineDir(t, urls)
+	for _, dir := range []string{webhookDir, workerDir} { // one server: one replica
+		raw, _ := os.ReadFile(filepath.Join(dir, "engine.hcl"))
+		os.WriteFile(filepath.Join(dir, "engine.hcl"), bytes.Replace(raw, []byte("replicas = 3"), []byte("replicas = 1"), 1), 0o644)
+	}
+
+	hook := startEngineRole(t, webhookDir, "webhook")
+	worker := startWorker(t, workerDir)
+	sb, err := simulator.Run(context.Background(), simulator.Options{
+		URL: hook.url + "/", Secret: secret, Count: 40, Rate: 40, Expiry: 20 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sb.OK() {
+		var out strings.Builder
+		sb.WriteText(&out)
+		t.Errorf("split roles:\n%s", out.String())
+	}
+	if strings.Contains(hook.logs(), "answered:") {
+		t.Error("the webhook engine answered a bounty itself")
+	}
+	// The worker logs an answer once the marketplace took it: the last
+	// line may follow the simulator's end by a moment.
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Count(worker.logs(), "answered:") < 40 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := strings.Count(worker.logs(), "answered:"); n != 40 {
+		t.Errorf("the worker answered %d bounties, want 40", n)
+	}
+}
+
+// startEngineRole is startEngine with -role.
+func startEngineRole(t testing.TB, dir, role string) *engineProc {
+	t.Helper()
+	return startEngineArgs(t, dir, "-role", role)
 }

@@ -319,10 +319,16 @@ func install(t testing.TB, src, dst string) {
 
 func startEngine(t testing.TB, dir string) *engineProc {
 	t.Helper()
+	return startEngineArgs(t, dir)
+}
+
+// startEngineArgs is startEngine with more arguments to `run`.
+func startEngineArgs(t testing.TB, dir string, args ...string) *engineProc {
+	t.Helper()
 	addrFile := filepath.Join(dir, "data", "listen.addr")
 	os.Remove(addrFile)
 	e := &engineProc{t: t, dir: dir, cfg: filepath.Join(dir, "engine.hcl"), log: &bytes.Buffer{}, logMu: &sync.Mutex{}, done: make(chan struct{})}
-	e.cmd = exec.Command(bins.host, "run", "-config", e.cfg)
+	e.cmd = exec.Command(bins.host, append([]string{"run", "-config", e.cfg}, args...)...)
 	e.cmd.Stdout = lockedWriter{e.logMu, e.log}
 	e.cmd.Stderr = lockedWriter{e.logMu, e.log}
 	if err := e.cmd.Start(); err != nil {
