@@ -151,8 +151,15 @@ func (b *backend) check(ctx context.Context) {
 		if wasUp {
 			// Once per outage, not once per scan. A clamd down from the
 			// start shows in the health the host reports at launch.
-			b.log.Warn("clamd does not answer; its scans are unknown until it does. Start it, fix address, or set database to a signature folder (e.g. /var/lib/clamav) for a clamd the plugin runs itself",
-				"address", b.addr, "error", err)
+			if b.managed != nil {
+				// Ours: it is restarted if it exits; stopped or swamped,
+				// there is no line of the config to fix.
+				b.log.Warn("the managed clamd does not answer (stopped or swamped); its scans are unknown until it does",
+					"address", b.addr, "pid", b.managed.Status().Pid, "error", err)
+			} else {
+				b.log.Warn("clamd does not answer; its scans are unknown until it does. Start it, fix address, or set database to a signature folder (e.g. /var/lib/clamav) for a clamd the plugin runs itself",
+					"address", b.addr, "error", err)
+			}
 		}
 		return
 	}

@@ -7,8 +7,12 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/microengine/microengine/internal/devclamd"
 	"github.com/microengine/microengine/shared"
@@ -332,5 +336,49 @@ func TestHealthOfADownClamdRunsNoProbes(t *testing.T) {
 	b.mu.Unlock()
 	if tr.state != trustPending || probing {
 		t.Errorf("trust %+v, probing %v: want pending, no probes", tr, probing)
+	}
+}
+
+// syncBuffer is a log sink read while the scanner's goroutines write it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestStoppedManagedClamdWarning: a managed clamd that stops answering is
+// said to be the managed one, without the advice for an address ("Start
+// it, fix address, or set database"), which is already set.
+func TestStoppedManagedClamdWarning(t *testing.T) {
+	var out syncBuffer
+	s := New(hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: &out}))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.Configure(ctx, []byte(fmt.Sprintf(`{"database":%q}`, repoSignatures(t)))); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	st := s.current.Load()
+	pid := st.daemon.Status().Pid
+	s.checkAll(ctx, st, 5*time.Second) // up
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+	s.checkAll(ctx, st, 200*time.Millisecond)
+	log := out.String()
+	if !strings.Contains(log, "managed clamd does not answer") || strings.Contains(log, "fix address") {
+		t.Errorf("log:\n%s\nwant the managed clamd named, no advice on address", log)
 	}
 }
