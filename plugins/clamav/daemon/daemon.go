@@ -133,7 +133,10 @@ type Daemon struct {
 	dir        string
 	socket     string
 	configPath string
-	client     *clamd.Client
+	// dbDir is what clamd loads: links to Database's files and the
+	// evasion signatures (see linkDatabase).
+	dbDir  string
+	client *clamd.Client
 
 	mu      sync.Mutex
 	status  Status
@@ -226,7 +229,11 @@ func Start(opts Options) (_ *Daemon, err error) {
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 	}
-	if err := os.WriteFile(d.configPath, renderConfig(configLines(opts, d.socket, tmp)), 0o600); err != nil {
+	d.dbDir = filepath.Join(dir, "db")
+	if err := os.Mkdir(d.dbDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create the managed clamd's folder: %w", err)
+	}
+	if err := os.WriteFile(d.configPath, renderConfig(configLines(opts, d.socket, tmp, d.dbDir)), 0o600); err != nil {
 		return nil, fmt.Errorf("write clamd.conf: %w", err)
 	}
 	if d.client, err = clamd.NewClient(d.Address(), clamd.Options{}); err != nil {
@@ -363,6 +370,11 @@ func (d *Daemon) runOnce() (stopped bool) {
 	d.setState(StateStarting, "")
 	// The fingerprint taken before the start is what this process loads.
 	loaded, _ := fingerprint(d.opts.Database)
+	if err := linkDatabase(d.opts.Database, d.dbDir); err != nil {
+		d.log.Error("cannot start the managed clamd", "error", err)
+		d.setState(StateDown, err.Error())
+		return false
+	}
 	proc, err := d.startProcess()
 	if err != nil {
 		d.log.Error("cannot start the managed clamd", "error", err)
@@ -436,6 +448,10 @@ func (d *Daemon) runOnce() (stopped bool) {
 			if err := CheckDatabase(d.opts.Database); err != nil {
 				// Mid-update, or emptied: clamd would fail to load it.
 				d.log.Warn("database folder changed but cannot be loaded; keeping the loaded signatures", "error", err)
+				continue
+			}
+			if err := linkDatabase(d.opts.Database, d.dbDir); err != nil {
+				d.log.Warn("database folder changed but cannot be linked; keeping the loaded signatures", "error", err)
 				continue
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

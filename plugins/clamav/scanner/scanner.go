@@ -716,6 +716,13 @@ func (s *Scanner) verdict(ctx context.Context, a shared.Artifact, st *state, b *
 			r.Metadata[shared.MetaComment] = shared.CommentDecompressionUnsafe
 			return r
 		}
+		if strings.HasPrefix(reply.Signature, daemon.EvasionPrefix) {
+			// The managed clamd's own signature of content it skips
+			// (daemon.evasionSignatures): no malware, and not examined.
+			r := s.unknown(a, b, reply.ContentBytes, "clamd skips part of it without an alert (%s): the artifact was not examined in full", reply.Signature)
+			r.Metadata[shared.MetaComment] = shared.CommentDecompressionUnsafe
+			return r
+		}
 		if strings.HasPrefix(reply.Signature, encryptedSignaturePrefix) {
 			// Encryption is no sign of malice, and what it hides was not
 			// examined.
