@@ -557,6 +557,15 @@ func (s *Scanner) unknown(st *state, format string, args ...any) shared.Result {
 type collector struct {
 	mapping Mapping
 	matches []Match
+	// truncated names the first string whose matches libyara stopped
+	// recording (see truncatedString); the scan's verdict is then unknown.
+	truncated string
+}
+
+// ScanFinished records whether a string hit libyara's match limit.
+func (c *collector) ScanFinished(sc *yara.ScanContext) (bool, error) {
+	c.truncated = truncatedString(sc)
+	return false, nil
 }
 
 func (c *collector) RuleMatching(_ *yara.ScanContext, r *yara.Rule) (bool, error) {
@@ -622,6 +631,12 @@ func (s *Scanner) run(ctx context.Context, st *state, meta map[string]string, sc
 	if err != nil {
 		s.log.Warn("libyara scan failed", "error", err)
 		r := s.unknown(st, "libyara: %v: the artifact was not examined in full", err)
+		addMatches(r.Metadata, cb.matches)
+		return r, nil
+	}
+	if cb.truncated != "" {
+		s.log.Warn("libyara: too many matches", "string", cb.truncated)
+		r := s.unknown(st, "libyara: too many matches: %s matched more than %d times, the rest went unrecorded and the rules' conditions saw a truncated count", cb.truncated, MaxStringMatches)
 		addMatches(r.Metadata, cb.matches)
 		return r, nil
 	}

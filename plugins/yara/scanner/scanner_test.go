@@ -611,3 +611,37 @@ func TestByReference(t *testing.T) {
 		t.Error("Info does not declare ByReference")
 	}
 }
+
+// libyara stops recording a string's matches at YR_MAX_STRING_MATCHES and
+// go-yara v4.2.4 drops the CALLBACK_MSG_TOO_MANY_MATCHES that says so: the
+// scan succeeds on a truncated count. Here "#b > 1000000" does not match
+// 1,000,001 "A"s: without the check the verdict would rest on one_a alone,
+// and a set holding only many_a would call the file benign.
+func TestTooManyMatchesIsUnknown(t *testing.T) {
+	dir := t.TempDir()
+	rule := "rule one_a { strings: $a = \"A\" condition: $a }\n" +
+		"rule many_a { strings: $b = \"A\" condition: #b > 1000000 }\n"
+	if err := os.WriteFile(filepath.Join(dir, "many.yar"), []byte(rule), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := configured(t, rulesConfig(dir))
+	atCap := bytes.Repeat([]byte("A"), MaxStringMatches)
+	over := append(atCap, 'A')
+
+	// Exactly the cap is recorded in full: a verdict.
+	if res := scan(t, s, atCap, nil); res.Verdict != shared.VerdictMalicious {
+		t.Errorf("%d matches: %+v; want malicious (one_a)", len(atCap), res)
+	}
+	// One more is truncated: unknown, naming the string, with the matches seen.
+	res := scan(t, s, over, nil)
+	if res.Verdict != shared.VerdictUnknown || !strings.Contains(res.Reason, "too many matches") || !strings.Contains(res.Reason, "many:one_a $a") {
+		t.Errorf("%d matches: %+v; want unknown: too many matches (many:one_a $a)", len(over), res)
+	}
+	if ms := matches(t, res); len(ms) != 1 || ms[0].Rule != "many:one_a" {
+		t.Errorf("matches of the truncated scan: %+v; want many:one_a", ms)
+	}
+	// libyara clears the flag for the next scan on the same (pooled) scanner.
+	if res := scan(t, s, []byte("AAA"), nil); res.Verdict != shared.VerdictMalicious {
+		t.Errorf("the next scan: %+v; want malicious (one_a)", res)
+	}
+}
