@@ -31,6 +31,15 @@ const (
 	bucketOpenJS  = "microengine_open"
 )
 
+// openMarkerTTL is how long the marker a finished bounty's purge leaves in
+// the open bucket is kept: long enough for every engine's watcher to see
+// it (milliseconds; seconds through an election). Without it the marker
+// stayed the bucket's whole TTL (25 h) and JetStream kept a per-subject
+// index entry (~100 B) for each, one per bounty ever finished: 36,000
+// after 180 s at 200/s. A watcher that misses one (an engine cut off for
+// longer) drops the entry at its next claim, which finds no entry.
+const openMarkerTTL = time.Minute
+
 // claimTTL is how long a claim holds without renewal: an engine killed
 // mid-scan delays its bounties by at most this before another engine (or
 // itself, restarted) takes them. Renewed every claimTTL/3, the way a
@@ -57,6 +66,9 @@ type JetStore struct {
 	embedded bool   // the only engine: claims never wait for another
 	claimTTL time.Duration
 	log      hclog.Logger
+	// markerTTL: the open bucket removes purge markers after
+	// openMarkerTTL (nats-server 2.11+).
+	markerTTL bool
 
 	mu         sync.Mutex
 	index      map[string]openEntry // the open bucket, kept by the watcher
@@ -99,15 +111,24 @@ func OpenJetStore(ctx context.Context, node *queue.Node, retention time.Duration
 		{&s.records, jetstream.KeyValueConfig{Bucket: bucketRecords, Description: "microengine bounties and their audit trail", TTL: recordAge}},
 		{&s.open, jetstream.KeyValueConfig{Bucket: bucketOpenJS, Description: "microengine open bounties and their claims", TTL: maxBountyLifetime + time.Hour}},
 	}
-	for _, b := range buckets {
+	for i, b := range buckets {
 		b.cfg.Storage = jetstream.FileStorage
 		b.cfg.Replicas = node.Replicas
 		b.cfg.History = 1
+		if i == 1 {
+			b.cfg.LimitMarkerTTL = openMarkerTTL
+		}
 		err := node.Retry(ctx, bucketMissing, func(ctx context.Context) error {
 			var kv jetstream.KeyValue
 			var err error
 			if retention > 0 {
 				kv, err = node.JS.CreateOrUpdateKeyValue(ctx, b.cfg)
+				if errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported) {
+					// A cluster older than nats-server 2.11: markers
+					// stay the bucket's TTL.
+					b.cfg.LimitMarkerTTL = 0
+					kv, err = node.JS.CreateOrUpdateKeyValue(ctx, b.cfg)
+				}
 			} else {
 				kv, err = node.JS.KeyValue(ctx, b.cfg.Bucket)
 			}
@@ -120,6 +141,9 @@ func OpenJetStore(ctx context.Context, node *queue.Node, retention time.Duration
 		if err != nil {
 			return nil, fmt.Errorf("create the JetStream bucket %s: %w", b.cfg.Bucket, err)
 		}
+	}
+	if st, err := s.open.Status(ctx); err == nil {
+		s.markerTTL = st.LimitMarkerTTL() > 0
 	}
 	if err := s.watch(ctx); err != nil {
 		return nil, err
@@ -394,6 +418,9 @@ func (s *JetStore) Finish(ctx context.Context, key []byte, o Outcome) (bool, err
 
 func (s *JetStore) unindex(ctx context.Context, k string) error {
 	err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
+		if s.markerTTL {
+			return s.open.Purge(ctx, k, jetstream.PurgeTTL(openMarkerTTL))
+		}
 		return s.open.Purge(ctx, k)
 	})
 	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -515,7 +542,12 @@ func (s *JetStore) claim(ctx context.Context, k string, take bool) (int, bool, e
 			return err
 		})
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return 0, false, nil // finished meanwhile
+			// Finished meanwhile; its purge marker may have gone before
+			// the watcher saw it.
+			s.mu.Lock()
+			delete(s.index, k)
+			s.mu.Unlock()
+			return 0, false, nil
 		}
 		if err != nil {
 			return 0, false, fmt.Errorf("claim bounty: %w", err)

@@ -412,3 +412,49 @@ func TestBoltStoreMovedIntoJetStream(t *testing.T) {
 	}
 	market.none(200 * time.Millisecond)
 }
+
+// TestJetStoreFinishedMarkersExpire: a finished bounty's purge marker in
+// the open bucket carries a TTL (JetStream keeps an index entry per
+// subject while it stays: one per bounty ever finished), and an engine
+// whose watcher missed it drops the entry at its next claim.
+func TestJetStoreFinishedMarkersExpire(t *testing.T) {
+	ctx := context.Background()
+	s := openEmbedded(t, t.TempDir(), config.DefaultRetention)
+	defer s.Close()
+	if !s.markerTTL {
+		t.Fatal("the embedded node's open bucket has no marker TTL")
+	}
+	b := testBounty(9, time.Now().Add(time.Hour))
+	if _, err := s.Put(ctx, b, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Finish(ctx, b.Key(), Outcome{State: StateAnswered, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := s.node.JS.Stream(ctx, "KV_"+bucketOpenJS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := hexKey(b.Key())
+	m, err := stream.GetLastMsgForSubject(ctx, "$KV."+bucketOpenJS+"."+k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op, ttl := m.Header.Get("KV-Operation"), m.Header.Get("Nats-TTL"); op != "PURGE" || ttl != openMarkerTTL.String() {
+		t.Errorf("the finished bounty's marker: operation %q, TTL %q; want PURGE, %s", op, ttl, openMarkerTTL)
+	}
+
+	// A marker gone before the watcher saw it leaves a stale entry: the
+	// claim that finds no open entry drops it.
+	s.mu.Lock()
+	s.index[k] = openEntry{Expiration: b.Expiration}
+	s.mu.Unlock()
+	if _, ok, err := s.Take(ctx, b.Key()); err != nil || ok {
+		t.Fatalf("take of a finished bounty: %v %v", ok, err)
+	}
+	keys := 0
+	s.OpenKeysAfter(nil, func([]byte, time.Time) bool { keys++; return true })
+	if keys != 0 {
+		t.Errorf("%d open keys after the claim found none, want 0", keys)
+	}
+}
