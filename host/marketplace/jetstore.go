@@ -394,14 +394,7 @@ func (s *JetStore) Finish(ctx context.Context, key []byte, o Outcome) (bool, err
 		if r.State != StateOpen {
 			return ErrFinished
 		}
-		r.State, r.FinishedAt = o.State, o.At.UTC()
-		if o.Answer != nil || r.Answer == nil {
-			r.Answer = o.Answer
-		}
-		r.Reason, r.PostAttempts = o.Reason, o.PostAttempts
-		if o.Plugins != nil {
-			r.Plugins = o.Plugins
-		}
+		o.applyTo(r)
 		done = true
 		return nil
 	})

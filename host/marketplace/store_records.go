@@ -66,6 +66,20 @@ type Outcome struct {
 	PostAttempts int
 }
 
+// applyTo records the outcome in r. An outcome without an answer keeps the
+// one committed before (CommitAnswer), and one without plugin results keeps
+// theirs. Both stores (bbolt and JetStream) finish a record this way.
+func (o Outcome) applyTo(r *Record) {
+	r.State, r.FinishedAt = o.State, o.At.UTC()
+	if o.Answer != nil || r.Answer == nil {
+		r.Answer = o.Answer
+	}
+	r.Reason, r.PostAttempts = o.Reason, o.PostAttempts
+	if o.Plugins != nil {
+		r.Plugins = o.Plugins
+	}
+}
+
 // timeKey prefixes a bounty key with a time, for the ordered indexes. The
 // time is nanoseconds since 1970 and is clamped to what that holds
 // (1970 .. 2262): UnixNano of a later time overflows, and a wrapped
@@ -231,14 +245,7 @@ func finishOp(key []byte, o Outcome, done *bool) func(tx *bolt.Tx) error {
 				return err
 			}
 		}
-		r.State, r.FinishedAt = o.State, o.At.UTC()
-		if o.Answer != nil || r.Answer == nil {
-			r.Answer = o.Answer
-		}
-		r.Reason, r.PostAttempts = o.Reason, o.PostAttempts
-		if o.Plugins != nil {
-			r.Plugins = o.Plugins
-		}
+		o.applyTo(&r)
 		if err := tx.Bucket(bucketDone).Put(timeKey(r.FinishedAt, key), nil); err != nil {
 			return fmt.Errorf("index finished bounty: %w", err)
 		}
