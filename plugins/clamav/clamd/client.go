@@ -351,6 +351,21 @@ func (c *Client) readFrame(r io.Reader, buf []byte, first bool, sent int64) (fra
 	return frame{end: end, content: int64(n), last: last}, nil
 }
 
+// hold ties s to ctx for one command: ctx ending closes its connection,
+// which unblocks a read or write in progress. release(keep) puts s back in
+// the pool when keep is set and ctx never closed it; a connection the
+// context closed, or whose state is in doubt, is closed instead.
+func (c *Client) hold(ctx context.Context, s *session) (release func(keep bool)) {
+	stop := context.AfterFunc(ctx, func() { s.conn.Close() })
+	return func(keep bool) {
+		if stop() && keep {
+			c.sessions.put(s)
+		} else {
+			s.conn.Close()
+		}
+	}
+}
+
 // instream sends the first frame, already in buf, then the rest of r, and
 // reads the verdict. answered reports whether clamd said anything at all.
 // The session goes back to the pool after a verdict, and is closed after
@@ -358,16 +373,8 @@ func (c *Client) readFrame(r io.Reader, buf []byte, first bool, sent int64) (fra
 func (c *Client) instream(ctx context.Context, s *session, r io.Reader, buf []byte, first frame) (_ Reply, answered bool, _ error) {
 	const name = "INSTREAM"
 	keep := false
-	stop := context.AfterFunc(ctx, func() { s.conn.Close() })
-	defer func() {
-		// A connection the context closed, or whose state is in doubt,
-		// is not reused.
-		if stop() && keep {
-			c.sessions.put(s)
-		} else {
-			s.conn.Close()
-		}
-	}()
+	release := c.hold(ctx, s)
+	defer func() { release(keep) }()
 	if err := c.setDeadline(ctx, s.conn); err != nil {
 		return Reply{}, false, c.fail(name, false, 0, "", err)
 	}

@@ -78,14 +78,8 @@ func (c *Client) Fildes(ctx context.Context, f *os.File) (Reply, error) {
 func (c *Client) fildes(ctx context.Context, s *session, f *os.File, size int64) (_ Reply, answered bool, _ error) {
 	const name = "FILDES"
 	keep := false
-	stop := context.AfterFunc(ctx, func() { s.conn.Close() })
-	defer func() {
-		if stop() && keep {
-			c.sessions.put(s)
-		} else {
-			s.conn.Close()
-		}
-	}()
+	release := c.hold(ctx, s)
+	defer func() { release(keep) }()
 	if err := c.setDeadline(ctx, s.conn); err != nil {
 		return Reply{}, false, c.fail(name, false, 0, "", err)
 	}
