@@ -122,21 +122,13 @@ func (e *Engine) Scan(ctx context.Context, a Artifact) Result {
 }
 
 func (e *Engine) scan(ctx context.Context, plugins []Plugin, a Artifact) Result {
-	results := make([]PluginResult, len(plugins))
+	results := e.pending(plugins, a)
 	var wg sync.WaitGroup
 	// The last plugin to ask is asked in this goroutine: with one plugin
 	// (or one that scans this type) no goroutine is started per artifact.
 	last := -1
-	for i, p := range plugins {
-		info := p.Info()
-		results[i] = PluginResult{
-			Name: p.Name(), Version: info.Version,
-			VendorVersion: info.VendorVersion, SignaturesVersion: info.SignaturesVersion,
-			Supported: info.Supports(a.Type), identity: identity(p),
-		}
+	for i := range plugins {
 		if !results[i].Supported {
-			results[i].Verdict = shared.VerdictUnknown
-			results[i].Reason = fmt.Sprintf("does not scan %s artifacts", a.Type)
 			continue
 		}
 		if last >= 0 {
