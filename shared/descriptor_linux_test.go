@@ -419,3 +419,32 @@ func TestByReferenceIsDeclaredInInfo(t *testing.T) {
 		client.Close()
 	}
 }
+
+// A scanner that answers benign after its Content failed to read (here a
+// descriptor without read access: pread fails with EBADF) is answered
+// unknown, as a failed stream is.
+func TestByReferenceAReadErrorIsNeverBenign(t *testing.T) {
+	f := artifactFile(t, []byte("0123456789"))
+	wo, err := os.OpenFile(f.Name(), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wo.Close()
+	ignoresErrors := func(_ context.Context, a Artifact) (Result, error) {
+		_, _ = io.Copy(io.Discard, a.Content)
+		return Result{Verdict: VerdictBenign, Confidence: 1}, nil
+	}
+	s := &descriptorServer{impl: &testScanner{scan: ignoresErrors}, log: hclog.NewNullLogger()}
+	dup, err := unix.Dup(int(wo.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := fdRequest{
+		header: &proto.ScanHeader{ArtifactId: "x", Type: proto.ArtifactType_ARTIFACT_TYPE_FILE, Size: 10},
+		file:   os.NewFile(uintptr(dup), "artifact"),
+	}
+	resp := s.answer(req, func(context.CancelFunc) bool { return true })
+	if resp.Verdict != proto.Verdict_VERDICT_UNKNOWN || !strings.Contains(resp.Reason, "read the artifact") {
+		t.Fatalf("a failed read answered %+v, want unknown", resp)
+	}
+}

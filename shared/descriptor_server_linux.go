@@ -234,21 +234,56 @@ func (s *descriptorServer) answer(req fdRequest, begin func(context.CancelFunc) 
 		return resultToProto(Unknown("the file holds %d bytes, the header announced %d", st.Size, h.Size))
 	}
 	size := st.Size
+	content := &fileContent{r: io.NewSectionReader(req.file, 0, size)}
 	res, err := s.impl.Scan(ctx, Artifact{
 		ID: h.ArtifactId, Type: artifactTypeFromProto(h.Type), Size: size, Metadata: h.Metadata,
-		SHA256: h.Sha256, File: req.file, Content: io.NewSectionReader(req.file, 0, size),
+		SHA256: h.Sha256, File: req.file, Content: content,
 	})
 	if err != nil {
 		st := status.Convert(toStatus(err))
 		return &proto.ScanResponse{ErrorCode: int32(st.Code()), ErrorMessage: st.Message()}
 	}
-	return resultToProto(guardFileResult(res, req.file, size))
+	return resultToProto(guardFileResult(res, req.file, size, content.err))
+}
+
+// fileContent is an artifact's Content read from its descriptor. It keeps
+// the first read error, so a scanner that went on past one (or stopped
+// there and answered benign) cannot pass the failure off as benign: the
+// stream's guardResult checks its chunkReader the same way.
+type fileContent struct {
+	r   *io.SectionReader
+	err error
+}
+
+func (c *fileContent) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.keep(err)
+	return n, err
+}
+
+// ReadAt and Seek keep what io.SectionReader offers: a scanner may rewind
+// the content (clamav does, to retry on another clamd) rather than buffer it.
+func (c *fileContent) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.r.ReadAt(p, off)
+	c.keep(err)
+	return n, err
+}
+
+func (c *fileContent) Seek(offset int64, whence int) (int64, error) {
+	return c.r.Seek(offset, whence)
+}
+
+func (c *fileContent) keep(err error) {
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
+	}
 }
 
 // guardFileResult is guardResult for an artifact by reference: the scanner
 // (or its backend) read the file itself, so a benign answer stands only if
-// the file still holds the bytes it was asked about.
-func guardFileResult(r Result, f *os.File, size int64) Result {
+// Content was read without error and the file still holds the bytes it was
+// asked about.
+func guardFileResult(r Result, f *os.File, size int64, readErr error) Result {
 	switch r.Verdict {
 	case VerdictMalicious, VerdictBenign, VerdictSuspicious, VerdictUnknown:
 	default:
@@ -257,6 +292,9 @@ func guardFileResult(r Result, f *os.File, size int64) Result {
 	r.Confidence = ClampConfidence(r.Confidence)
 	if r.Verdict != VerdictBenign {
 		return r
+	}
+	if readErr != nil {
+		return Unknown("read the artifact: %v", readErr)
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
