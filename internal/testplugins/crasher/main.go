@@ -10,11 +10,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"io"
 	"log"
 	"os"
 
+	"github.com/microengine/microengine/internal/testplugins/eicarscan"
 	"github.com/microengine/microengine/shared"
 )
 
@@ -23,12 +22,6 @@ const Marker = "CRASH-ME"
 
 // ExitMarker makes the plugin log a line and exit, without a panic.
 const ExitMarker = "EXIT-ME"
-
-const eicar = `X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*`
-
-// maxContent bounds what a scan reads: a test plugin holds its artifact
-// whole, and the tests' artifacts are small.
-const maxContent = 64 << 20
 
 type scanner struct {
 	seen map[string]int // never made: writing to it is the bug
@@ -64,27 +57,15 @@ func (s *scanner) Health(context.Context) (shared.Health, error) {
 }
 
 func (s *scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, error) {
-	content, err := io.ReadAll(io.LimitReader(a.Content, maxContent))
-	if err != nil {
-		if ctx.Err() != nil {
-			return shared.Result{}, fmt.Errorf("scan: %w", ctx.Err())
+	return eicarscan.Scan(ctx, a, func(content []byte) {
+		if bytes.Contains(content, []byte(Marker)) {
+			s.seen[a.ID]++
 		}
-		return shared.Unknown("read: %v", err), nil
-	}
-	if a.Size >= 0 && int64(len(content)) != a.Size {
-		return shared.Unknown("read %d bytes of %d", len(content), a.Size), nil
-	}
-	if bytes.Contains(content, []byte(Marker)) {
-		s.seen[a.ID]++
-	}
-	if bytes.Contains(content, []byte(ExitMarker)) {
-		log.Printf("giving up on %s", ExitMarker) // log.Fatal's way: a line, then exit
-		os.Exit(3)
-	}
-	if bytes.Contains(content, []byte(eicar)) {
-		return shared.Result{Verdict: shared.VerdictMalicious, Confidence: 1, MalwareFamily: "EICAR-Test-File"}, nil
-	}
-	return shared.Result{Verdict: shared.VerdictBenign, Confidence: 1}, nil
+		if bytes.Contains(content, []byte(ExitMarker)) {
+			log.Printf("giving up on %s", ExitMarker) // log.Fatal's way: a line, then exit
+			os.Exit(3)
+		}
+	})
 }
 
 func main() {

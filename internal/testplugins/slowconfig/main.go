@@ -6,20 +6,13 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"time"
 
+	"github.com/microengine/microengine/internal/testplugins/eicarscan"
 	"github.com/microengine/microengine/shared"
 )
-
-const eicar = `X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*`
-
-// maxContent bounds what a scan reads: a test plugin holds its artifact
-// whole, and the tests' artifacts are small.
-const maxContent = 64 << 20
 
 type config struct {
 	ConfigureFor time.Duration `json:"configure_for"`
@@ -65,20 +58,7 @@ func (s *scanner) Health(context.Context) (shared.Health, error) {
 }
 
 func (s *scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, error) {
-	content, err := io.ReadAll(io.LimitReader(a.Content, maxContent))
-	if err != nil {
-		if ctx.Err() != nil {
-			return shared.Result{}, fmt.Errorf("scan: %w", ctx.Err())
-		}
-		return shared.Unknown("read: %v", err), nil
-	}
-	if a.Size >= 0 && int64(len(content)) != a.Size {
-		return shared.Unknown("read %d bytes of %d", len(content), a.Size), nil
-	}
-	if bytes.Contains(content, []byte(eicar)) {
-		return shared.Result{Verdict: shared.VerdictMalicious, Confidence: 1, MalwareFamily: "EICAR-Test-File"}, nil
-	}
-	return shared.Result{Verdict: shared.VerdictBenign, Confidence: 1}, nil
+	return eicarscan.Scan(ctx, a, nil)
 }
 
 func main() {
