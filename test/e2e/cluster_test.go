@@ -242,34 +242,11 @@ func streamLeader(t testing.TB, nodes []*natsNode, stream string) string {
 // bounties live in the cluster, three replicas each.
 func clusterEngineDir(t testing.TB, urls []string) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "e2e-ceng-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.MkdirAll(filepath.Join(dir, "plugins"), 0o755)
-	install(t, bins.eicarV1, filepath.Join(dir, "plugins", "microengine-plugin-eicar"))
-	cfg := fmt.Sprintf(`engine {
-  data_dir  = "./data"
-  log_level = "info"
-}
-plugin "eicar" {
-  path = "./plugins/microengine-plugin-eicar"
-}
-marketplace {
-  listen         = "127.0.0.1:0"
-  webhook_secret = %q
-  metrics_listen = "off"
-}
-queue {
+	return eicarEngineDir(t, "info", fmt.Sprintf(`queue {
   servers  = [%s]
   replicas = 3
 }
-`, secret, `"`+strings.Join(urls, `", "`)+`"`)
-	if err := os.WriteFile(filepath.Join(dir, "engine.hcl"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+`, `"`+strings.Join(urls, `", "`)+`"`))
 }
 
 // TestClusterSurvivesLosingAMachine: 3 nats-server nodes and 3 engines
@@ -428,34 +405,8 @@ func waitReplicaCurrent(t testing.TB, nodes []*natsNode, stream, name string, wi
 // listener; ready once it says it answers.
 func startWorker(t testing.TB, dir string) *engineProc {
 	t.Helper()
-	e := &engineProc{t: t, dir: dir, cfg: filepath.Join(dir, "engine.hcl"), log: &bytes.Buffer{}, logMu: &sync.Mutex{}, done: make(chan struct{})}
-	e.cmd = exec.Command(bins.host, "run", "-config", e.cfg, "-role", "worker")
-	e.cmd.Stdout = lockedWriter{e.logMu, e.log}
-	e.cmd.Stderr = lockedWriter{e.logMu, e.log}
-	if err := e.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		e.exitErr = e.cmd.Wait()
-		close(e.done)
-	}()
-	t.Cleanup(func() {
-		e.stop()
-		if t.Failed() {
-			t.Logf("worker log:\n%s", e.logs())
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(e.logs(), "worker: answering") {
-		select {
-		case <-e.done:
-			t.Fatalf("worker exited at start: %v\n%s", e.exitErr, e.logs())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("worker not ready within 20s:\n%s", e.logs())
-		}
-	}
+	e := spawnEngine(t, dir, "worker", "-role", "worker")
+	e.waitReady("say it answers", func() bool { return strings.Contains(e.logs(), "worker: answering") })
 	if _, err := os.Stat(filepath.Join(dir, "data", "listen.addr")); err == nil {
 		t.Error("a worker wrote a listen address: it must not take webhooks")
 	}

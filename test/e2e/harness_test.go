@@ -302,6 +302,37 @@ marketplace {
 	return dir
 }
 
+// eicarEngineDir makes a folder with the eicar plugin alone and an
+// engine.hcl logging at logLevel, with no metrics listener; extra is
+// appended to engine.hcl (a queue block, say).
+func eicarEngineDir(t testing.TB, logLevel, extra string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "e2e-eicar-") // short: the admin socket path is limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.MkdirAll(filepath.Join(dir, "plugins"), 0o755)
+	install(t, bins.eicarV1, filepath.Join(dir, "plugins", "microengine-plugin-eicar"))
+	cfg := fmt.Sprintf(`engine {
+  data_dir  = "./data"
+  log_level = %q
+}
+plugin "eicar" {
+  path = "./plugins/microengine-plugin-eicar"
+}
+marketplace {
+  listen         = "127.0.0.1:0"
+  webhook_secret = %q
+  metrics_listen = "off"
+}
+%s`, logLevel, secret, extra)
+	if err := os.WriteFile(filepath.Join(dir, "engine.hcl"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // install copies a binary into place the atomic way: beside, then rename.
 func install(t testing.TB, src, dst string) {
 	t.Helper()
@@ -327,6 +358,22 @@ func startEngineArgs(t testing.TB, dir string, args ...string) *engineProc {
 	t.Helper()
 	addrFile := filepath.Join(dir, "data", "listen.addr")
 	os.Remove(addrFile)
+	e := spawnEngine(t, dir, "engine", args...)
+	e.waitReady("listen", func() bool {
+		b, err := os.ReadFile(addrFile)
+		if err != nil || len(bytes.TrimSpace(b)) == 0 {
+			return false
+		}
+		e.url = "http://" + strings.TrimSpace(string(b))
+		return true
+	})
+	return e
+}
+
+// spawnEngine starts `microengine run -config dir/engine.hcl args...`,
+// stopped when t ends, its log shown under what if t failed.
+func spawnEngine(t testing.TB, dir, what string, args ...string) *engineProc {
+	t.Helper()
 	e := &engineProc{t: t, dir: dir, cfg: filepath.Join(dir, "engine.hcl"), log: &bytes.Buffer{}, logMu: &sync.Mutex{}, done: make(chan struct{})}
 	e.cmd = exec.Command(bins.host, append([]string{"run", "-config", e.cfg}, args...)...)
 	e.cmd.Stdout = lockedWriter{e.logMu, e.log}
@@ -341,22 +388,25 @@ func startEngineArgs(t testing.TB, dir string, args ...string) *engineProc {
 	t.Cleanup(func() {
 		e.stop()
 		if t.Failed() {
-			t.Logf("engine log:\n%s", e.logs())
+			t.Logf("%s log:\n%s", what, e.logs())
 		}
 	})
+	return e
+}
+
+// waitReady polls ready until it holds; the test fails if the engine
+// exits first or is not ready (doing what) within 20s.
+func (e *engineProc) waitReady(what string, ready func() bool) {
+	e.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if b, err := os.ReadFile(addrFile); err == nil && len(bytes.TrimSpace(b)) > 0 {
-			e.url = "http://" + strings.TrimSpace(string(b))
-			return e
-		}
+	for !ready() {
 		select {
 		case <-e.done:
-			t.Fatalf("engine exited at start: %v\n%s", e.exitErr, e.logs())
+			e.t.Fatalf("engine exited at start: %v\n%s", e.exitErr, e.logs())
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("engine did not listen within 20s:\n%s", e.logs())
+			e.t.Fatalf("engine did not %s within 20s:\n%s", what, e.logs())
 		}
 	}
 }

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -160,27 +158,7 @@ func TestUnsignedFloodStaysBounded(t *testing.T) {
 //	go test -tags e2e -run '^$' -bench UnsignedFlood -benchtime 1x ./test/e2e/
 func BenchmarkUnsignedFlood(b *testing.B) {
 	for range b.N {
-		dir, err := os.MkdirTemp("", "e2e-flood-")
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer os.RemoveAll(dir)
-		os.MkdirAll(filepath.Join(dir, "plugins"), 0o755)
-		install(b, bins.eicarV1, filepath.Join(dir, "plugins", "microengine-plugin-eicar"))
-		cfg := fmt.Sprintf(`engine {
-  data_dir  = "./data"
-  log_level = "warn"
-}
-plugin "eicar" {
-  path = "./plugins/microengine-plugin-eicar"
-}
-marketplace {
-  listen         = "127.0.0.1:0"
-  metrics_listen = "off"
-  webhook_secret = %q
-}
-`, secret)
-		os.WriteFile(filepath.Join(dir, "engine.hcl"), []byte(cfg), 0o644)
+		dir := eicarEngineDir(b, "warn", "")
 		eng := startEngine(b, dir)
 		pid := eng.cmd.Process.Pid
 		before := testproc.MemoryStatus(pid, "VmRSS")

@@ -4,9 +4,7 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,26 +67,7 @@ func envInt(name string, def int) int {
 func benchEngine(b *testing.B, seconds int, growthBound int64) {
 	rate := float64(envInt("MICROENGINE_LOAD_RATE", 200))
 	for range b.N {
-		dir, err := os.MkdirTemp("", "e2e-load-")
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer os.RemoveAll(dir)
-		os.MkdirAll(filepath.Join(dir, "plugins"), 0o755)
-		install(b, bins.eicarV1, filepath.Join(dir, "plugins", "microengine-plugin-eicar"))
-		cfg := fmt.Sprintf(`engine {
-  data_dir  = "./data"
-  log_level = "warn"
-}
-plugin "eicar" {
-  path = "./plugins/microengine-plugin-eicar"
-}
-marketplace {
-  listen         = "127.0.0.1:0"
-  webhook_secret = %q
-}
-`, secret)
-		os.WriteFile(filepath.Join(dir, "engine.hcl"), []byte(cfg), 0o644)
+		dir := eicarEngineDir(b, "warn", "")
 		eng := startEngine(b, dir)
 		pluginPID := testproc.Children(eng.cmd.Process.Pid)
 
