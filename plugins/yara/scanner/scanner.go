@@ -520,7 +520,7 @@ func (s *Scanner) scanByReference(ctx context.Context, a shared.Artifact, st *st
 	}, m.unmap)
 }
 
-// finish runs the scan, checks the size and adds the metadata.
+// finish runs the scan, after checking the size, and records the bytes it saw.
 // When the scan does not run, release does what the scan would have done
 // when over.
 func (s *Scanner) finish(ctx context.Context, a shared.Artifact, st *state, n int64,
@@ -534,12 +534,9 @@ func (s *Scanner) finish(ctx context.Context, a shared.Artifact, st *state, n in
 	if err != nil {
 		return shared.Result{}, fmt.Errorf("yara: scan %s: %w", a.ID, err)
 	}
+	// run set the versions: of the set it scanned on, which is not st's
+	// when a reload replaced st meanwhile.
 	res.BytesScanned = n
-	if res.Metadata == nil {
-		res.Metadata = map[string]string{}
-	}
-	res.Metadata[MetaVendorVersion] = LibraryVersion
-	res.Metadata[MetaSignaturesVersion] = st.set.Version()
 	s.log.Debug("scanned", "artifact", a.ID, "bytes", n, "verdict", res.Verdict, "duration", time.Since(start))
 	return res, nil
 }
@@ -641,7 +638,7 @@ func (s *Scanner) run(ctx context.Context, st *state, meta map[string]string, sc
 		return r, nil
 	}
 	res := decide(cb.matches, st.cfg.Confidence)
-	res.Metadata = map[string]string{}
+	res.Metadata = map[string]string{MetaVendorVersion: LibraryVersion, MetaSignaturesVersion: st.set.Version()}
 	addMatches(res.Metadata, cb.matches)
 	return res, nil
 }

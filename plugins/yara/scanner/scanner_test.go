@@ -489,6 +489,8 @@ func TestReplacedSetIsReleasedWhenItsScansEnd(t *testing.T) {
 	}
 	if res, err := s.scanBytes(context.Background(), old, []byte("TWO-MARK"), nil); err != nil || res.MalwareFamily != "two" {
 		t.Errorf("a scan that took the old set after the swap: %+v %v; want it on the new set", res, err)
+	} else if got, want := res.Metadata[MetaSignaturesVersion], s.cur.Load().set.Version(); got != want {
+		t.Errorf("a scan run on the new set reports signatures %q, want the new set's %q", got, want)
 	}
 	old.leave()
 	if !old.released {
