@@ -27,6 +27,13 @@ const (
 	zipCentralLen     = 46
 	zipFlagDescriptor = 0x8 // sizes follow the data; clamd then uses the central ones
 	zipSizeZip64      = 0xFFFFFFFF
+	// zipHeadersMax bounds the headers recorded for one artifact: content
+	// that repeats "PK\x03\x04" every 4 bytes would otherwise grow the
+	// map by one entry per 4 bytes (some 30 bytes each), and a file sent
+	// by reference is not held to StreamMaxLength. 2^18 headers (131,072
+	// members, more than the largest jars) cost at most ~8 MB; beyond it
+	// the artifact is not checked, so its OK is not taken for benign.
+	zipHeadersMax = 1 << 18
 )
 
 var (
@@ -52,6 +59,7 @@ type zipSniffer struct {
 	buf      []byte
 	locals   map[int64]zipLocal
 	centrals []zipCentral
+	overflow bool // more than zipHeadersMax headers: not all recorded
 }
 
 func newZipSniffer(r io.Reader) *zipSniffer {
@@ -74,6 +82,10 @@ func (z *zipSniffer) Read(p []byte) (int, error) {
 // look finds the headers in b. A header cut by the end of b is kept in
 // tail (the last zipCentralLen-1 bytes) and found whole in the next read.
 func (z *zipSniffer) look(b []byte) {
+	if z.overflow {
+		z.n += int64(len(b))
+		return
+	}
 	z.buf = append(append(z.buf[:0], z.tail...), b...)
 	start := z.n - int64(len(z.tail))
 	z.n += int64(len(b))
@@ -85,6 +97,11 @@ func (z *zipSniffer) look(b []byte) {
 		}
 		i += j
 		h := buf[i:]
+		if len(z.centrals)+len(z.locals) >= zipHeadersMax && len(h) >= zipCentralLen &&
+			(bytes.HasPrefix(h, zipCentralSig) || bytes.HasPrefix(h, zipLocalSig)) {
+			z.overflow = true
+			break
+		}
 		switch {
 		case len(h) >= zipCentralLen && bytes.HasPrefix(h, zipCentralSig):
 			z.centrals = append(z.centrals, zipCentral{
@@ -114,6 +131,9 @@ func (z *zipSniffer) look(b []byte) {
 // local header gives a compressed size other than the central directory's
 // (or the zip64 mark), with no data descriptor.
 func (z *zipSniffer) skipped() string {
+	if z.overflow {
+		return fmt.Sprintf("it holds more than %d zip headers, more than are checked", zipHeadersMax)
+	}
 	for _, c := range z.centrals {
 		l, ok := z.locals[int64(c.offset)]
 		if !ok || l.flags&zipFlagDescriptor != 0 {

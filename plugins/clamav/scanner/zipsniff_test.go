@@ -111,3 +111,25 @@ func TestNestedZip64ClamdSkips(t *testing.T) {
 		t.Errorf("a clean nested zip: %+v, want benign", r)
 	}
 }
+
+// TestZipSnifferHeaderCap: content that is nothing but local header
+// signatures is not recorded without end; past the cap the artifact is
+// reported unchecked, so an OK on it is not benign. Fewer of them, with
+// no central directory, name no skipped member.
+func TestZipSnifferHeaderCap(t *testing.T) {
+	for _, tc := range []struct {
+		n         int
+		unchecked bool
+	}{{zipHeadersMax - 100, false}, {zipHeadersMax + 100, true}} {
+		z := newZipSniffer(bytes.NewReader(append(bytes.Repeat(zipLocalSig, tc.n), make([]byte, zipCentralLen)...)))
+		if _, err := io.Copy(io.Discard, iotest.HalfReader(z)); err != nil {
+			t.Fatal(err)
+		}
+		if len(z.locals)+len(z.centrals) > zipHeadersMax {
+			t.Errorf("%d signatures: %d headers recorded, more than %d", tc.n, len(z.locals)+len(z.centrals), zipHeadersMax)
+		}
+		if why := z.skipped(); (why != "") != tc.unchecked {
+			t.Errorf("%d signatures: skipped() = %q, want unchecked=%v", tc.n, why, tc.unchecked)
+		}
+	}
+}
