@@ -317,8 +317,6 @@ func (s *Service) deliver(log hclog.Logger, key string, rec Record, answer *Answ
 	if err != nil {
 		out.State = StateFailed
 		out.Reason = joinNonEmpty("; ", rec.Reason, err.Error())
-	}
-	if err != nil {
 		s.metrics.failed.WithLabelValues(string(answer.Verdict)).Inc()
 		log.Error("could not post the answer before the expiration", "verdict", answer.Verdict, "attempts", attempts, "error", err)
 	} else {
