@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -552,5 +553,46 @@ func TestRefusalsCloseTheConnection(t *testing.T) {
 	}
 	if _, err := r.ReadByte(); err != io.EOF {
 		t.Errorf("the connection stays open after a refusal: %v", err)
+	}
+}
+
+// TestSweepFinishesAnUndecodableRecord: a stored record that cannot be read
+// at all is recorded failed by the sweep, not retried every second.
+func TestSweepFinishesAnUndecodableRecord(t *testing.T) {
+	market := newFakeMarket(t)
+	dir := t.TempDir()
+	st, err := OpenStore(filepath.Join(dir, StoreFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Marketplace{WebhookSecrets: []string{testSecret}}
+	svc, err := New(Options{Config: &cfg, DataDir: dir, Store: st, Scanner: eicarScanner(), Logger: hclog.NewNullLogger()})
+	if err != nil {
+		st.Close()
+		t.Fatal(err)
+	}
+	defer svc.store.Close()
+	b, err := ParseBounty(market.bountyJSON(900, "http://x/a", time.Minute, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.store.Put(context.Background(), b, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketBounties).Put(b.Key(), []byte("{not json"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := svc.store.Get(b.Key()); !errors.Is(err, errUndecodable) {
+		t.Fatalf("Get of a garbled record: %v", err)
+	}
+	svc.sweep(false)
+	r, ok, err := svc.store.Get(b.Key())
+	if err != nil || !ok {
+		t.Fatalf("after the sweep: ok %v, %v", ok, err)
+	}
+	if r.State != StateFailed {
+		t.Errorf("an undecodable record is %s after the sweep, want failed", r.State)
 	}
 }

@@ -310,6 +310,11 @@ func encodeRecord(r Record) ([]byte, error) {
 	return raw, nil
 }
 
+// errUndecodable marks a stored record that cannot be read at all, as
+// against a store that could not be reached: only the first is finished as
+// unreadable, the second is retried.
+var errUndecodable = errors.New("decode stored bounty")
+
 // decodeRecord reads a stored record. One that encoding/json cannot read
 // (written before putRecord checked round trips: metadata nested past the
 // decoder's depth limit) is salvaged without its metadata and marked
@@ -322,11 +327,11 @@ func decodeRecord(raw []byte) (Record, error) {
 	}
 	trimmed, ok := withoutMetadata(raw)
 	if !ok {
-		return Record{}, fmt.Errorf("decode stored bounty: %w", err)
+		return Record{}, fmt.Errorf("%w: %w", errUndecodable, err)
 	}
 	var salvaged Record
 	if json.Unmarshal(trimmed, &salvaged) != nil {
-		return Record{}, fmt.Errorf("decode stored bounty: %w", err)
+		return Record{}, fmt.Errorf("%w: %w", errUndecodable, err)
 	}
 	salvaged.Bounty.Metadata = nil
 	salvaged.Damaged = joinNonEmpty("; ", salvaged.Damaged, "its metadata could not be read back: "+err.Error())

@@ -3,6 +3,7 @@ package marketplace
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -280,8 +281,14 @@ func (s *Service) sweep(resume bool) {
 	}
 	for _, key := range waiting {
 		r, ok, err := s.store.Get(key)
-		if err != nil {
+		if errors.Is(err, errUndecodable) {
 			s.finishUnreadable(key, err)
+			continue
+		}
+		if err != nil {
+			// A store out of reach (a JetStream leader election) is no
+			// reason to fail an open bounty: the next sweep tries again.
+			s.log.Error("cannot read a stored bounty: retried at the next sweep", "key", fmt.Sprintf("%x", key), "error", err)
 			continue
 		}
 		if !ok || r.State != StateOpen {
