@@ -284,13 +284,7 @@ func (c *fileContent) keep(err error) {
 // Content was read without error and the file still holds the bytes it was
 // asked about.
 func guardFileResult(r Result, f *os.File, size int64, readErr error) Result {
-	switch r.Verdict {
-	case VerdictMalicious, VerdictBenign, VerdictSuspicious, VerdictUnknown:
-	default:
-		return Unknown("scanner answered an invalid verdict %q", r.Verdict)
-	}
-	r.Confidence = ClampConfidence(r.Confidence)
-	if r.Verdict != VerdictBenign {
+	if r = checkVerdict(r); r.Verdict != VerdictBenign {
 		return r
 	}
 	if readErr != nil {

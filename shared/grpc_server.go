@@ -150,13 +150,7 @@ func (s *grpcServer) scanInline(ctx context.Context, h *proto.ScanHeader) *proto
 // examined, so it stands only when the stream was read to its end and held
 // exactly the announced number of bytes.
 func guardResult(r Result, content *chunkReader) Result {
-	switch r.Verdict {
-	case VerdictMalicious, VerdictBenign, VerdictSuspicious, VerdictUnknown:
-	default:
-		return Unknown("scanner answered an invalid verdict %q", r.Verdict)
-	}
-	r.Confidence = ClampConfidence(r.Confidence)
-	if r.Verdict != VerdictBenign {
+	if r = checkVerdict(r); r.Verdict != VerdictBenign {
 		return r
 	}
 	if !content.eof {
@@ -169,6 +163,18 @@ func guardResult(r Result, content *chunkReader) Result {
 	if content.err != nil && content.err != io.EOF {
 		return Unknown("content stream failed: %v", content.err)
 	}
+	return r
+}
+
+// checkVerdict is every guard's first step: an invalid verdict answers
+// unknown, and the confidence is clamped.
+func checkVerdict(r Result) Result {
+	switch r.Verdict {
+	case VerdictMalicious, VerdictBenign, VerdictSuspicious, VerdictUnknown:
+	default:
+		return Unknown("scanner answered an invalid verdict %q", r.Verdict)
+	}
+	r.Confidence = ClampConfidence(r.Confidence)
 	return r
 }
 
