@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microengine/microengine/internal/benchwork"
 	"github.com/microengine/microengine/internal/devclamd"
 	"github.com/microengine/microengine/internal/testbin"
 	"github.com/microengine/microengine/internal/testproc"
@@ -26,17 +27,9 @@ import (
 	"github.com/microengine/microengine/shared"
 )
 
-// Benchmark workload. clamd caches the verdict of bytes it has seen, so
-// every artifact is pseudo-random content that starts with a unique word
-// (see runWays).
-const (
-	benchStreamSize  = 200 << 20
-	benchFileSize    = 4 << 10
-	benchFiles       = 4000
-	benchConcurrency = 4
-	// benchMemorySize is the artifact of the memory measurement.
-	benchMemorySize = 512 << 20
-)
+// The workload is benchwork's. clamd caches the verdict of bytes it has
+// seen, so every artifact is pseudo-random content that starts with a
+// unique word (see runWays).
 
 // BenchmarkInstream measures host → plugin (the real binary, launched as
 // the host launches it) → clamd against the same workload sent straight
@@ -62,10 +55,10 @@ func BenchmarkInstream(b *testing.B) {
 			// writeback of earlier runs swings throughput by 2-3x from one
 			// run to the next; tmpfs leaves clamd's CPU as the bottleneck,
 			// so the ratios measure our side.
-			"TemporaryDirectory " + benchTempDir(b),
+			"TemporaryDirectory " + benchwork.TempDir(b, "clamd-bench-"),
 		},
 	})
-	config := fmt.Sprintf(`{"address":%q,"max_stream_size":"600M","max_connections":%d,"timeout":"5m"}`, d.Address(), benchConcurrency)
+	config := fmt.Sprintf(`{"address":%q,"max_stream_size":"600M","max_connections":%d,"timeout":"5m"}`, d.Address(), benchwork.Concurrency)
 	p := launch(b)
 	configure(b, p.scanner, config)
 	inproc := scanner.New(nil)
@@ -85,7 +78,7 @@ func BenchmarkInstream(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	bareSession, err := clamd.NewClient(d.Address(), clamd.Options{MaxStreamSize: 600 << 20, Sessions: benchConcurrency})
+	bareSession, err := clamd.NewClient(d.Address(), clamd.Options{MaxStreamSize: 600 << 20, Sessions: benchwork.Concurrency})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -109,20 +102,20 @@ func BenchmarkInstream(b *testing.B) {
 
 	b.Run("stream_200MiB", func(b *testing.B) {
 		took := runWays(b, ways, &seed, func(base uint64, send func(io.Reader, int64) error) error {
-			return send(uniqueNoise(benchStreamSize, base, seed.Add(1)), benchStreamSize)
+			return send(uniqueNoise(benchwork.LargeSize, base, seed.Add(1)), benchwork.LargeSize)
 		})
-		report(b, "MB/s", float64(benchStreamSize)*float64(b.N)/1e6, took)
+		report(b, "MB/s", float64(benchwork.LargeSize)*float64(b.N)/1e6, took)
 		reportPeakRSS(b, p.pid())
 	})
 
-	b.Run(fmt.Sprintf("files_4KiB_x%d_c%d", benchFiles, benchConcurrency), func(b *testing.B) {
+	b.Run(fmt.Sprintf("files_4KiB_x%d_c%d", benchwork.Files, benchwork.Concurrency), func(b *testing.B) {
 		took := runWays(b, ways, &seed, func(base uint64, send func(io.Reader, int64) error) error {
 			var file atomic.Uint64
-			return parallel(benchFiles, benchConcurrency, func() error {
-				return send(uniqueNoise(benchFileSize, base+file.Add(1), seed.Add(1)), benchFileSize)
+			return parallel(benchwork.Files, benchwork.Concurrency, func() error {
+				return send(uniqueNoise(benchwork.FileSize, base+file.Add(1), seed.Add(1)), benchwork.FileSize)
 			})
 		})
-		report(b, "files/s", float64(benchFiles*b.N), took)
+		report(b, "files/s", float64(benchwork.Files*b.N), took)
 		reportPeakRSS(b, p.pid())
 	})
 
@@ -133,29 +126,29 @@ func BenchmarkInstream(b *testing.B) {
 	engineHCL := coldConfig(b, d.Address())
 	b.Run("cold_cli_stream_200MiB", func(b *testing.B) {
 		took := coldScans(b, cli, engineHCL, func(dir string) {
-			writeNoiseFile(b, filepath.Join(dir, "large"), benchStreamSize, seed.Add(1))
+			writeNoiseFile(b, filepath.Join(dir, "large"), benchwork.LargeSize, seed.Add(1))
 		})
-		b.ReportMetric(float64(benchStreamSize)*float64(b.N)/1e6/took.Seconds(), "cold_MB/s")
+		b.ReportMetric(float64(benchwork.LargeSize)*float64(b.N)/1e6/took.Seconds(), "cold_MB/s")
 	})
-	b.Run(fmt.Sprintf("cold_cli_files_4KiB_x%d_c%d", benchFiles, benchConcurrency), func(b *testing.B) {
+	b.Run(fmt.Sprintf("cold_cli_files_4KiB_x%d_c%d", benchwork.Files, benchwork.Concurrency), func(b *testing.B) {
 		took := coldScans(b, cli, engineHCL, func(dir string) {
-			for i := range benchFiles {
-				writeNoiseFile(b, filepath.Join(dir, fmt.Sprintf("f%05d", i)), benchFileSize, seed.Add(1))
+			for i := range benchwork.Files {
+				writeNoiseFile(b, filepath.Join(dir, fmt.Sprintf("f%05d", i)), benchwork.FileSize, seed.Add(1))
 			}
 		})
-		b.ReportMetric(float64(benchFiles*b.N)/took.Seconds(), "cold_files/s")
+		b.ReportMetric(float64(benchwork.Files*b.N)/took.Seconds(), "cold_files/s")
 	})
 
 	// Memory, as a user runs it: the peak resident sets of `microengine
 	// scan` and of its plugin while they stream a 512 MiB artifact.
 	b.Run("cold_cli_memory_512MiB", func(b *testing.B) {
-		path := filepath.Join(benchTempDir(b), "large")
+		path := filepath.Join(benchwork.TempDir(b, "clamd-bench-"), "large")
 		var host, plugin int64
 		for b.Loop() {
 			b.StopTimer()
 			// Fresh content each time: clamd would answer a repeat
 			// from its cache.
-			writeNoiseFile(b, path, benchMemorySize, seed.Add(1))
+			writeNoiseFile(b, path, benchwork.MemorySize, seed.Add(1))
 			b.StartTimer()
 			h, p := peakRSS(b, cli, engineHCL, path)
 			host, plugin = max(host, h), max(plugin, p)
@@ -214,7 +207,7 @@ plugin "clamav" {
     timeout         = "5m"
   }
 }
-`, benchConcurrency, pluginBinary, address, benchConcurrency)
+`, benchwork.Concurrency, pluginBinary, address, benchwork.Concurrency)
 	path := filepath.Join(b.TempDir(), "engine.hcl")
 	if err := os.WriteFile(path, []byte(hcl), 0o644); err != nil {
 		b.Fatal(err)
@@ -229,14 +222,14 @@ func coldScans(b *testing.B, cli, engineHCL string, fill func(dir string)) time.
 	var took time.Duration
 	for b.Loop() {
 		b.StopTimer()
-		dir, err := os.MkdirTemp(benchTempDir(b), "cold-")
+		dir, err := os.MkdirTemp(benchwork.TempDir(b, "clamd-bench-"), "cold-")
 		if err != nil {
 			b.Fatal(err)
 		}
 		fill(dir)
 		b.StartTimer()
 		start := time.Now()
-		out, err := exec.Command(cli, "scan", "-config", engineHCL, "-concurrency", strconv.Itoa(benchConcurrency), dir).CombinedOutput()
+		out, err := exec.Command(cli, "scan", "-config", engineHCL, "-concurrency", strconv.Itoa(benchwork.Concurrency), dir).CombinedOutput()
 		took += time.Since(start)
 		if err != nil {
 			b.Fatalf("microengine scan: %v\n%s", err, tail(out, 2048))
@@ -309,18 +302,6 @@ func report(b *testing.B, unit string, amount float64, took map[string]time.Dura
 	b.ReportMetric(rate["plugin"]/rate["bare"], "plugin/bare")
 	b.ReportMetric(rate["plugin"]/rate["bare_session"], "plugin/bare_session")
 	b.ReportMetric(rate["inproc"]/rate["bare"], "inproc/bare")
-}
-
-// benchTempDir is a folder on tmpfs (/dev/shm) when there is one.
-func benchTempDir(b *testing.B) string {
-	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
-		dir, err := os.MkdirTemp("/dev/shm", "clamd-bench-")
-		if err == nil {
-			b.Cleanup(func() { os.RemoveAll(dir) })
-			return dir
-		}
-	}
-	return b.TempDir()
 }
 
 // reportPeakRSS reports the plugin process's peak resident set (VmHWM).

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microengine/microengine/internal/benchwork"
 	"github.com/microengine/microengine/internal/devclamd"
 	"github.com/microengine/microengine/internal/testbin"
 )
@@ -57,7 +58,7 @@ func BenchmarkAgainstClamdscan(b *testing.B) {
 			"MaxFileSize 600M", "MaxScanSize 2G",
 			// As BenchmarkInstream: clamd's INSTREAM spool on tmpfs, so
 			// the VM's disk does not decide the --stream figures.
-			"TemporaryDirectory " + benchTempDir(b),
+			"TemporaryDirectory " + benchwork.TempDir(b, "clamd-bench-"),
 		},
 	})
 	cli := testbin.BuildT(b, "microengine", "./host/cmd/microengine")
@@ -67,7 +68,7 @@ func BenchmarkAgainstClamdscan(b *testing.B) {
 
 	// Untimed: the plugin probes a clamd's limits once per clamd process
 	// and keeps the finding; until then artifacts are streamed.
-	warm := filepath.Join(benchTempDir(b), "warm")
+	warm := filepath.Join(benchwork.TempDir(b, "clamd-bench-"), "warm")
 	writeNoiseFile(b, warm, 4096, seed.Add(1))
 	if out, err := exec.Command(cli, "scan", "-config", engineHCL, warm).CombinedOutput(); err != nil {
 		b.Fatalf("warm-up scan: %v\n%s", err, tail(out, 2048))
@@ -131,23 +132,23 @@ func BenchmarkAgainstClamdscan(b *testing.B) {
 		b.ReportMetric(min(med["clamdscan_stream"], med["clamdscan_fdpass"])/med["microengine"], "speed_vs_faster")
 	}
 
-	b.Run(fmt.Sprintf("files_4KiB_x%d", benchFiles), func(b *testing.B) {
+	b.Run(fmt.Sprintf("files_4KiB_x%d", benchwork.Files), func(b *testing.B) {
 		rounds(b, files, func(base uint64) string {
-			dir, err := os.MkdirTemp(benchTempDir(b), "files-")
+			dir, err := os.MkdirTemp(benchwork.TempDir(b, "clamd-bench-"), "files-")
 			if err != nil {
 				b.Fatal(err)
 			}
-			for i := range benchFiles {
+			for i := range benchwork.Files {
 				// The same content for every tool but its first word.
-				writeUniqueNoise(b, filepath.Join(dir, fmt.Sprintf("f%05d", i)), benchFileSize, base+uint64(i), seed.Add(1))
+				writeUniqueNoise(b, filepath.Join(dir, fmt.Sprintf("f%05d", i)), benchwork.FileSize, base+uint64(i), seed.Add(1))
 			}
 			return dir
 		})
 	})
 	b.Run("file_200MiB", func(b *testing.B) {
 		rounds(b, single, func(base uint64) string {
-			path := filepath.Join(benchTempDir(b), fmt.Sprintf("large-%d", seed.Add(1)))
-			writeUniqueNoise(b, path, benchStreamSize, base, seed.Add(1))
+			path := filepath.Join(benchwork.TempDir(b, "clamd-bench-"), fmt.Sprintf("large-%d", seed.Add(1)))
+			writeUniqueNoise(b, path, benchwork.LargeSize, base, seed.Add(1))
 			return path
 		})
 	})

@@ -12,17 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microengine/microengine/internal/benchwork"
 	"github.com/microengine/microengine/internal/testbin"
 	"github.com/microengine/microengine/internal/testproc"
-)
-
-// Benchmark workload: the shapes users compare, on the project's rules.
-const (
-	benchLargeSize   = 200 << 20
-	benchFileSize    = 4 << 10
-	benchFiles       = 4000
-	benchConcurrency = 4
-	benchMemorySize  = 512 << 20
 )
 
 // BenchmarkYaraAgainstCLI measures `microengine scan` with the yara plugin
@@ -48,7 +40,7 @@ func BenchmarkYaraAgainstCLI(b *testing.B) {
 		b.Fatalf("rule files in %s: %v", rulesDir, err)
 	}
 	engineHCL := benchConfig(b, plugin, rulesDir)
-	tmp := benchTempDir(b)
+	tmp := benchwork.TempDir(b, "yara-bench-")
 
 	// yara's arguments: the externals the plugin defines, each rule file
 	// in its own namespace as the plugin loads them.
@@ -64,7 +56,7 @@ func BenchmarkYaraAgainstCLI(b *testing.B) {
 		{"yara_cli", func(target string, dir bool) error {
 			args := append([]string(nil), yaraArgs...)
 			if dir {
-				args = append([]string{"-r", "-p", strconv.Itoa(benchConcurrency)}, args...)
+				args = append([]string{"-r", "-p", strconv.Itoa(benchwork.Concurrency)}, args...)
 			}
 			out, err := exec.Command(yaraCLI, append(args, target)...).CombinedOutput()
 			if err != nil || len(bytes.TrimSpace(out)) > 0 {
@@ -73,7 +65,7 @@ func BenchmarkYaraAgainstCLI(b *testing.B) {
 			return nil
 		}},
 		{"plugin", func(target string, _ bool) error {
-			out, err := exec.Command(cli, "scan", "-config", engineHCL, "-concurrency", strconv.Itoa(benchConcurrency), target).CombinedOutput()
+			out, err := exec.Command(cli, "scan", "-config", engineHCL, "-concurrency", strconv.Itoa(benchwork.Concurrency), target).CombinedOutput()
 			if err != nil {
 				return fmt.Errorf("microengine scan: %v: %s", err, tail(out, 512))
 			}
@@ -110,22 +102,22 @@ func BenchmarkYaraAgainstCLI(b *testing.B) {
 
 	b.Run("large_200MiB", func(b *testing.B) {
 		path := filepath.Join(tmp, "large")
-		writeNoise(b, path, benchLargeSize, 1)
-		measure(b, path, false, "MB/s", benchLargeSize/1e6)
+		writeNoise(b, path, benchwork.LargeSize, 1)
+		measure(b, path, false, "MB/s", benchwork.LargeSize/1e6)
 	})
-	b.Run(fmt.Sprintf("files_4KiB_x%d", benchFiles), func(b *testing.B) {
+	b.Run(fmt.Sprintf("files_4KiB_x%d", benchwork.Files), func(b *testing.B) {
 		dir := filepath.Join(tmp, "files")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			b.Fatal(err)
 		}
-		for i := range benchFiles {
-			writeNoise(b, filepath.Join(dir, fmt.Sprintf("f%05d", i)), benchFileSize, uint64(i+2))
+		for i := range benchwork.Files {
+			writeNoise(b, filepath.Join(dir, fmt.Sprintf("f%05d", i)), benchwork.FileSize, uint64(i+2))
 		}
-		measure(b, dir, true, "files/s", benchFiles)
+		measure(b, dir, true, "files/s", benchwork.Files)
 	})
 	b.Run("memory_512MiB", func(b *testing.B) {
 		path := filepath.Join(tmp, "memory")
-		writeNoise(b, path, benchMemorySize, 9)
+		writeNoise(b, path, benchwork.MemorySize, 9)
 		var hwm, anon, file, shmem int64
 		for b.Loop() {
 			h, a, f, s := pluginPeaks(b, cli, engineHCL, path)
@@ -189,7 +181,7 @@ plugin "yara" {
     reload_interval = "0s"
   }
 }
-`, benchConcurrency, plugin, rulesDir)
+`, benchwork.Concurrency, plugin, rulesDir)
 	path := filepath.Join(b.TempDir(), "engine.hcl")
 	if err := os.WriteFile(path, []byte(hcl), 0o644); err != nil {
 		b.Fatal(err)
@@ -218,18 +210,6 @@ func writeNoise(b *testing.B, path string, size int64, seed uint64) {
 	if err := f.Close(); err != nil {
 		b.Fatal(err)
 	}
-}
-
-// benchTempDir is a folder on tmpfs (/dev/shm) when there is one, so disk
-// writeback does not swing the figures.
-func benchTempDir(b *testing.B) string {
-	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
-		if dir, err := os.MkdirTemp("/dev/shm", "yara-bench-"); err == nil {
-			b.Cleanup(func() { os.RemoveAll(dir) })
-			return dir
-		}
-	}
-	return b.TempDir()
 }
 
 func tail(b []byte, n int) []byte {
