@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -203,13 +204,7 @@ func connect(ctx context.Context, cfg *config.Queue, log hclog.Logger) (*Node, e
 		}
 		opts = append(opts, nats.Secure(tc))
 	}
-	var url string
-	for i, s := range cfg.Servers {
-		if i > 0 {
-			url += ","
-		}
-		url += s
-	}
+	url := strings.Join(cfg.Servers, ",")
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to the NATS cluster %s: %w", url, err)
