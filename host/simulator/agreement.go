@@ -88,7 +88,10 @@ func agree(tally map[string]*PluginAgreement, s *Sample, backends map[string]sha
 			a.Unknown++
 		default:
 			a.Disagree++
-			if len(a.Misses) < maxMisses && !slices.Contains(a.Misses, s.Name) {
+			// A sample sent again is listed once: the entries are
+			// "name (verdict, want verdict)".
+			listed := slices.ContainsFunc(a.Misses, func(m string) bool { return strings.HasPrefix(m, s.Name+" (") })
+			if len(a.Misses) < maxMisses && !listed {
 				a.Misses = append(a.Misses, fmt.Sprintf("%s (%s, want %s)", s.Name, v, want))
 			}
 		}
