@@ -39,7 +39,8 @@ func (s *Service) process(t task, scan bool, sp *spool) {
 	// was queued (a sweep and a webhook can both queue it).
 	rec, ok, err := s.store.Get(key)
 	if err != nil {
-		s.log.Error("cannot read a stored bounty", "bounty", t.b.ID, "phase", t.b.Phase, "error", err)
+		// t.b is empty for a task of the deadline watch: the key names it.
+		s.log.Error("cannot read a stored bounty", "key", fmt.Sprintf("%x", key), "error", err)
 		return
 	}
 	if !ok || rec.State != StateOpen {
