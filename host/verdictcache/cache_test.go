@@ -158,6 +158,19 @@ func TestSavedAndLoaded(t *testing.T) {
 		t.Error("a live entry was not loaded")
 	}
 
+	// A TTL lowered since the save applies to the entries on file: key 2,
+	// kept 45 minutes ago under an hour, has 15 minutes left; under a
+	// 10-minute TTL it has 10.
+	short, err := Open(Config{TTL: 10 * time.Minute, MaxEntries: 100}, path, clk.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.t = clk.t.Add(11 * time.Minute)
+	if _, ok := short.Get(key(t, 2)); ok {
+		t.Error("an entry outlived the TTL configured when it was loaded")
+	}
+	clk.t = clk.t.Add(-11 * time.Minute)
+
 	// A damaged file is set aside: an empty cache and an error.
 	raw, _ := os.ReadFile(path)
 	raw[len(raw)/2] ^= 0xff

@@ -72,6 +72,10 @@ func (c *Cache) load(f *os.File) error {
 	}
 	r := &reader{b: body[len(magic):]}
 	now := c.now().UnixNano()
+	// An entry kept under a longer TTL than the one now configured lives
+	// no longer than a verdict kept now: a TTL lowered to age out stale
+	// verdicts applies to those already on file too.
+	latest := c.now().Add(c.cfg.TTL).UnixNano()
 	for len(r.b) > 0 && r.err == nil {
 		var k Key
 		r.bytes(k.SHA256[:])
@@ -86,7 +90,7 @@ func (c *Cache) load(f *os.File) error {
 			e.Plugins = append(e.Plugins, Verdict{Name: r.str(), Verdict: shared.Verdict(r.str()), Confidence: r.f64(), MalwareFamily: r.str(), Heuristic: r.bool()})
 		}
 		if r.err == nil && expires > now && e.Cacheable() {
-			c.put(k, e, expires)
+			c.put(k, e, min(expires, latest))
 		}
 	}
 	return r.err
