@@ -2,6 +2,8 @@ package engine
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/microengine/microengine/host/verdictcache"
@@ -63,7 +65,21 @@ func (e *Engine) scanners(results []PluginResult, a Artifact) []verdictcache.Sca
 		out = append(out, verdictcache.Scanner{Name: "\x00artifact", Version: named.String()})
 	}
 	// A policy change (quorum, weights, caps) composes other verdicts.
-	return append(out, verdictcache.Scanner{Name: "\x00policy", Version: fmt.Sprintf("%+v", e.policy())})
+	return append(out, verdictcache.Scanner{Name: "\x00policy", Version: policyKey(e.policy())})
+}
+
+// policyKey writes the values a policy composes with, its plugins in name
+// order. (%+v of the Policy printed a weight's pointer, not its value: a
+// reload lost every cached verdict, and a changed weight at a reused
+// address kept the old key.)
+func policyKey(p Policy) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "quorum=%d", p.MaliciousQuorum)
+	for _, name := range slices.Sorted(maps.Keys(p.Plugins)) {
+		pp := p.Plugins[name]
+		fmt.Fprintf(&b, ";%d:%s=%s,%g", len(name), name, pp.MaxVerdict, pp.weight())
+	}
+	return b.String()
 }
 
 // lookupKey is the key under which the current plugins would have stored

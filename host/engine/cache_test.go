@@ -151,3 +151,40 @@ func TestCacheKeyHasTheArtifactsName(t *testing.T) {
 		t.Fatalf("no name was answered from a named artifact's entry: %+v", r)
 	}
 }
+
+// reloadedPolicy gives a new Policy on every call, as the plugin manager
+// does from each engine.hcl it loads: the weight is a new pointer each time.
+type reloadedPolicy struct {
+	plugins
+	weight *atomic.Value // float64
+}
+
+func (r reloadedPolicy) Policy() Policy {
+	w := r.weight.Load().(float64)
+	return Policy{Plugins: map[string]PluginPolicy{"clamav": {Weight: &w}}}
+}
+
+// The cache keys on the policy's values: the same weight read again keeps
+// the cached verdict, a changed weight scans again.
+func TestCacheKeysOnThePolicysValues(t *testing.T) {
+	var weight atomic.Value
+	weight.Store(0.5)
+	var scans atomic.Int32
+	var sigs atomic.Value
+	sigs.Store("100")
+	p := versionedPlugin{fakePlugin: fakePlugin{name: "clamav", types: []shared.ArtifactType{shared.ArtifactFile}, scan: func(context.Context, shared.Artifact) (shared.Result, error) {
+		return shared.Result{Verdict: shared.VerdictMalicious, Confidence: 1}, nil
+	}}, sigs: &sigs, scans: &scans}
+	cache := verdictcache.New(verdictcache.Config{TTL: time.Hour, MaxEntries: 100}, "", nil)
+	eng := New(reloadedPolicy{plugins: plugins{p}, weight: &weight}).WithCache(cache, true)
+	art := Artifact{ID: "x", Type: shared.ArtifactFile, Size: 7, Content: strings.NewReader("content"), SHA256: strings.Repeat("cd", 32)}
+
+	eng.Scan(context.Background(), art)
+	if r := eng.Scan(context.Background(), art); !r.Cached || scans.Load() != 1 {
+		t.Fatalf("the same weight, reloaded: %+v after %d scans; want it from the cache", r, scans.Load())
+	}
+	weight.Store(0.25)
+	if r := eng.Scan(context.Background(), art); r.Cached || scans.Load() != 2 || r.Confidence != 0.25 {
+		t.Fatalf("a changed weight: %+v after %d scans; want a new scan at confidence 0.25", r, scans.Load())
+	}
+}
