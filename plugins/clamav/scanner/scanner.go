@@ -754,7 +754,14 @@ func (s *Scanner) benign(ctx context.Context, a shared.Artifact, st *state, b *b
 		r.Metadata[shared.MetaComment] = shared.CommentSignaturesStale
 		return r
 	}
-	v, _ := b.versions(ctx)
+	v, ok := b.versions(ctx)
+	if !ok && st.cfg.MaxSignatureAge > 0 {
+		// VERSION failed (clamd went, or the scan left it no time): the
+		// signatures' age is not known, so neither is that they are fresh.
+		r := s.unknown(a, b, reply.ContentBytes, "clamd answered OK, but its VERSION could not be read: the signatures' age (max_signature_age %s) is not known", st.cfg.MaxSignatureAge)
+		r.Metadata[shared.MetaComment] = shared.CommentSignaturesStale
+		return r
+	}
 	if stale, age := s.stale(st.cfg, v); stale {
 		r := s.unknown(a, b, reply.ContentBytes, "clamd answered OK, but its signatures (%s) are %s old, more than max_signature_age %s",
 			v.Database, age.Round(time.Hour), st.cfg.MaxSignatureAge)

@@ -507,7 +507,9 @@ func TestRetryOnceWhenClamdIsBack(t *testing.T) {
 	}
 	defer os.RemoveAll(dir)
 	sock := filepath.Join(dir, "clamd.sock")
-	s := configured(t, "unix://"+sock)
+	// The stand-in answers one INSTREAM and no VERSION: the age check,
+	// which needs VERSION, is off.
+	s := configured(t, "unix://"+sock, `"max_signature_age":"0"`)
 
 	// clamd comes back 50ms after the first attempt was refused.
 	done := make(chan struct{})
@@ -838,5 +840,25 @@ func readInstream(conn net.Conn) instream {
 			return st
 		}
 		st.content = append(st.content, buf...)
+	}
+}
+
+// TestOKWithoutVersionIsUnknown: an OK from a clamd whose VERSION cannot
+// be read is not benign while max_signature_age is set: the signatures'
+// age is not known. With the age check off, the same OK is benign.
+func TestOKWithoutVersionIsUnknown(t *testing.T) {
+	l := listenCounting(t, func(conn net.Conn) {
+		readInstream(conn)
+		io.WriteString(conn, "stream: OK\x00")
+	})
+	l.version.Store("not a version")
+	s := configured(t, l.address)
+	r := scan(t, s, file([]byte("x")))
+	if r.Verdict != shared.VerdictUnknown || !strings.Contains(r.Reason, "VERSION could not be read") {
+		t.Errorf("max_signature_age on: %+v, want unknown (VERSION could not be read)", r)
+	}
+	s = configured(t, l.address, `"max_signature_age":"0"`)
+	if r := scan(t, s, file([]byte("x"))); r.Verdict != shared.VerdictBenign {
+		t.Errorf("max_signature_age 0: %+v, want benign", r)
 	}
 }
