@@ -247,7 +247,7 @@ func (s *scanRun) scanOne(t target, buf []byte) scanOutcome {
 	if t.err != nil {
 		return fail(t.err)
 	}
-	f, size, sum, cleanup, err := openArtifact(t.path)
+	f, size, sum, cleanup, err := openArtifact(t.path, s.hash)
 	if err != nil {
 		return fail(err)
 	}
@@ -270,9 +270,10 @@ func (s *scanRun) scanOne(t target, buf []byte) scanOutcome {
 // file first: every plugin reads the artifact at its own pace, so the
 // content must be readable more than once, and it must not sit in memory.
 // A file is passed as it is (plugins that take artifacts by reference get
-// a read-only descriptor of it); stdin is spooled once, and hashed on the
-// way (sum), so it costs no second pass.
-func openArtifact(path string) (f *os.File, size int64, sum string, cleanup func(), err error) {
+// a read-only descriptor of it); stdin is spooled once, and, when hash
+// (there is a verdict cache to look it up in), hashed on the way (sum), so
+// it costs no second pass.
+func openArtifact(path string, hash bool) (f *os.File, size int64, sum string, cleanup func(), err error) {
 	if path != "-" {
 		f, err := os.Open(path)
 		if err != nil {
@@ -294,11 +295,18 @@ func openArtifact(path string) (f *os.File, size int64, sum string, cleanup func
 		return nil, 0, "", nil, fmt.Errorf("spool stdin: %w", err)
 	}
 	os.Remove(tmp.Name()) // unlinked: gone when closed, whatever happens
+	var w io.Writer = tmp
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), os.Stdin)
+	if hash {
+		w = io.MultiWriter(tmp, h)
+	}
+	n, err := io.Copy(w, os.Stdin)
 	if err != nil {
 		tmp.Close()
 		return nil, 0, "", nil, fmt.Errorf("spool stdin: %w", err)
 	}
-	return tmp, n, hex.EncodeToString(h.Sum(nil)), func() { tmp.Close() }, nil
+	if hash {
+		sum = hex.EncodeToString(h.Sum(nil))
+	}
+	return tmp, n, sum, func() { tmp.Close() }, nil
 }
