@@ -1,0 +1,80 @@
+package bountiesdb_test
+
+import (
+	"errors"
+	"io/fs"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/microengine/microengine/host/marketplace/bountiesdb"
+	"github.com/microengine/microengine/host/marketplace/bountiesdb/bountiesdbtest"
+)
+
+func key(id byte, phase string) []byte { return append([]byte{0, 0, 0, 0, 0, 0, 0, id}, phase...) }
+
+func list(t *testing.T, db *bountiesdb.DB, newestFirst bool) string {
+	t.Helper()
+	var got []string
+	if err := db.Each(newestFirst, func(k, raw []byte) bool { got = append(got, string(raw)); return true }); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(got, " ")
+}
+
+// TestEachReadsTheOldLayout: the records come back as stored, in the
+// bounty id's order either way, and fn stops the walk.
+func TestEachReadsTheOldLayout(t *testing.T) {
+	path := filepath.Join(t.TempDir(), bountiesdb.File)
+	bountiesdbtest.Write(t, path,
+		bountiesdbtest.Record{Key: key(2, "assertion"), Raw: []byte(`b`)},
+		bountiesdbtest.Record{Key: key(1, "assertion"), Raw: []byte(`a`)},
+		bountiesdbtest.Record{Key: key(3, "arbitration"), Raw: []byte(`c`)},
+	)
+	db, err := bountiesdb.Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if got := list(t, db, false); got != "a b c" {
+		t.Errorf("oldest first: %q", got)
+	}
+	if got := list(t, db, true); got != "c b a" {
+		t.Errorf("newest first: %q", got)
+	}
+	n := 0
+	if err := db.Each(false, func(k, raw []byte) bool { n++; return false }); err != nil || n != 1 {
+		t.Errorf("a walk fn stopped went on: %d calls, %v", n, err)
+	}
+}
+
+// TestOpenRefusesWhatItCannotRead: a missing file, a file an engine holds
+// (busy, not a hang) and a file with no bounties bucket (nothing to read).
+func TestOpenRefusesWhatItCannotRead(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := bountiesdb.Open(filepath.Join(dir, "none.db"), time.Second); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+
+	path := filepath.Join(dir, bountiesdb.File)
+	held, err := bolt.Open(path, 0o600, nil) // an old engine, running
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bountiesdb.Open(path, 50*time.Millisecond); !errors.Is(err, bountiesdb.ErrBusy) {
+		t.Errorf("held file: %v, want ErrBusy", err)
+	}
+	held.Close()
+
+	db, err := bountiesdb.Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if got := list(t, db, false); got != "" {
+		t.Errorf("a file without the bucket lists %q", got)
+	}
+}
