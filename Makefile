@@ -41,12 +41,8 @@ deps:
 # tests start themselves), then the slower end-to-end tests.
 test: deps build lint unit e2e
 
-# The marketplace's tests run on JetStream's embedded node (the engine's
-# lifecycle), then again on bounties.db's store while it is kept (it is
-# what an upgrade moves into JetStream).
 unit:
 	$(GO) test -count=1 ./...
-	MICROENGINE_TEST_LIFECYCLE=bbolt $(GO) test -count=1 ./host/marketplace/
 
 e2e:
 	$(GO) test -count=1 -tags e2e -timeout 15m ./test/e2e/...

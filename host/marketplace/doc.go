@@ -7,7 +7,9 @@
 // marketplace protocol, a bounty's path).
 //
 // The pieces, one file each: bounty.go (the webhook body), signature.go,
-// server.go (the HTTP side), store*.go (bbolt with group commit), fetch.go,
+// server.go (the HTTP side), jetstore.go (the lifecycle in NATS
+// JetStream) with record.go (what it stores) and migrate.go (moving an
+// older version's bounties.db in, read by bountiesdb), fetch.go,
 // bid.go, filter.go, answer.go (what is posted), poster.go, worker.go and
 // process.go (the pipeline), metrics.go, and service.go which ties them.
 package marketplace

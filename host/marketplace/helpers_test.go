@@ -7,8 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,7 +17,6 @@ import (
 
 	"github.com/microengine/microengine/host/config"
 	"github.com/microengine/microengine/host/engine"
-	"github.com/microengine/microengine/host/queue"
 	"github.com/microengine/microengine/internal/answerschema"
 	"github.com/microengine/microengine/shared"
 )
@@ -187,47 +184,6 @@ func eicarScanner() ScanFunc {
 	}
 }
 
-// lifecycleEnv picks the store the tests run the service on: unset,
-// JetStream's embedded node (the engine's); "bbolt", bounties.db's Store
-// (make unit runs the package both ways while that store exists).
-const lifecycleEnv = "MICROENGINE_TEST_LIFECYCLE"
-
-func onBolt() bool { return os.Getenv(lifecycleEnv) == "bbolt" }
-
-// testStore is Options.Store for the lifecycle under test: nil lets the
-// service open JetStream.
-func testStore(t *testing.T, dir string) Lifecycle {
-	if !onBolt() {
-		return nil
-	}
-	return openTestStore(t, dir)
-}
-
-// openTestStore opens the lifecycle under test in dir, as the engine
-// would, for tests that seed it before starting an engine.
-func openTestStore(t *testing.T, dir string) Lifecycle {
-	t.Helper()
-	if onBolt() {
-		s, err := OpenStore(filepath.Join(dir, StoreFile))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	node, err := queue.Open(ctx, nil, dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := OpenJetStore(ctx, node, config.DefaultRetention, nil)
-	if err != nil {
-		node.Close()
-		t.Fatal(err)
-	}
-	return s
-}
-
 type testEngine struct {
 	svc    *Service
 	srv    *httptest.Server
@@ -253,9 +209,6 @@ func startTestEngine(t *testing.T, dir string, market *fakeMarket, scanner Scann
 		m(&cfg, &opts)
 	}
 	opts.Config = &cfg
-	if opts.Store == nil {
-		opts.Store = testStore(t, dir)
-	}
 	svc, err := New(opts)
 	if err != nil {
 		t.Fatal(err)

@@ -14,14 +14,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/microengine/microengine/host/config"
 )
@@ -57,10 +55,7 @@ func TestReusedDeliveryIDIsANewBounty(t *testing.T) {
 // TestFarFutureExpiration: expirations past the nanosecond index's end
 // (2262) are bounded, never wrapped into the past.
 func TestFarFutureExpiration(t *testing.T) {
-	s, err := OpenStore(filepath.Join(t.TempDir(), StoreFile))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openEmbedded(t, t.TempDir(), config.DefaultRetention)
 	defer s.Close()
 	now := time.Now()
 	for i, year := range []int{2300, 9999} {
@@ -70,7 +65,7 @@ func TestFarFutureExpiration(t *testing.T) {
 		}
 	}
 	n := 0
-	s.OpenKeys(func(key []byte, exp time.Time) bool {
+	s.OpenKeysAfter(nil, func(key []byte, exp time.Time) bool {
 		n++
 		if exp.Before(now) {
 			t.Errorf("bounty %x: indexed expiration %s is in the past", key, exp)
@@ -98,106 +93,11 @@ func deepMetadata(n int) string {
 	return `{"x":` + strings.Repeat("[", n) + strings.Repeat("]", n) + `}`
 }
 
-// putRaw stores records the way an older version did, with no check
-// that they read back, in one transaction.
-func putRaw(t *testing.T, s *Store, bs []Bounty, metadata string) {
-	t.Helper()
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range bs {
-			b.Metadata = json.RawMessage(`{"x":0}`)
-			raw, err := json.Marshal(Record{Bounty: b, State: StateOpen, ReceivedAt: time.Now()})
-			if err != nil {
-				return err
-			}
-			raw = []byte(strings.Replace(string(raw), `{"x":0}`, metadata, 1))
-			if err := tx.Bucket(bucketBounties).Put(b.Key(), raw); err != nil {
-				return err
-			}
-			if err := tx.Bucket(bucketOpen).Put(timeKey(b.Expiration, b.Key()), nil); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-// TestPoisonRecordsAreAnsweredAndDoNotStarveRecovery: records an older
-// version stored with metadata too deep to read back are answered unknown,
-// and more of them than a janitor batch holds do not keep the ordinary
-// bounties behind them from being resumed.
-func TestPoisonRecordsAreAnsweredAndDoNotStarveRecovery(t *testing.T) {
-	if !onBolt() {
-		t.Skip("bounties.db's records written by an older version; JetStream's are TestJetStorePoisonRecords")
-	}
-	dir := t.TempDir()
-	market := newFakeMarket(t)
-	uri := market.put("e", []byte("EICAR"))
-	store, err := OpenStore(filepath.Join(dir, StoreFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	const poison, ordinary = 1030, 20
-	now := time.Now()
-	var bs []Bounty
-	for i := range poison {
-		b, err := ParseBounty(market.bountyJSON(int64(100000+i), uri, time.Minute, nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		bs = append(bs, b)
-	}
-	putRaw(t, store, bs, deepMetadata(10000))
-	if _, _, err := store.Get(bountyKey(100000, PhaseAssertion)); err != nil {
-		t.Fatalf("a poison record is not salvaged: %v", err)
-	}
-	for i := range ordinary {
-		b, err := ParseBounty(market.bountyJSON(int64(200000+i), uri, 2*time.Minute, nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := store.Put(context.Background(), b, "", now); err != nil {
-			t.Fatal(err)
-		}
-	}
-	n := 0
-	if err := store.List(false, func(Record) bool { n++; return true }); err != nil || n != poison+ordinary {
-		t.Errorf("list: %d records, %v", n, err)
-	}
-	store.Close()
-
-	e := startTestEngine(t, dir, market, eicarScanner())
-	deadline := time.Now().Add(30 * time.Second)
-	for i := range ordinary {
-		id := strconv.Itoa(200000 + i)
-		for market.postCount(id) == 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("ordinary bounty %s was never resumed", id)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	r := e.record(t, 100000, PhaseAssertion)
-	if r.State != StateAnswered || r.Answer.Verdict != "unknown" || !strings.Contains(r.Reason, "could not be stored whole") {
-		t.Errorf("poison record: %s %+v %q", r.State, r.Answer, r.Reason)
-	}
-	// A redelivery of a poison bounty is acknowledged, not refused (503).
-	e.accept(t, market.bountyJSON(100000, uri, time.Minute, nil))
-	if got := market.postCount("100000"); got != 1 {
-		t.Errorf("poison bounty posted %d times", got)
-	}
-}
-
 // TestStoreNeverHoldsWhatItCannotReadBack: a bounty whose metadata would
 // not read back is stored without it and marked damaged; a redelivery
 // finds it.
 func TestStoreNeverHoldsWhatItCannotReadBack(t *testing.T) {
-	s, err := OpenStore(filepath.Join(t.TempDir(), StoreFile))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openEmbedded(t, t.TempDir(), config.DefaultRetention)
 	defer s.Close()
 	b := testBounty(1, time.Now().Add(time.Minute))
 	// Ten thousand levels with the body's own: readable in a
@@ -569,15 +469,9 @@ func TestRefusalsCloseTheConnection(t *testing.T) {
 // at all is recorded failed by the sweep, not retried every second.
 func TestSweepFinishesAnUndecodableRecord(t *testing.T) {
 	market := newFakeMarket(t)
-	dir := t.TempDir()
-	st, err := OpenStore(filepath.Join(dir, StoreFile))
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := config.Marketplace{WebhookSecrets: []string{testSecret}}
-	svc, err := New(Options{Config: &cfg, DataDir: dir, Store: st, Scanner: eicarScanner(), Logger: hclog.NewNullLogger()})
+	svc, err := New(Options{Config: &cfg, DataDir: t.TempDir(), Scanner: eicarScanner(), Logger: hclog.NewNullLogger()})
 	if err != nil {
-		st.Close()
 		t.Fatal(err)
 	}
 	defer svc.store.Close()
@@ -585,12 +479,11 @@ func TestSweepFinishesAnUndecodableRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.store.Put(context.Background(), b, "", time.Now()); err != nil {
+	ctx := context.Background()
+	if _, err := svc.store.Put(ctx, b, "", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketBounties).Put(b.Key(), []byte("{not json"))
-	}); err != nil {
+	if _, err := svc.store.records.Put(ctx, hexKey(b.Key()), []byte("{not json")); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := svc.store.Get(b.Key()); !errors.Is(err, errUndecodable) {

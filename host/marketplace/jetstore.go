@@ -277,8 +277,10 @@ func (s *JetStore) update(ctx context.Context, k string, change func(r *Record) 
 	}
 }
 
-// encodeForPut is putRecord's encoding: never a record that would not read
-// back.
+// encodeForPut encodes r, never as a record that would not read back: a
+// bounty whose metadata cannot round-trip (nested past encoding/json's
+// depth limit, say) is kept without it and marked Damaged, so it is
+// answered unknown rather than stuck unreadable forever.
 func encodeForPut(r Record) ([]byte, error) {
 	raw, err := encodeRecord(r)
 	if err != nil && len(r.Bounty.Metadata) > 0 {
@@ -612,10 +614,6 @@ func (s *JetStore) List(newestFirst bool, fn func(Record) bool) error {
 	return nil
 }
 
-// Prune does nothing: JetStream removes each record the retention after
-// its last write (its finish), as the bucket's TTL.
-func (s *JetStore) Prune(context.Context, time.Time) (int, error) { return 0, nil }
-
 // Counts returns how many stored bounties are in each state.
 func (s *JetStore) Counts() (map[State]int, error) {
 	counts := map[State]int{}
@@ -653,80 +651,3 @@ type written struct {
 func (w *written) Key() string                     { return w.key }
 func (w *written) Value() []byte                   { return w.value }
 func (w *written) Operation() jetstream.KeyValueOp { return jetstream.KeyValuePut }
-
-// MigratedSuffix is added to bounties.db once its bounties are in
-// JetStream.
-const MigratedSuffix = ".migrated"
-
-// migrateBolt moves the bounties of a bounties.db (the store before
-// JetStream) into st, open ones with their committed answers, so an
-// upgraded engine answers what the old one accepted; the file is then
-// renamed, kept for the record. A bounty already in st is left as it is,
-// so a migration cut short is simply run again.
-func migrateBolt(ctx context.Context, path string, st *JetStore, log hclog.Logger) error {
-	if _, err := os.Stat(path); err != nil {
-		return nil
-	}
-	old, err := OpenStore(path)
-	if err != nil {
-		return fmt.Errorf("move %s into JetStream: %w", path, err)
-	}
-	moved, open := 0, 0
-	var ierr error
-	err = old.List(false, func(r Record) bool {
-		if r.Bounty.ID == 0 && r.Bounty.ResponseURL == "" {
-			return true // unreadable: nothing to answer with
-		}
-		var created bool
-		created, ierr = st.importRecord(ctx, r)
-		if created {
-			moved++
-			if r.State == StateOpen {
-				open++
-			}
-		}
-		return ierr == nil
-	})
-	old.Close()
-	if err = errors.Join(err, ierr); err != nil {
-		return fmt.Errorf("move %s into JetStream: %w", path, err)
-	}
-	if err := os.Rename(path, path+MigratedSuffix); err != nil {
-		return fmt.Errorf("move %s into JetStream: %w", path, err)
-	}
-	log.Info("bounties moved from bounties.db into JetStream", "bounties", moved, "open", open, "file", path+MigratedSuffix)
-	return nil
-}
-
-// importRecord stores r as it is, and its open entry when it is open.
-func (s *JetStore) importRecord(ctx context.Context, r Record) (bool, error) {
-	k := hexKey(r.Bounty.Key())
-	raw, err := encodeForPut(r)
-	if err != nil {
-		return false, err
-	}
-	err = s.node.Retry(ctx, permanent, func(ctx context.Context) error {
-		_, err := s.records.Create(ctx, k, raw)
-		return err
-	})
-	created := err == nil
-	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		return false, err
-	}
-	// Its open entry is made even when the record was moved by a run cut
-	// short before it: a finished record's entry goes at the next sweep.
-	if r.State == StateOpen {
-		entry, _ := json.Marshal(openEntry{Expiration: r.Bounty.Expiration})
-		err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
-			_, err := s.open.Create(ctx, k, entry)
-			return err
-		})
-		if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-			return created, err
-		}
-		if err == nil {
-			s.apply(localEntry(k, entry), false)
-		}
-	}
-	return created, nil
-}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -344,9 +342,6 @@ func TestJetStorePoisonRecords(t *testing.T) {
 		t.Errorf("list: %d records, %v", n, err)
 	}
 	s.Close()
-	if onBolt() {
-		t.Setenv(lifecycleEnv, "")
-	}
 	e := startTestEngine(t, dir, market, eicarScanner())
 	if a := market.wait(10 * time.Second); a.ID != "501" || str(a.Body["verdict"]) != "malicious" {
 		t.Errorf("answer %s: %s", a.ID, a.Raw)
@@ -354,63 +349,6 @@ func TestJetStorePoisonRecords(t *testing.T) {
 	if r := e.record(t, 500, PhaseAssertion); r.State != StateFailed {
 		t.Errorf("poison record: %s", r.State)
 	}
-}
-
-// TestBoltStoreMovedIntoJetStream: an engine upgraded over a bounties.db
-// answers its open bounties (posting the answer committed before, not a
-// new one), keeps its finished ones in the audit trail, and sets the file
-// aside.
-func TestBoltStoreMovedIntoJetStream(t *testing.T) {
-	if onBolt() {
-		t.Skip("the engine runs on bounties.db itself")
-	}
-	dir := t.TempDir()
-	market := newFakeMarket(t)
-	uri := market.put("clean", []byte("clean"))
-	old, err := OpenStore(filepath.Join(dir, StoreFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	open, err := ParseBounty(market.bountyJSON(40, uri, time.Minute, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done, err := ParseBounty(market.bountyJSON(41, uri, time.Minute, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range []Bounty{open, done} {
-		if _, err := old.Put(ctx, b, "", time.Now()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Committed before the old engine stopped: malicious, though the
-	// content is clean. The committed answer is the one posted.
-	committed := &Answer{Verdict: shared.VerdictMalicious, Metadata: newMetadata("0.0.9", open, engine.Result{Verdict: shared.VerdictMalicious, MalwareFamily: "Old"})}
-	if _, err := old.CommitAnswer(ctx, open.Key(), committed, "committed by 0.0.9", nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := old.Finish(ctx, done.Key(), Outcome{State: StateAnswered, At: time.Now(), Answer: &Answer{Verdict: shared.VerdictBenign}}); err != nil {
-		t.Fatal(err)
-	}
-	old.Close()
-
-	e := startTestEngine(t, dir, market, eicarScanner())
-	a := market.wait(10 * time.Second)
-	if a.ID != "40" || str(a.Body["verdict"]) != "malicious" {
-		t.Errorf("answer %s: %s, want the committed malicious answer of 40", a.ID, a.Raw)
-	}
-	if r := e.record(t, 41, PhaseAssertion); r.State != StateAnswered || r.Answer == nil || r.Answer.Verdict != shared.VerdictBenign {
-		t.Errorf("finished bounty moved as %+v", r)
-	}
-	if _, err := os.Stat(filepath.Join(dir, StoreFile+MigratedSuffix)); err != nil {
-		t.Errorf("bounties.db not set aside: %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, StoreFile)); err == nil {
-		t.Error("bounties.db still in place: it would be moved again")
-	}
-	market.none(200 * time.Millisecond)
 }
 
 // TestJetStoreFinishedMarkersExpire: a finished bounty's purge marker in

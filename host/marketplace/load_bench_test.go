@@ -126,10 +126,6 @@ func benchLoad(b *testing.B, rate, seconds, maxUnknown float64) {
 	if growth > maxHeapGrowth {
 		b.Errorf("the live heap grew by %.1f MiB over the run, over the bound of %d MiB", float64(growth)/(1<<20), maxHeapGrowth>>20)
 	}
-	var commits, writes int64
-	if st, ok := svc.Store().(*marketplace.Store); ok {
-		commits, writes = st.Commits()
-	}
 	b.ReportMetric(float64(sb.Answered)/sb.Seconds, "bounties/s")
 	b.ReportMetric(sb.Latency.P50, "p50-ms")
 	b.ReportMetric(sb.Latency.P99, "p99-ms")
@@ -137,7 +133,6 @@ func benchLoad(b *testing.B, rate, seconds, maxUnknown float64) {
 	b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MiB")
 	b.ReportMetric(float64(growth)/(1<<20), "live-heap-growth-MiB")
 	b.ReportMetric(peakRSSMiB(), "peak-rss-MiB")
-	b.ReportMetric(float64(writes)/float64(max(commits, 1)), "writes/commit")
 	b.ReportMetric(100*float64(sb.Unknown)/float64(count), "unknown-%")
 	// CPU per bounty (engine and simulator together) is the figure that
 	// holds when other processes share the cores and stretch the latency.

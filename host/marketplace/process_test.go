@@ -322,7 +322,7 @@ func TestResumeAfterRestart(t *testing.T) {
 	uri := market.put("e", []byte("EICAR"))
 
 	// A "crash" between storing and scanning: the bounty is only in the store.
-	store := openTestStore(t, dir)
+	store := openEmbedded(t, dir, config.DefaultRetention)
 	for id, exp := range map[int64]time.Duration{30: time.Minute, 31: -time.Second} {
 		b, err := ParseBounty(market.bountyJSON(id, uri, exp, nil))
 		if err != nil {

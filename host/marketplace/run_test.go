@@ -108,34 +108,3 @@ func TestRunRefusesBadSetups(t *testing.T) {
 		}
 	}
 }
-
-func TestPrunedAtStart(t *testing.T) {
-	if !onBolt() {
-		t.Skip("JetStream prunes by the bucket's TTL (TestJetStoreRetention)")
-	}
-	dir := t.TempDir()
-	store, err := OpenStore(filepath.Join(dir, StoreFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	old := time.Now().Add(-8 * 24 * time.Hour)
-	for i, at := range []time.Time{old, time.Now()} {
-		store.Put(ctx, testBounty(int64(i), at), "", at)
-		store.Finish(ctx, bountyKey(int64(i), PhaseAssertion), Outcome{State: StateAnswered, At: at})
-	}
-	store.Close()
-	e := startTestEngine(t, dir, newFakeMarket(t), eicarScanner())
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		_, oldKept, _ := e.svc.store.Get(bountyKey(0, PhaseAssertion))
-		_, newKept, _ := e.svc.store.Get(bountyKey(1, PhaseAssertion))
-		if !oldKept && newKept {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after start: old kept %v, new kept %v", oldKept, newKept)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

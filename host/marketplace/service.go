@@ -17,6 +17,7 @@ import (
 
 	"github.com/microengine/microengine/host/config"
 	"github.com/microengine/microengine/host/engine"
+	"github.com/microengine/microengine/host/marketplace/bountiesdb"
 	"github.com/microengine/microengine/host/queue"
 )
 
@@ -67,14 +68,11 @@ type Options struct {
 	HTTPClient *http.Client
 	// OnStore is called by Run with the open bounty store, so the admin
 	// endpoint can list bounties while the engine holds the store's lock.
-	OnStore func(Lifecycle)
+	OnStore func(*JetStore)
 	// Queue is where the bounty lifecycle is kept: NATS JetStream, the
 	// cluster it names, or (nil, or no servers) the engine's own node,
 	// embedded, with its files under DataDir.
 	Queue *config.Queue
-	// Store, when set, is the lifecycle the service runs on instead, and
-	// closes when it stops (the tests of bounties.db's Store hand it in).
-	Store Lifecycle
 	// Role is what this engine does: RoleAll (default), RoleWebhook
 	// (accept and store bounties only) or RoleWorker (scan and answer the
 	// stored ones, no webhook listener). Split roles need a shared Queue.
@@ -93,7 +91,7 @@ type Service struct {
 	opts    Options
 	log     hclog.Logger
 	now     func() time.Time
-	store   Lifecycle
+	store   *JetStore
 	filters *Filters
 	fetcher *fetcher
 	poster  *poster
@@ -234,13 +232,7 @@ const openStoreTimeout = time.Minute
 
 // openLifecycle opens JetStream: the cluster, or the embedded node, into
 // which a bounties.db left by an earlier version is moved first.
-func openLifecycle(opts Options, cfg config.Marketplace) (Lifecycle, error) {
-	if opts.Store != nil {
-		if opts.Role != RoleAll {
-			return nil, fmt.Errorf("role %s needs queue servers: the engines of a split share their bounties through them", opts.Role)
-		}
-		return opts.Store, nil
-	}
+func openLifecycle(opts Options, cfg config.Marketplace) (*JetStore, error) {
 	q := opts.Queue
 	if q == nil {
 		d := config.DefaultQueue()
@@ -261,7 +253,7 @@ func openLifecycle(opts Options, cfg config.Marketplace) (Lifecycle, error) {
 		return nil, err
 	}
 	st.PreclaimStored(opts.Role.works())
-	if err := migrateBolt(ctx, filepath.Join(opts.DataDir, StoreFile), st, opts.Logger); err != nil {
+	if err := migrateBountiesDB(ctx, filepath.Join(opts.DataDir, bountiesdb.File), st, opts.Logger); err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -285,7 +277,7 @@ func removeLeftovers(dir string, log hclog.Logger) {
 }
 
 // Store is the service's bounty store.
-func (s *Service) Store() Lifecycle { return s.store }
+func (s *Service) Store() *JetStore { return s.store }
 
 // Start launches the workers, the early-answer posters and the janitor,
 // which resumes every stored bounty that is still open.

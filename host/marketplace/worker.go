@@ -186,20 +186,16 @@ func (s *Service) worker(q chan task, scan bool) {
 }
 
 // janitor resumes open bounties (at start: everything a crash or a stop
-// left), records the ones that expired, retries the ones the queues had no
-// room for, and prunes the audit trail past its retention.
+// left), records the ones that expired and retries the ones the queues had
+// no room for. The audit trail needs no pruning: JetStream drops each
+// record the retention after its finish (the bucket's TTL).
 func (s *Service) janitor() {
 	defer s.wg.Done()
 	s.sweep(true)
-	s.prune()
 	tick := time.NewTicker(janitorInterval)
 	defer tick.Stop()
-	pruneEvery := min(s.cfg.Retention/10, 10*time.Minute)
-	lastPrune, lastSweep := s.now(), time.Now()
-	var wake <-chan struct{}
-	if w, ok := s.store.(interface{ Wake() <-chan struct{} }); ok {
-		wake = w.Wake()
-	}
+	lastSweep := time.Now()
+	wake := s.store.Wake()
 	for {
 		select {
 		case <-s.drain:
@@ -221,10 +217,6 @@ func (s *Service) janitor() {
 		case <-tick.C:
 			s.sweep(false)
 			lastSweep = time.Now()
-			if s.now().Sub(lastPrune) >= pruneEvery {
-				s.prune()
-				lastPrune = s.now()
-			}
 		}
 	}
 }
@@ -320,16 +312,5 @@ func (s *Service) finishExpired(key []byte, reason string) {
 	}
 	if done {
 		s.metrics.expired.Inc()
-	}
-}
-
-func (s *Service) prune() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	n, err := s.store.Prune(ctx, s.now().Add(-s.cfg.Retention))
-	if err != nil {
-		s.log.Error("cannot prune the bounty store", "error", err)
-	} else if n > 0 {
-		s.log.Info("pruned answered bounties past their retention", "count", n, "retention", s.cfg.Retention)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/microengine/microengine/host/admin"
 	"github.com/microengine/microengine/host/config"
 	"github.com/microengine/microengine/host/marketplace"
+	"github.com/microengine/microengine/host/marketplace/bountiesdb"
 	"github.com/microengine/microengine/host/queue"
 )
 
@@ -87,7 +88,7 @@ func listBounties(ctx context.Context, cf configFlags, dataDir string, newestFir
 			return errors.Join(err, decodeErr)
 		}
 	}
-	path := filepath.Join(dataDir, marketplace.StoreFile)
+	path := filepath.Join(dataDir, bountiesdb.File)
 	if _, err := os.Stat(path); err != nil || (queueCfg != nil && !queueCfg.Embedded()) {
 		// The lifecycle is in JetStream: the embedded node is started
 		// (it fails fast while the engine holds it), a cluster is asked.
@@ -95,15 +96,11 @@ func listBounties(ctx context.Context, cf configFlags, dataDir string, newestFir
 	}
 	// A bounties.db not moved into JetStream yet (no engine of this
 	// version has started on it).
-	store, err := marketplace.OpenStoreReadOnly(path, 500*time.Millisecond)
-	if err != nil {
-		if errors.Is(err, marketplace.ErrStoreBusy) {
-			return fmt.Errorf("%s is in use by a running engine; give -config so it can be asked", path)
-		}
-		return err
+	err := marketplace.ListBountiesDB(path, newestFirst, fn)
+	if errors.Is(err, bountiesdb.ErrBusy) {
+		return fmt.Errorf("%s is in use by an engine of an older version; stop it, or ask it with its own microengine bounties", path)
 	}
-	defer store.Close()
-	return store.List(newestFirst, fn)
+	return err
 }
 
 func printBounty(w io.Writer, r marketplace.Record) {

@@ -77,7 +77,7 @@ func runEngine(ctx context.Context, args []string, _, stderr io.Writer) int {
 	var side sync.WaitGroup
 	defer side.Wait()
 	defer stopSide()
-	var store atomic.Pointer[marketplace.Lifecycle] // set once the marketplace opens it
+	var store atomic.Pointer[marketplace.JetStore] // set once the marketplace opens it
 	load := func() (*config.Config, hcl.Diagnostics) { return config.Load(cf.path) }
 	reload := func(rctx context.Context) error { return mgr.ReloadFromDisk(rctx, load) }
 	side.Add(1)
@@ -118,7 +118,7 @@ func runEngine(ctx context.Context, args []string, _, stderr io.Writer) int {
 		Logger:        log.Named("marketplace"),
 		Version:       version,
 		ShutdownGrace: *grace,
-		OnStore:       func(l marketplace.Lifecycle) { store.Store(&l) },
+		OnStore:       store.Store,
 		Queue:         cfg.Queue,
 		Role:          role,
 	})
@@ -134,7 +134,7 @@ func runEngine(ctx context.Context, args []string, _, stderr io.Writer) int {
 type adminEngine struct {
 	*pluginmgr.Manager
 	reload func(context.Context) error
-	store  *atomic.Pointer[marketplace.Lifecycle]
+	store  *atomic.Pointer[marketplace.JetStore]
 }
 
 func (a adminEngine) Reload(ctx context.Context) error { return a.reload(ctx) }
@@ -144,7 +144,7 @@ func (a adminEngine) ListBounties(newestFirst bool, fn func(any) bool) error {
 	if s == nil {
 		return errors.New("the bounty store is not open yet")
 	}
-	return (*s).List(newestFirst, func(r marketplace.Record) bool { return fn(r) })
+	return s.List(newestFirst, func(r marketplace.Record) bool { return fn(r) })
 }
 
 // reloadOnHUP re-reads engine.hcl on SIGHUP, the classic daemon way.

@@ -1,0 +1,135 @@
+package marketplace
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/microengine/microengine/host/engine"
+	"github.com/microengine/microengine/host/marketplace/bountiesdb"
+	"github.com/microengine/microengine/host/marketplace/bountiesdb/bountiesdbtest"
+	"github.com/microengine/microengine/shared"
+)
+
+// oldRecord is r as an engine before JetStream stored it in bounties.db:
+// its JSON under the bounty's key.
+func oldRecord(t *testing.T, r Record) bountiesdbtest.Record {
+	t.Helper()
+	raw, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bountiesdbtest.Record{Key: r.Bounty.Key(), Raw: raw}
+}
+
+// TestBountiesDBMovedIntoJetStream: an engine upgraded over a bounties.db
+// answers its open bounties (posting the answer committed before, not a
+// new one), keeps its finished ones in the audit trail, and sets the file
+// aside.
+func TestBountiesDBMovedIntoJetStream(t *testing.T) {
+	dir := t.TempDir()
+	market := newFakeMarket(t)
+	uri := market.put("clean", []byte("clean"))
+	open, err := ParseBounty(market.bountyJSON(40, uri, time.Minute, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, err := ParseBounty(market.bountyJSON(41, uri, time.Minute, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	// Committed before the old engine stopped: malicious, though the
+	// content is clean. The committed answer is the one posted.
+	committed := &Answer{Verdict: shared.VerdictMalicious, Metadata: newMetadata("0.0.9", open, engine.Result{Verdict: shared.VerdictMalicious, MalwareFamily: "Old"})}
+	bountiesdbtest.Write(t, filepath.Join(dir, bountiesdb.File),
+		oldRecord(t, Record{Bounty: open, State: StateOpen, ReceivedAt: now, Deliveries: []string{"d40"}, Answer: committed, Reason: "committed by 0.0.9"}),
+		oldRecord(t, Record{Bounty: done, State: StateAnswered, ReceivedAt: now, FinishedAt: now, Answer: &Answer{Verdict: shared.VerdictBenign}}),
+	)
+
+	e := startTestEngine(t, dir, market, eicarScanner())
+	a := market.wait(10 * time.Second)
+	if a.ID != "40" || str(a.Body["verdict"]) != "malicious" {
+		t.Errorf("answer %s: %s, want the committed malicious answer of 40", a.ID, a.Raw)
+	}
+	if r := e.record(t, 41, PhaseAssertion); r.State != StateAnswered || r.Answer == nil || r.Answer.Verdict != shared.VerdictBenign {
+		t.Errorf("finished bounty moved as %+v", r)
+	}
+	if r := e.record(t, 40, PhaseAssertion); len(r.Deliveries) != 1 || r.Deliveries[0] != "d40" {
+		t.Errorf("the open bounty's delivery ids moved as %q", r.Deliveries)
+	}
+	if _, err := os.Stat(filepath.Join(dir, bountiesdb.File+MigratedSuffix)); err != nil {
+		t.Errorf("bounties.db not set aside: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, bountiesdb.File)); err == nil {
+		t.Error("bounties.db still in place: it would be moved again")
+	}
+	// A redelivery through the old delivery id is the same bounty.
+	if code, reply := e.send(t, "bounty", market.bountyJSON(40, uri, time.Minute, nil), map[string]string{HeaderDelivery: "d40"}); code != 202 {
+		t.Errorf("redelivery: HTTP %d %s", code, reply)
+	}
+	market.none(200 * time.Millisecond)
+}
+
+// TestOldPoisonRecordsAreMovedAndAnsweredUnknown: records an older version
+// stored in bounties.db with metadata too deep to read back are moved
+// without it and answered unknown, and the ordinary bounties beside them
+// are answered as usual.
+func TestOldPoisonRecordsAreMovedAndAnsweredUnknown(t *testing.T) {
+	dir := t.TempDir()
+	market := newFakeMarket(t)
+	uri := market.put("e", []byte("EICAR"))
+	const poison, ordinary = 30, 5
+	var recs []bountiesdbtest.Record
+	for i := range poison + ordinary {
+		id := int64(100000 + i)
+		if i >= poison {
+			id = int64(200000 + i - poison)
+		}
+		b, err := ParseBounty(market.bountyJSON(id, uri, time.Minute, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := oldRecord(t, Record{Bounty: b, State: StateOpen, ReceivedAt: time.Now()})
+		if i < poison {
+			// Stored before round trips were checked: unreadable whole.
+			b.Metadata = json.RawMessage(`{"x":0}`)
+			rec = oldRecord(t, Record{Bounty: b, State: StateOpen, ReceivedAt: time.Now()})
+			rec.Raw = []byte(strings.Replace(string(rec.Raw), `{"x":0}`, deepMetadata(10000), 1))
+			if json.Unmarshal(rec.Raw, new(Record)) == nil {
+				t.Fatal("the poison record reads back")
+			}
+		}
+		recs = append(recs, rec)
+	}
+	bountiesdbtest.Write(t, filepath.Join(dir, bountiesdb.File), recs...)
+
+	e := startTestEngine(t, dir, market, eicarScanner())
+	deadline := time.Now().Add(30 * time.Second)
+	for i := range ordinary {
+		id := strconv.Itoa(200000 + i)
+		for market.postCount(id) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("ordinary bounty %s was never answered", id)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for i := range poison {
+		r := e.record(t, int64(100000+i), PhaseAssertion)
+		if r.State != StateAnswered || r.Answer == nil || r.Answer.Verdict != shared.VerdictUnknown || !strings.Contains(r.Reason, "could not be stored whole") {
+			t.Fatalf("poison record %d: %s %+v %q", 100000+i, r.State, r.Answer, r.Reason)
+		}
+	}
+	// A redelivery of a poison bounty is acknowledged, not refused (503),
+	// and recognised: not answered again.
+	e.accept(t, market.bountyJSON(100000, uri, time.Minute, nil))
+	waitCounter(t, e.reg, "microengine_bounties_duplicate_total", nil, 1)
+	if got := market.postCount("100000"); got != 1 {
+		t.Errorf("poison bounty posted %d times", got)
+	}
+}
