@@ -117,9 +117,6 @@ func (s *Service) process(t task, scan bool, sp *spool) {
 // keepClaim renews the claim on key until the returned stop is called.
 func (s *Service) keepClaim(log hclog.Logger, key []byte) (stop func()) {
 	every := s.store.RenewEvery()
-	if every <= 0 {
-		return func() {}
-	}
 	done := make(chan struct{})
 	s.wg.Add(1)
 	go func() {

@@ -127,10 +127,10 @@ func TestDiskFullNeverConflicts(t *testing.T) {
 	t.Cleanup(func() { exec.Command("umount", "-l", data).Run() })
 	eng := startEngine(t, dir)
 
-	// 2 KB of metadata each: measured on a 16 MiB tmpfs, committing the
-	// answers of four such bounties then needs fresh pages of the store
-	// file (bbolt reuses freed pages, which a full disk does not stop), so
-	// every commit fails until space is freed.
+	// 2 KB of metadata each: on a 16 MiB tmpfs, committing the answers of
+	// four such bounties then needs fresh space in the store's files
+	// (JetStream's file store appends every write), so every commit fails
+	// until space is freed.
 	var keys []string
 	for i := range 4 {
 		b, key := mk.newBounty(samples.EICAR(), time.Minute)
