@@ -32,15 +32,21 @@ var ErrBusy = errors.New("bounties.db is locked by another process (is an engine
 
 // DB is an old bounties.db, open for reading.
 type DB struct {
-	db *bolt.DB
+	db *bolt.DB // nil: the file is empty
 }
 
 // Open opens the file at path read-only, waiting at most timeout for the
 // lock a running engine holds (the error then wraps ErrBusy). A missing
-// file's error wraps fs.ErrNotExist.
+// file's error wraps fs.ErrNotExist. An empty file (an old engine killed
+// while it created it) holds nothing: bbolt cannot open it read-only, and
+// it must not keep the engine from starting.
 func Open(path string, timeout time.Duration) (*DB, error) {
-	if _, err := os.Stat(path); err != nil {
+	fi, err := os.Stat(path)
+	if err != nil {
 		return nil, fmt.Errorf("open the old bounty store: %w", err)
+	}
+	if fi.Size() == 0 {
+		return &DB{}, nil
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: timeout})
 	if err != nil {
@@ -57,6 +63,9 @@ func Open(path string, timeout time.Duration) (*DB, error) {
 // raw are only valid during the call. A file without the bucket holds
 // nothing.
 func (d *DB) Each(newestFirst bool, fn func(key, raw []byte) bool) error {
+	if d.db == nil {
+		return nil
+	}
 	err := d.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte(Bucket))
 		if b == nil {
@@ -81,4 +90,9 @@ func (d *DB) Each(newestFirst bool, fn func(key, raw []byte) bool) error {
 }
 
 // Close releases the file.
-func (d *DB) Close() error { return d.db.Close() }
+func (d *DB) Close() error {
+	if d.db == nil {
+		return nil
+	}
+	return d.db.Close()
+}

@@ -3,6 +3,7 @@ package bountiesdb_test
 import (
 	"errors"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -52,7 +53,8 @@ func TestEachReadsTheOldLayout(t *testing.T) {
 }
 
 // TestOpenRefusesWhatItCannotRead: a missing file, a file an engine holds
-// (busy, not a hang) and a file with no bounties bucket (nothing to read).
+// (busy, not a hang); a file with no bounties bucket and an empty file
+// hold nothing.
 func TestOpenRefusesWhatItCannotRead(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := bountiesdb.Open(filepath.Join(dir, "none.db"), time.Second); !errors.Is(err, fs.ErrNotExist) {
@@ -76,5 +78,20 @@ func TestOpenRefusesWhatItCannotRead(t *testing.T) {
 	defer db.Close()
 	if got := list(t, db, false); got != "" {
 		t.Errorf("a file without the bucket lists %q", got)
+	}
+
+	empty := filepath.Join(dir, "empty.db")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err = bountiesdb.Open(empty, time.Second)
+	if err != nil {
+		t.Fatalf("an empty file: %v", err)
+	}
+	if got := list(t, db, false); got != "" {
+		t.Errorf("an empty file lists %q", got)
+	}
+	if err := db.Close(); err != nil {
+		t.Error(err)
 	}
 }
