@@ -292,6 +292,15 @@ func TestLargeArtifactFlatMemory(t *testing.T) {
 
 // TestRepeatedKillsBackOff kills the plugin again and again: each relaunch
 // waits longer, and no scan of EICAR meanwhile is ever benign.
+//
+// Two things keep it independent of the machine's load. Each gap is
+// measured from before the kill to the new process's start (not to when
+// this loop saw it up, which adds the launch's own time, 40 ms to over a
+// second on a loaded 2-core machine), and is held to the backoff's lower
+// bound rather than compared with another gap. And no kill lands while a
+// scan retried after the previous kill is in flight: the manager rightly
+// blames such a crash on the retried artifact and does not back off for
+// it, which under load gave gaps of [44ms 36ms 44ms 324ms].
 func TestRepeatedKillsBackOff(t *testing.T) {
 	f := newFixture(t, bins(t).eicarV1, "")
 	opts := fastOptions
@@ -303,7 +312,11 @@ func TestRepeatedKillsBackOff(t *testing.T) {
 	var scans, unknown atomic.Int64
 	var bad atomic.Value
 	var wg sync.WaitGroup
-	for range 2 {
+	// epoch is raised before each kill; done[w] is the epoch in which
+	// worker w started the last scan it finished (its retry included).
+	var epoch atomic.Int64
+	done := make([]atomic.Int64, 2)
+	for w := range done {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -313,7 +326,9 @@ func TestRepeatedKillsBackOff(t *testing.T) {
 					return
 				default:
 				}
+				started := epoch.Load()
 				res := scanBytes(context.Background(), eng, []byte(eicar))
+				done[w].Store(started)
 				scans.Add(1)
 				switch res.Verdict {
 				case shared.VerdictUnknown:
@@ -325,19 +340,35 @@ func TestRepeatedKillsBackOff(t *testing.T) {
 			}
 		}()
 	}
+	// settled waits until every worker finished a scan it started after
+	// now: no scan of before (nor its retry) is still in flight.
+	settled := func(i int) {
+		t.Helper()
+		e := epoch.Add(1)
+		deadline := time.Now().Add(15 * time.Second)
+		for w := range done {
+			for done[w].Load() < e {
+				if time.Now().After(deadline) {
+					t.Fatalf("before kill %d: scans in flight still not finished after 15s", i)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}
 
 	var gaps []time.Duration
 	for i := range 4 {
+		settled(i)
 		st := status(t, m)
+		killed := time.Now() // before the kill: the gap is never overstated
 		if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
 			t.Fatalf("kill %d: %v", i, err)
 		}
-		killed := time.Now()
 		deadline := time.Now().Add(15 * time.Second)
 		for {
 			now := status(t, m)
 			if now.Up && now.PID != st.PID {
-				gaps = append(gaps, time.Since(killed))
+				gaps = append(gaps, now.StartedAt.Sub(killed))
 				break
 			}
 			if time.Now().After(deadline) {
@@ -352,8 +383,12 @@ func TestRepeatedKillsBackOff(t *testing.T) {
 		t.Fatal(v)
 	}
 	t.Logf("relaunch gaps %v; %d scans, %d unknown", gaps, scans.Load(), unknown.Load())
-	if gaps[3] < gaps[1] || gaps[3] < fastOptions.BackoffBase*2 {
-		t.Errorf("relaunch gaps %v do not grow: want backoff between quick crashes", gaps)
+	// The first crash is relaunched at once; each quick one after it
+	// waits BackoffBase, then twice as long, and so on.
+	for i, want := 1, opts.BackoffBase; i < len(gaps); i, want = i+1, want*2 {
+		if gaps[i] < want {
+			t.Errorf("kill %d: relaunched %s after it, want a backoff of at least %s (gaps %v)", i+1, gaps[i], want, gaps)
+		}
 	}
 	if got := status(t, m).Restarts; got != 4 {
 		t.Errorf("restarts = %d, want 4", got)
