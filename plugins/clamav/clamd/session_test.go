@@ -215,16 +215,27 @@ func TestRetryBackoffWhenRefused(t *testing.T) {
 		t.Errorf("%d dials, want 2: one refused, one retry", n)
 	}
 
-	// Without the time for a pause and a second try, no retry.
+	// Without the time for a pause and a second try, no retry: the
+	// deadline (20 s) is less than three pauses (10 s each), and the
+	// refusal comes back at once instead of after a pause. (With a 1 s
+	// deadline and a 500 ms bound, a loaded machine alone could fail it.)
 	os.Remove(sock)
-	c2 := newTestClient(t, "unix://"+filepath.Join(dir, "none.sock"), Options{RetryBackoff: time.Second})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	c2 := newTestClient(t, "unix://"+filepath.Join(dir, "none.sock"), Options{RetryBackoff: 10 * time.Second})
+	c2.dialer.Control = func(string, string, syscall.RawConn) error {
+		dials.Add(1)
+		return nil
+	}
+	dials.Store(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	start := time.Now()
 	if _, err := c2.Instream(ctx, strings.NewReader("x")); !Retryable(err) {
 		t.Errorf("err = %v, want a retryable connection failure", err)
 	}
-	if elapsed := time.Since(start); elapsed > 500*time.Millisecond {
+	if n := dials.Load(); n != 1 {
+		t.Errorf("%d dials, want 1: no retry", n)
+	}
+	if elapsed := time.Since(start); elapsed >= 5*time.Second {
 		t.Errorf("took %s: it waited to retry without the time to", elapsed)
 	}
 }
