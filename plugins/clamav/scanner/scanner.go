@@ -126,6 +126,10 @@ type Scanner struct {
 	cache      *probeCache
 	// now is the clock, for signature ages.
 	now func() time.Time
+	// retryBackoff is the pause before retrying a refused connection to
+	// a lone clamd (the constant retryBackoff; tests lengthen it so that
+	// what happens during the pause does not hang on the machine's load).
+	retryBackoff time.Duration
 }
 
 // state is one configuration and what was built from it.
@@ -153,7 +157,7 @@ func New(log hclog.Logger) *Scanner {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	s := &Scanner{log: log, now: time.Now}
+	s := &Scanner{log: log, now: time.Now, retryBackoff: retryBackoff}
 	st, err := s.newState(DefaultConfig(), nil, false)
 	if err != nil {
 		// The defaults are constants that parse: this is a programming error.
@@ -193,7 +197,7 @@ func (s *Scanner) newState(cfg Config, prev *state, monitor bool) (_ *state, err
 	if len(cfg.Address) <= 1 {
 		// With a pool, a refused connection moves to another clamd
 		// instead of waiting for this one.
-		opts.RetryBackoff = retryBackoff
+		opts.RetryBackoff = s.retryBackoff
 	}
 	if cfg.Managed() {
 		if prev != nil && prev.daemon != nil && sameDaemon(prev.cfg, cfg) && prev.ownsDaemon.CompareAndSwap(true, false) {
