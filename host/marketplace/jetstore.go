@@ -75,6 +75,15 @@ type JetStore struct {
 	preclaim   bool
 	preclaimed map[string]bool // stored taken by Put, not Taken yet
 
+	// recent holds the open records this engine wrote last, each with
+	// the revision it got, so the next change (the answer, the outcome)
+	// is a compare-and-set on that revision without reading the record
+	// first; a mismatch means another engine wrote it, and it is read
+	// then. On the embedded node, the records' only writer, Get answers
+	// from it too. A bounty leaves it when it is finished.
+	recentMu sync.Mutex
+	recent   map[string]recentRecord
+
 	watcher jetstream.KeyWatcher
 	wake    chan struct{} // signalled when another engine adds a bounty
 	wg      sync.WaitGroup
@@ -99,6 +108,7 @@ func OpenJetStore(ctx context.Context, node *queue.Node, retention time.Duration
 		claimTTL:   claimTTL,
 		index:      map[string]openEntry{},
 		preclaimed: map[string]bool{},
+		recent:     map[string]recentRecord{},
 		wake:       make(chan struct{}, 1),
 	}
 	// An open bounty lives at most maxBountyLifetime: its records must
@@ -247,17 +257,68 @@ func (s *JetStore) getRecord(ctx context.Context, k string) (Record, uint64, boo
 	return r, e.Revision(), true, nil
 }
 
+// maxRecent bounds the records kept in JetStore.recent: the bounties in
+// flight (about 2,500 at 500/s answered within 5 s). Past it a record is
+// read before it is changed, as every record was before.
+const maxRecent = 4096
+
+// recentRecord is an open record as this engine last wrote it.
+type recentRecord struct {
+	r   Record
+	rev uint64
+}
+
+// remember keeps r, just written at rev, for the next change to k; a
+// finished record is forgotten.
+func (s *JetStore) remember(k string, r Record, rev uint64) {
+	s.recentMu.Lock()
+	defer s.recentMu.Unlock()
+	if r.State != StateOpen {
+		delete(s.recent, k)
+		return
+	}
+	if _, ok := s.recent[k]; ok || len(s.recent) < maxRecent {
+		s.recent[k] = recentRecord{r: r, rev: rev}
+	}
+}
+
+func (s *JetStore) forget(k string) {
+	s.recentMu.Lock()
+	delete(s.recent, k)
+	s.recentMu.Unlock()
+}
+
+// recalled returns a copy of the record of k as this engine last wrote it.
+func (s *JetStore) recalled(k string) (Record, uint64, bool) {
+	s.recentMu.Lock()
+	c, ok := s.recent[k]
+	s.recentMu.Unlock()
+	if !ok {
+		return Record{}, 0, false
+	}
+	c.r.Deliveries = slices.Clone(c.r.Deliveries) // change may append
+	return c.r, c.rev, true
+}
+
 // update applies change to the record of k with compare-and-set, reading
 // again after a conflict: change must derive everything from the record
-// it is given. It returns ErrFinished (or change's error) unchanged.
+// it is given. It returns ErrFinished (or change's error) unchanged. The
+// first attempt starts from the record as this engine last wrote it, when
+// it has it: if anyone wrote it since, the revision does not match and it
+// is read. Only what a record never loses once written (an answer, a
+// finished state) may be concluded from it without a write.
 func (s *JetStore) update(ctx context.Context, k string, change func(r *Record) error) error {
+	r, rev, ok := s.recalled(k)
 	for {
-		r, rev, ok, err := s.getRecord(ctx, k)
-		if !ok && err == nil {
-			return ErrFinished
-		}
-		if err != nil && rev == 0 {
-			return err
+		if !ok {
+			var err error
+			r, rev, ok, err = s.getRecord(ctx, k)
+			if !ok && err == nil {
+				return ErrFinished
+			}
+			if err != nil && rev == 0 {
+				return err
+			}
 		}
 		if err := change(&r); err != nil {
 			return err
@@ -266,14 +327,25 @@ func (s *JetStore) update(ctx context.Context, k string, change func(r *Record) 
 		if err != nil {
 			return err
 		}
+		var next uint64
 		err = s.node.Retry(ctx, permanent, func(ctx context.Context) error {
-			_, err := s.records.Update(ctx, k, raw, rev)
+			var err error
+			next, err = s.records.Update(ctx, k, raw, rev)
 			return err
 		})
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			continue // another engine (or a retried write of ours) got there first
+			// Another engine (or a retried write of ours) got there
+			// first: read what it wrote.
+			s.forget(k)
+			ok = false
+			continue
 		}
-		return err
+		if err != nil {
+			s.forget(k)
+			return err
+		}
+		s.remember(k, r, next)
+		return nil
 	}
 }
 
@@ -291,10 +363,12 @@ func encodeForPut(r Record) ([]byte, error) {
 	return raw, err
 }
 
-// Put stores a new bounty as open before it returns: its record, then its
-// open entry. A redelivery is counted and makes sure an open bounty has
-// its open entry (a crash between the two writes is mended by the
-// marketplace's retry, as no 202 was sent).
+// Put stores a new bounty as open before it returns: its record and its
+// open entry, written at once (two streams: the two fsyncs overlap). A
+// redelivery is counted and makes sure an open bounty has its open entry
+// (a crash between the two writes is mended by the marketplace's retry,
+// as no 202 was sent; an entry left without its record is finished as
+// expired by the sweep).
 func (s *JetStore) Put(ctx context.Context, b Bounty, delivery string, now time.Time) (bool, error) {
 	k := hexKey(b.Key())
 	r := Record{Bounty: b, State: StateOpen, ReceivedAt: now.UTC()}
@@ -305,53 +379,80 @@ func (s *JetStore) Put(ctx context.Context, b Bounty, delivery string, now time.
 	if err != nil {
 		return false, fmt.Errorf("store bounty %s: %w", b, err)
 	}
+	// The open entry is written beside the record, assuming the bounty is
+	// new (it nearly always is).
+	indexed := make(chan error, 1)
+	go func() { indexed <- s.indexOpen(ctx, k, b.Expiration, now) }()
+	var rev uint64
 	err = s.node.Retry(ctx, permanent, func(ctx context.Context) error {
-		_, err := s.records.Create(ctx, k, raw)
+		var err error
+		rev, err = s.records.Create(ctx, k, raw)
 		return err
 	})
 	isNew := err == nil
+	ierr := <-indexed
 	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 		return false, fmt.Errorf("store bounty %s: %w", b, err)
 	}
+	if isNew {
+		s.remember(k, r, rev)
+		if ierr != nil {
+			return false, fmt.Errorf("store bounty %s: index open bounty: %w", b, ierr)
+		}
+		return true, nil
+	}
 	state := StateOpen
-	if !isNew {
-		err := s.update(ctx, k, func(r *Record) error {
-			r.Redeliveries++
-			if delivery != "" && len(r.Deliveries) < maxDeliveries && !slices.Contains(r.Deliveries, delivery) {
-				r.Deliveries = append(r.Deliveries, delivery)
-			}
-			state = r.State
-			return nil
-		})
-		if err != nil && !errors.Is(err, ErrFinished) {
-			return false, fmt.Errorf("store bounty %s: count the redelivery: %w", b, err)
+	err = s.update(ctx, k, func(r *Record) error {
+		r.Redeliveries++
+		if delivery != "" && len(r.Deliveries) < maxDeliveries && !slices.Contains(r.Deliveries, delivery) {
+			r.Deliveries = append(r.Deliveries, delivery)
 		}
+		state = r.State
+		return nil
+	})
+	if err != nil && !errors.Is(err, ErrFinished) {
+		return false, fmt.Errorf("store bounty %s: count the redelivery: %w", b, err)
 	}
-	if state == StateOpen {
-		o := openEntry{Expiration: b.Expiration}
-		if isNew && s.preclaim {
-			// The engine that stores it works on it at once: it is
-			// stored taken, and Take costs nothing.
-			o.Holder, o.Until, o.Takes = s.self, now.Add(s.claimTTL), 1
+	switch {
+	case state != StateOpen:
+		// Finished: the entry written beside it goes again.
+		if err := s.unindex(ctx, k); err != nil {
+			return false, fmt.Errorf("store bounty %s: %w", b, err)
 		}
-		entry, _ := json.Marshal(o)
-		err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
-			_, err := s.open.Create(ctx, k, entry)
-			return err
-		})
-		if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-			return false, fmt.Errorf("store bounty %s: index open bounty: %w", b, err)
-		}
-		if err == nil {
-			s.apply(localEntry(k, entry), false)
-			if o.Holder != "" {
-				s.mu.Lock()
-				s.preclaimed[k] = true
-				s.mu.Unlock()
-			}
-		}
+	case ierr != nil:
+		// Open: its entry must be there (the first delivery's may have
+		// been cut short).
+		return false, fmt.Errorf("store bounty %s: index open bounty: %w", b, ierr)
 	}
-	return isNew, nil
+	return false, nil
+}
+
+// indexOpen writes the open entry of k; one already there is left as it
+// is. Stored by an engine that works on it at once, it is stored taken,
+// and Take costs nothing.
+func (s *JetStore) indexOpen(ctx context.Context, k string, expiration, now time.Time) error {
+	o := openEntry{Expiration: expiration}
+	if s.preclaim {
+		o.Holder, o.Until, o.Takes = s.self, now.Add(s.claimTTL), 1
+	}
+	entry, _ := json.Marshal(o)
+	err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
+		_, err := s.open.Create(ctx, k, entry)
+		return err
+	})
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	s.apply(localEntry(k, entry), false)
+	if o.Holder != "" {
+		s.mu.Lock()
+		s.preclaimed[k] = true
+		s.mu.Unlock()
+	}
+	return nil
 }
 
 // PreclaimStored makes Put store new bounties already taken by this engine
@@ -411,15 +512,24 @@ func (s *JetStore) Finish(ctx context.Context, key []byte, o Outcome) (bool, err
 	return done, nil
 }
 
+// unindex removes the open entry of k. One this engine has not seen (in
+// its index, kept by the watcher) is not there, or was written by another
+// engine moments ago: its purge would be a write for nothing (a marker)
+// or be left to that engine's sweep, which unindexes a finished bounty.
 func (s *JetStore) unindex(ctx context.Context, k string) error {
-	err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
-		if s.markerTTL {
-			return s.open.Purge(ctx, k, jetstream.PurgeTTL(openMarkerTTL))
+	s.mu.Lock()
+	_, indexed := s.index[k]
+	s.mu.Unlock()
+	if indexed {
+		err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
+			if s.markerTTL {
+				return s.open.Purge(ctx, k, jetstream.PurgeTTL(openMarkerTTL))
+			}
+			return s.open.Purge(ctx, k)
+		})
+		if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("unindex open bounty: %w", err)
 		}
-		return s.open.Purge(ctx, k)
-	})
-	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("unindex open bounty: %w", err)
 	}
 	s.mu.Lock()
 	delete(s.index, k)
@@ -452,6 +562,13 @@ func (s *JetStore) Get(key []byte) (Record, bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), queue.ElectionWait+5*time.Second)
 	defer cancel()
 	k := hexKey(key)
+	if s.embedded {
+		// The only engine writing records: the one it wrote last is the
+		// stored one.
+		if r, _, ok := s.recalled(k); ok {
+			return r, true, nil
+		}
+	}
 	r, _, ok, err := s.getRecord(ctx, k)
 	if err != nil {
 		return Record{}, false, err

@@ -136,6 +136,12 @@ func TestJetStoreDurableAcrossReopen(t *testing.T) {
 	if r.State != StateAnswered || r.Answer.Verdict != shared.VerdictMalicious {
 		t.Errorf("finished record: %+v", r)
 	}
+	// Nor leaves the open entry written beside its record.
+	keys = 0
+	s.OpenKeysAfter(nil, func([]byte, time.Time) bool { keys++; return true })
+	if keys != 0 {
+		t.Errorf("%d open keys after a finished bounty's redelivery, want 0", keys)
+	}
 	counts, err := s.Counts()
 	if err != nil || counts[StateAnswered] != 1 || len(counts) != 1 {
 		t.Errorf("counts %v %v", counts, err)
@@ -278,6 +284,42 @@ func TestJetStoreEnginesShareOneLifecycle(t *testing.T) {
 	}
 	if err := holder.Renew(ctx, key); !errors.Is(err, errHeld) {
 		t.Errorf("renewing a lost claim: %v", err)
+	}
+}
+
+// TestJetStoreRereadsWhatAnotherEngineWrote: an engine changes the
+// records it wrote without reading them first (a compare-and-set on the
+// revision it got), so one that another engine changed since is read
+// again: the other's answer stands, and its finish is not repeated.
+func TestJetStoreRereadsWhatAnotherEngineWrote(t *testing.T) {
+	ctx := context.Background()
+	url := natsServer(t)
+	a, b := joinServer(t, url), joinServer(t, url)
+	bounty := testBounty(42, time.Now().Add(time.Hour))
+	key := bounty.Key()
+	if _, err := a.Put(ctx, bounty, "d-1", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if stored, err := b.CommitAnswer(ctx, key, &Answer{Verdict: shared.VerdictBenign}, "", nil); err != nil || stored != nil {
+		t.Fatalf("b's commit: %v %v", stored, err)
+	}
+	stored, err := a.CommitAnswer(ctx, key, &Answer{Verdict: shared.VerdictMalicious}, "", nil)
+	if err != nil || stored == nil || stored.Verdict != shared.VerdictBenign {
+		t.Fatalf("a's commit after b's: stored %+v, %v; want b's benign", stored, err)
+	}
+	// a's redelivery count goes onto the record b wrote.
+	if isNew, err := a.Put(ctx, bounty, "d-2", time.Now()); err != nil || isNew {
+		t.Fatalf("redelivery: %v %v", isNew, err)
+	}
+	if done, err := b.Finish(ctx, key, Outcome{State: StateAnswered, At: time.Now()}); err != nil || !done {
+		t.Fatalf("b's finish: %v %v", done, err)
+	}
+	if done, err := a.Finish(ctx, key, Outcome{State: StateFailed, At: time.Now()}); err != nil || done {
+		t.Fatalf("a's finish after b's: %v %v", done, err)
+	}
+	r, ok, err := a.Get(key)
+	if err != nil || !ok || r.State != StateAnswered || r.Answer == nil || r.Answer.Verdict != shared.VerdictBenign || r.Redeliveries != 1 {
+		t.Errorf("record: %+v %v %v", r, ok, err)
 	}
 }
 
