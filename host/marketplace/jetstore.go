@@ -323,7 +323,7 @@ func (s *JetStore) update(ctx context.Context, k string, change func(r *Record) 
 		if err := change(&r); err != nil {
 			return err
 		}
-		raw, err := encodeForPut(r)
+		raw, err := encodeStored(&r)
 		if err != nil {
 			return err
 		}
@@ -353,12 +353,17 @@ func (s *JetStore) update(ctx context.Context, k string, change func(r *Record) 
 // bounty whose metadata cannot round-trip (nested past encoding/json's
 // depth limit, say) is kept without it and marked Damaged, so it is
 // answered unknown rather than stuck unreadable forever.
-func encodeForPut(r Record) ([]byte, error) {
-	raw, err := encodeRecord(r)
+func encodeForPut(r Record) ([]byte, error) { return encodeStored(&r) }
+
+// encodeStored is encodeForPut leaving r as it is stored (without its
+// metadata, marked Damaged, when that could not be kept): the record this
+// engine remembers is the one it wrote.
+func encodeStored(r *Record) ([]byte, error) {
+	raw, err := encodeRecord(*r)
 	if err != nil && len(r.Bounty.Metadata) > 0 {
 		r.Bounty.Metadata = nil
 		r.Damaged = joinNonEmpty("; ", r.Damaged, "its metadata could not be stored: "+err.Error())
-		raw, err = encodeRecord(r)
+		raw, err = encodeRecord(*r)
 	}
 	return raw, err
 }
@@ -375,7 +380,7 @@ func (s *JetStore) Put(ctx context.Context, b Bounty, delivery string, now time.
 	if delivery != "" {
 		r.Deliveries = []string{delivery}
 	}
-	raw, err := encodeForPut(r)
+	raw, err := encodeStored(&r)
 	if err != nil {
 		return false, fmt.Errorf("store bounty %s: %w", b, err)
 	}
