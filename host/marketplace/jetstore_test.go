@@ -155,9 +155,11 @@ func TestJetStoreDurableAcrossReopen(t *testing.T) {
 func TestJetStoreEnginesShareOneLifecycle(t *testing.T) {
 	ctx := context.Background()
 	url := natsServer(t)
+	// The claims taken in the race below keep their full claimTTL (10 s):
+	// with the short claims the lapse is tested with, the first ones
+	// taken could lapse while a loaded machine was still racing for the
+	// rest, and be offered, and taken, again.
 	a, b := joinServer(t, url), joinServer(t, url)
-	// Short claims: their lapse is tested below.
-	a.claimTTL, b.claimTTL = 500*time.Millisecond, 500*time.Millisecond
 	const n = 20
 	for i := range n {
 		if _, err := a.Put(ctx, testBounty(int64(i), time.Now().Add(time.Hour)), fmt.Sprint("d", i), time.Now()); err != nil {
@@ -262,11 +264,13 @@ func TestJetStoreEnginesShareOneLifecycle(t *testing.T) {
 	if _, ok, _ := other.Take(ctx, key); ok {
 		t.Fatal("a live claim was taken over")
 	}
+	// Renewed for a short life, then left to lapse.
+	holder.claimTTL = 300 * time.Millisecond
 	if err := holder.Renew(ctx, key); err != nil {
 		t.Fatal(err)
 	}
 	var takes int
-	for deadline := time.Now().Add(5 * time.Second); ; {
+	for deadline := time.Now().Add(10 * time.Second); ; {
 		var ok bool
 		var err error
 		if takes, ok, err = other.Take(ctx, key); err != nil {
