@@ -255,10 +255,11 @@ func (e *testEngine) accept(t *testing.T, body []byte) {
 	}
 }
 
-// record waits until the bounty's record leaves the open state.
+// record waits until the bounty's record leaves the open state: up to
+// 10 s, room for a loaded machine, returning as soon as it has.
 func (e *testEngine) record(t *testing.T, id int64, phase Phase) Record {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		r, ok, err := e.svc.store.Get(bountyKey(id, phase))
 		if err != nil {
@@ -269,7 +270,7 @@ func (e *testEngine) record(t *testing.T, id int64, phase Phase) Record {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	t.Fatalf("bounty %d/%s still open", id, phase)
+	t.Fatalf("bounty %d/%s still open after 10s", id, phase)
 	return Record{}
 }
 

@@ -95,10 +95,16 @@ func TestAnswersNeverFollowRedirects(t *testing.T) {
 	defer redirecting.Close()
 	e := newTestEngine(t, eicarScanner(), func(c *config.Marketplace, _ *Options) { c.MaxRedirects = 5 })
 	uri := e.market.put("e", []byte("EICAR"))
-	for i, code := range []int{302, 307} {
-		id := int64(500 + i)
-		e.accept(t, e.market.bountyJSON(id, uri, 800*time.Millisecond, map[string]any{"response_url": redirecting.URL + "/" + strconv.Itoa(code)}))
-		r := e.record(t, id, PhaseAssertion)
+	// The answers are retried until the expiration, which is when the
+	// records are finished: both bounties at once, each given 2 s for its
+	// scan and at least two posts (800 ms each, one after the other, left
+	// a loaded machine time for one post, or none).
+	codes := []int{302, 307}
+	for i, code := range codes {
+		e.accept(t, e.market.bountyJSON(int64(500+i), uri, 2*time.Second, map[string]any{"response_url": redirecting.URL + "/" + strconv.Itoa(code)}))
+	}
+	for i, code := range codes {
+		r := e.record(t, int64(500+i), PhaseAssertion)
 		if r.State != StateFailed || r.PostAttempts < 2 || !strings.Contains(r.Reason, "do not follow redirects") {
 			t.Errorf("%d: record %s, %d attempts, %q", code, r.State, r.PostAttempts, r.Reason)
 		}
