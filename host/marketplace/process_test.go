@@ -223,7 +223,9 @@ func TestResponseRetried(t *testing.T) {
 func TestResponseNeverAccepted(t *testing.T) {
 	e := newTestEngine(t, eicarScanner())
 	e.market.failFirst = 1 << 30
-	e.accept(t, e.market.bountyJSON(10, e.market.put("c", []byte("c")), 800*time.Millisecond, nil))
+	// Posted until the expiration, when the record is finished: 2 s for
+	// the scan and at least two posts (800 ms left a loaded machine one).
+	e.accept(t, e.market.bountyJSON(10, e.market.put("c", []byte("c")), 2*time.Second, nil))
 	r := e.record(t, 10, PhaseAssertion)
 	if r.State != StateFailed || r.PostAttempts < 2 || !strings.Contains(r.Reason, "503") {
 		t.Errorf("record %s attempts %d reason %q", r.State, r.PostAttempts, r.Reason)
