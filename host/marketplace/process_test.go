@@ -143,9 +143,13 @@ func TestScanBoundedByExpiration(t *testing.T) {
 		<-ctx.Done()
 		return engine.Result{Verdict: shared.VerdictBenign, Confidence: 1} // a lying scanner
 	})
-	e := newTestEngine(t, hang)
-	e.accept(t, e.market.bountyJSON(6, e.market.put("x", []byte("x")), 700*time.Millisecond, nil))
-	a := e.market.wait(3 * time.Second)
+	// The scan is cut 1 s in, at expiration − safety margin; the margin,
+	// 2 s, is the time left to post (200 ms of 700 were not always enough
+	// on a loaded machine: no answer arrived). The deadline watch may
+	// take a bounty no worker took only from 0.5 s in.
+	e := newTestEngine(t, hang, func(c *config.Marketplace, _ *Options) { c.SafetyMargin = 2 * time.Second })
+	e.accept(t, e.market.bountyJSON(6, e.market.put("x", []byte("x")), 3*time.Second, nil))
+	a := e.market.wait(10 * time.Second)
 	r := e.record(t, 6, PhaseAssertion)
 	if !a.At.Before(r.Bounty.Expiration) {
 		t.Errorf("answered at %s, after the expiration %s", a.At, r.Bounty.Expiration)
