@@ -242,15 +242,17 @@ func TestExpiredAndTooLate(t *testing.T) {
 	e := newTestEngine(t, ScanFunc(func(ctx context.Context, a engine.Artifact) engine.Result {
 		scans.Add(1)
 		return eicarScanner()(ctx, a)
-	}), func(c *config.Marketplace, _ *Options) { c.SafetyMargin = 2 * time.Second })
+	}), func(c *config.Marketplace, _ *Options) { c.SafetyMargin = 5 * time.Second })
 	uri := e.market.put("c", []byte("c"))
 
 	e.accept(t, e.market.bountyJSON(11, uri, -time.Second, nil))
 	if r := e.record(t, 11, PhaseAssertion); r.State != StateExpired {
 		t.Errorf("expired bounty: %s", r.State)
 	}
-	// Inside the safety margin: no scan, but an answer, at once.
-	e.accept(t, e.market.bountyJSON(12, uri, time.Second, nil))
+	// Inside the safety margin: no scan, but an answer, at once. It has
+	// until the expiration to be posted: 3 s (1 s was a window a loaded
+	// machine could miss).
+	e.accept(t, e.market.bountyJSON(12, uri, 3*time.Second, nil))
 	unknownAnswer(t, e, 12)
 	e.market.none(100 * time.Millisecond)
 	if scans.Load() != 0 {
