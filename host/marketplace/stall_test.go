@@ -56,8 +56,12 @@ func TestStuckWorkersStillAnswerUnknown(t *testing.T) {
 	}))
 	defer hanging.Close()
 	defer close(hang)
+	// The deadline watch takes a queued bounty once expiration − safety
+	// margin is within two ticks (500 ms): with a 2 s margin and 3 s
+	// bounties, from 0.5 s in, leaving 2.5 s to answer ten (a 200 ms
+	// margin on 2 s bounties left 0.5 s: a loaded machine could miss it).
 	e := newTestEngine(t, eicarScanner(), func(c *config.Marketplace, _ *Options) {
-		c.Workers, c.FetchTimeout = 2, 10*time.Second
+		c.Workers, c.FetchTimeout, c.SafetyMargin = 2, 10*time.Second, 2*time.Second
 	})
 	for id := int64(400); id < 404; id++ {
 		e.accept(t, e.market.bountyJSON(id, hanging.URL+"/a", time.Minute, nil))
@@ -65,12 +69,13 @@ func TestStuckWorkersStillAnswerUnknown(t *testing.T) {
 	uri := e.market.put("e", []byte("EICAR"))
 	sent := time.Now()
 	const n = 10
+	const life = 3 * time.Second
 	for id := int64(410); id < 410+n; id++ {
-		e.accept(t, e.market.bountyJSON(id, uri, 2*time.Second, nil))
+		e.accept(t, e.market.bountyJSON(id, uri, life, nil))
 	}
 	for range n {
-		a := e.market.wait(3 * time.Second)
-		if a.At.Sub(sent) > 2*time.Second {
+		a := e.market.wait(10 * time.Second)
+		if a.At.Sub(sent) > life {
 			t.Errorf("bounty %s answered after its expiration: %s", a.ID, a.At.Sub(sent))
 		}
 		if id, _ := strconv.Atoi(a.ID); id < 410 || str(a.Body["verdict"]) != "unknown" {
