@@ -6,13 +6,20 @@
 //
 // The file's layout, as those versions wrote it: a bucket "bounties" maps
 // each bounty's key (its id, 8 bytes big-endian, then its phase) to its
-// record, JSON; the buckets "open", "done" and "deliveries" only indexed
-// those records and are not read.
+// record, JSON. Two buckets index those records by time, in the same
+// transactions: "open" (the open bounties, by expiration) and "done" (the
+// finished ones, by finish), each entry a time (nanoseconds since 1970,
+// 8 bytes big-endian) followed by the bounty's key, with no value. The
+// bucket "deliveries" (delivery ids) is not read: each record lists its
+// own.
 package bountiesdb
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"time"
 
@@ -23,8 +30,15 @@ import (
 // File is the old store's name under the data directory.
 const File = "bounties.db"
 
-// Bucket is the bucket holding the records, by bounty key.
-const Bucket = "bounties"
+// The buckets: the records by bounty key, and the two time indexes.
+const (
+	Bucket    = "bounties"
+	OpenIndex = "open"
+	DoneIndex = "done"
+)
+
+// timeLength is the length of an index entry's time.
+const timeLength = 8
 
 // ErrBusy means another process holds the file: an engine of an older
 // version is running on the same data directory.
@@ -87,6 +101,75 @@ func (d *DB) Each(newestFirst bool, fn func(key, raw []byte) bool) error {
 		return fmt.Errorf("read the old bounty store: %w", err)
 	}
 	return nil
+}
+
+// EachOpen calls fn with the records of the bounties indexed as open,
+// soonest expiration first, until fn returns false. key and raw are only
+// valid during the call.
+func (d *DB) EachOpen(fn func(key, raw []byte) bool) error {
+	return d.eachIndexed(OpenIndex, time.Time{}, fn)
+}
+
+// EachFinishedSince calls fn with the records of the bounties indexed as
+// finished at or after since, latest finish first, until fn returns false.
+// key and raw are only valid during the call.
+func (d *DB) EachFinishedSince(since time.Time, fn func(key, raw []byte) bool) error {
+	return d.eachIndexed(DoneIndex, since, fn)
+}
+
+// eachIndexed walks index: forward from the start when since is zero,
+// else backward from the end down to since.
+func (d *DB) eachIndexed(index string, since time.Time, fn func(key, raw []byte) bool) error {
+	if d.db == nil {
+		return nil
+	}
+	err := d.db.View(func(tx *bolt.Tx) error {
+		idx, records := tx.Bucket([]byte(index)), tx.Bucket([]byte(Bucket))
+		if idx == nil || records == nil {
+			return nil
+		}
+		c := idx.Cursor()
+		first, next := c.First, c.Next
+		var floor []byte
+		if !since.IsZero() {
+			first, next = c.Last, c.Prev
+			floor = IndexTime(since)
+		}
+		for k, _ := first(); k != nil; k, _ = next() {
+			if len(k) <= timeLength {
+				continue
+			}
+			if floor != nil && bytes.Compare(k[:timeLength], floor) < 0 {
+				return nil
+			}
+			raw := records.Get(k[timeLength:])
+			if raw == nil {
+				continue // the index outlived its record: nothing to read
+			}
+			if !fn(k[timeLength:], raw) {
+				return nil
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read the old bounty store's %s index: %w", index, err)
+	}
+	return nil
+}
+
+// IndexTime is t as the time indexes hold it: nanoseconds since 1970,
+// clamped to what that holds (1970 .. 2262), big-endian.
+func IndexTime(t time.Time) []byte {
+	n := uint64(0)
+	switch {
+	case t.Before(time.Unix(0, 0)):
+	case t.After(time.Unix(0, math.MaxInt64)):
+		n = math.MaxInt64
+	default:
+		n = uint64(t.UnixNano())
+	}
+	return binary.BigEndian.AppendUint64(nil, n)
 }
 
 // Close releases the file.

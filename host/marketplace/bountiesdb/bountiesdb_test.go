@@ -52,6 +52,44 @@ func TestEachReadsTheOldLayout(t *testing.T) {
 	}
 }
 
+// TestTheIndexesGiveOpenAndRecentlyFinished: the open records soonest
+// expiration first; the finished ones since a time, latest first; a
+// record no index holds is left to Each.
+func TestTheIndexesGiveOpenAndRecentlyFinished(t *testing.T) {
+	path := filepath.Join(t.TempDir(), bountiesdb.File)
+	now := time.Now()
+	bountiesdbtest.Write(t, path,
+		bountiesdbtest.Record{Key: key(1, "assertion"), Raw: []byte(`open-late`), Open: true, Expiration: now.Add(time.Hour)},
+		bountiesdbtest.Record{Key: key(2, "assertion"), Raw: []byte(`open-soon`), Open: true, Expiration: now.Add(time.Minute)},
+		bountiesdbtest.Record{Key: key(3, "assertion"), Raw: []byte(`done-old`), Finished: now.Add(-48 * time.Hour)},
+		bountiesdbtest.Record{Key: key(4, "assertion"), Raw: []byte(`done-1h`), Finished: now.Add(-time.Hour)},
+		bountiesdbtest.Record{Key: key(5, "assertion"), Raw: []byte(`done-1m`), Finished: now.Add(-time.Minute)},
+		bountiesdbtest.Record{Key: key(6, "assertion"), Raw: []byte(`unindexed`)},
+	)
+	db, err := bountiesdb.Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	walk := func(each func(func(k, raw []byte) bool) error) string {
+		var got []string
+		if err := each(func(k, raw []byte) bool { got = append(got, string(raw)); return true }); err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(got, " ")
+	}
+	if got := walk(db.EachOpen); got != "open-soon open-late" {
+		t.Errorf("open: %q", got)
+	}
+	since := func(fn func(k, raw []byte) bool) error { return db.EachFinishedSince(now.Add(-24*time.Hour), fn) }
+	if got := walk(since); got != "done-1m done-1h" {
+		t.Errorf("finished in the last day: %q", got)
+	}
+	if got := list(t, db, false); got != "open-late open-soon done-old done-1h done-1m unindexed" {
+		t.Errorf("every record: %q", got)
+	}
+}
+
 // TestOpenRefusesWhatItCannotRead: a missing file, a file an engine holds
 // (busy, not a hang); a file with no bounties bucket and an empty file
 // hold nothing.

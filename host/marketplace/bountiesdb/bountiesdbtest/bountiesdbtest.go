@@ -5,6 +5,7 @@ package bountiesdbtest
 
 import (
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -15,11 +16,16 @@ import (
 // then phase) and its JSON, byte for byte as it is to be stored.
 type Record struct {
 	Key, Raw []byte
+	// Open indexes the record as open, at Expiration; else a nonzero
+	// Finished indexes it as finished then. Neither leaves it out of the
+	// indexes (as a record an index lost).
+	Open       bool
+	Expiration time.Time
+	Finished   time.Time
 }
 
-// Write creates the file at path with the old store's four buckets and
-// recs in its bounties bucket. The index buckets stay empty: readers of
-// the old file never relied on them.
+// Write creates the file at path with the old store's four buckets, recs
+// in its bounties bucket and their entries in its time indexes.
 func Write(t testing.TB, path string, recs ...Record) {
 	t.Helper()
 	db, err := bolt.Open(path, 0o600, nil)
@@ -27,7 +33,7 @@ func Write(t testing.TB, path string, recs ...Record) {
 		t.Fatal(err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range []string{bountiesdb.Bucket, "open", "done", "deliveries"} {
+		for _, name := range []string{bountiesdb.Bucket, bountiesdb.OpenIndex, bountiesdb.DoneIndex, "deliveries"} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 				return err
 			}
@@ -35,6 +41,15 @@ func Write(t testing.TB, path string, recs ...Record) {
 		b := tx.Bucket([]byte(bountiesdb.Bucket))
 		for _, r := range recs {
 			if err := b.Put(r.Key, r.Raw); err != nil {
+				return err
+			}
+			index, at := bountiesdb.DoneIndex, r.Finished
+			if r.Open {
+				index, at = bountiesdb.OpenIndex, r.Expiration
+			} else if at.IsZero() {
+				continue
+			}
+			if err := tx.Bucket([]byte(index)).Put(append(bountiesdb.IndexTime(at), r.Key...), nil); err != nil {
 				return err
 			}
 		}
