@@ -24,44 +24,122 @@ const MigratedSuffix = ".migrated"
 // directory is an error, not a wait.
 const oldStoreWait = time.Second
 
-// migrateBountiesDB moves the bounties of a bounties.db (the store before
-// JetStream) into st, open ones with their committed answers, so an
-// upgraded engine answers what the old one accepted; the file is then
-// renamed, kept for the record. A bounty already in st is left as it is,
-// so a migration cut short is simply run again.
-func migrateBountiesDB(ctx context.Context, path string, st *JetStore, log hclog.Logger) error {
-	old, err := bountiesdb.Open(path, oldStoreWait)
+// moveWait bounds the part of the move made at start. It is not the
+// connection's minute: a bounty window's finished bounties may take
+// longer than that to move (1,100-3,600 records a second measured here on
+// the embedded node).
+const moveWait = 10 * time.Minute
+
+// bountiesMove is the move of an older version's bounties.db into
+// JetStream, in two parts. At start, before any bounty is resumed, what
+// cannot wait: the open bounties (found by the file's open index), and the
+// finished ones not expired yet (by its done index), as a redelivery of
+// one of those would otherwise be taken for a new bounty and answered
+// again. Then, while the engine runs (finish), the audit trail: every
+// record, newest first, what is in already skipped (~13,000 a second
+// here) — as many records as the retention kept, millions on a busy
+// engine — after which the file is renamed. A move cut short is made
+// again at the next start. A bounty already in JetStream is left as it
+// is.
+type bountiesMove struct {
+	path string
+	st   *JetStore
+	log  hclog.Logger
+}
+
+// startBountiesMove makes the start's part of the move of the bounties.db
+// at path, if there is one (nil when not).
+func startBountiesMove(path string, st *JetStore, now time.Time, log hclog.Logger) (*bountiesMove, error) {
+	db, err := bountiesdb.Open(path, oldStoreWait)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return fmt.Errorf("move %s into JetStream: %w", path, err)
+		return nil, fmt.Errorf("move %s into JetStream: %w", path, err)
 	}
-	moved, open := 0, 0
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), moveWait)
+	defer cancel()
+	m := &bountiesMove{path: path, st: st, log: log}
+	open, err := m.importEach(ctx, db.EachOpen, func(Record) bool { return true })
+	if err != nil {
+		return nil, fmt.Errorf("move the open bounties of %s into JetStream: %w", path, err)
+	}
+	// A bounty lives at most maxBountyLifetime: one finished before that
+	// has expired.
+	recent := func(fn func(key, raw []byte) bool) error {
+		return db.EachFinishedSince(now.Add(-maxBountyLifetime), fn)
+	}
+	unexpired, err := m.importEach(ctx, recent, func(r Record) bool { return r.Bounty.Expiration.After(now) })
+	if err != nil {
+		return nil, fmt.Errorf("move the unexpired bounties of %s into JetStream: %w", path, err)
+	}
+	log.Info("open bounties moved from bounties.db into JetStream; the finished ones follow while the engine runs",
+		"open", open, "finished_unexpired", unexpired, "file", path)
+	return m, nil
+}
+
+// finish moves every record not moved yet, then renames the file, kept
+// for the record.
+func (m *bountiesMove) finish(ctx context.Context) error {
+	db, err := bountiesdb.Open(m.path, oldStoreWait)
+	if err != nil {
+		return fmt.Errorf("move %s into JetStream: %w", m.path, err)
+	}
+	all := func(fn func(key, raw []byte) bool) error { return db.Each(true, fn) }
+	moved, err := m.importEach(ctx, all, func(Record) bool { return true })
+	db.Close()
+	if err != nil {
+		return fmt.Errorf("move %s into JetStream: %w", m.path, err)
+	}
+	if err := os.Rename(m.path, m.path+MigratedSuffix); err != nil {
+		return fmt.Errorf("move %s into JetStream: %w", m.path, err)
+	}
+	m.log.Info("bounties.db moved into JetStream", "bounties", moved, "file", m.path+MigratedSuffix)
+	return nil
+}
+
+// importEach moves the records each gives that want takes, and returns how
+// many were not in JetStream yet.
+func (m *bountiesMove) importEach(ctx context.Context, each func(func(key, raw []byte) bool) error, want func(Record) bool) (int, error) {
+	moved := 0
 	var ierr error
-	err = eachOldRecord(old, false, func(r Record) bool {
-		if r.Bounty.ID == 0 && r.Bounty.ResponseURL == "" {
+	err := each(func(key, raw []byte) bool {
+		r := decodeOld(key, raw)
+		if (r.Bounty.ID == 0 && r.Bounty.ResponseURL == "") || !want(r) {
 			return true // unreadable: nothing to answer with
 		}
 		var created bool
-		created, ierr = st.importRecord(ctx, r)
+		created, ierr = m.st.importRecord(ctx, r)
 		if created {
 			moved++
-			if r.State == StateOpen {
-				open++
-			}
 		}
 		return ierr == nil
 	})
-	old.Close()
-	if err = errors.Join(err, ierr); err != nil {
-		return fmt.Errorf("move %s into JetStream: %w", path, err)
+	return moved, errors.Join(err, ierr)
+}
+
+// finishBountiesMove runs the rest of the move while the engine runs; the
+// shutdown stops it, to go on at the next start.
+func (s *Service) finishBountiesMove() {
+	defer s.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.drain:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err := s.move.finish(ctx)
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		s.log.Info("the move of bounties.db into JetStream stopped with the engine: it goes on at the next start")
+	default:
+		s.log.Error("cannot move bounties.db into JetStream: tried again at the next start", "error", err)
 	}
-	if err := os.Rename(path, path+MigratedSuffix); err != nil {
-		return fmt.Errorf("move %s into JetStream: %w", path, err)
-	}
-	log.Info("bounties moved from bounties.db into JetStream", "bounties", moved, "open", open, "file", path+MigratedSuffix)
-	return nil
 }
 
 // ListBountiesDB calls fn for every bounty of a bounties.db that no engine
@@ -74,21 +152,18 @@ func ListBountiesDB(path string, newestFirst bool, fn func(Record) bool) error {
 		return err
 	}
 	defer db.Close()
-	return eachOldRecord(db, newestFirst, fn)
+	return db.Each(newestFirst, func(key, raw []byte) bool { return fn(decodeOld(key, raw)) })
 }
 
-// eachOldRecord decodes the records of an old bounties.db as fn takes
-// them: one stored with metadata too deep to read back is salvaged
-// without it (decodeRecord), one that cannot be read at all is listed as
-// what its key tells, so it is seen.
-func eachOldRecord(db *bountiesdb.DB, newestFirst bool, fn func(Record) bool) error {
-	return db.Each(newestFirst, func(key, raw []byte) bool {
-		r, err := decodeRecord(raw)
-		if err != nil {
-			r = placeholderRecord(key, err)
-		}
-		return fn(r)
-	})
+// decodeOld reads a record of an old bounties.db: one stored with metadata
+// too deep to read back is salvaged without it (decodeRecord), one that
+// cannot be read at all stands as what its key tells, so it is seen.
+func decodeOld(key, raw []byte) Record {
+	r, err := decodeRecord(raw)
+	if err != nil {
+		r = placeholderRecord(key, err)
+	}
+	return r
 }
 
 // importRecord stores r as it is, and its open entry when it is open.

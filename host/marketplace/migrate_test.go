@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microengine/microengine/host/config"
 	"github.com/microengine/microengine/host/engine"
 	"github.com/microengine/microengine/host/marketplace/bountiesdb"
 	"github.com/microengine/microengine/host/marketplace/bountiesdb/bountiesdbtest"
@@ -23,7 +24,27 @@ func oldRecord(t *testing.T, r Record) bountiesdbtest.Record {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return bountiesdbtest.Record{Key: r.Bounty.Key(), Raw: raw}
+	return bountiesdbtest.Record{Key: r.Bounty.Key(), Raw: raw, Open: r.State == StateOpen, Expiration: r.Bounty.Expiration, Finished: r.FinishedAt}
+}
+
+// waitMoved waits until the engine has moved all of bounties.db in and
+// set the file aside.
+func waitMoved(t *testing.T, dir string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := os.Stat(filepath.Join(dir, bountiesdb.File+MigratedSuffix))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bounties.db not set aside: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(dir, bountiesdb.File)); err == nil {
+		t.Error("bounties.db still in place: it would be moved again")
+	}
 }
 
 // TestBountiesDBMovedIntoJetStream: an engine upgraded over a bounties.db
@@ -62,17 +83,61 @@ func TestBountiesDBMovedIntoJetStream(t *testing.T) {
 	if r := e.record(t, 40, PhaseAssertion); len(r.Deliveries) != 1 || r.Deliveries[0] != "d40" {
 		t.Errorf("the open bounty's delivery ids moved as %q", r.Deliveries)
 	}
-	if _, err := os.Stat(filepath.Join(dir, bountiesdb.File+MigratedSuffix)); err != nil {
-		t.Errorf("bounties.db not set aside: %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, bountiesdb.File)); err == nil {
-		t.Error("bounties.db still in place: it would be moved again")
-	}
+	waitMoved(t, dir)
 	// A redelivery through the old delivery id is the same bounty.
 	if code, reply := e.send(t, "bounty", market.bountyJSON(40, uri, time.Minute, nil), map[string]string{HeaderDelivery: "d40"}); code != 202 {
 		t.Errorf("redelivery: HTTP %d %s", code, reply)
 	}
 	market.none(200 * time.Millisecond)
+}
+
+// TestBountiesDBMovesWhatCannotWaitFirst: before the engine starts, the
+// open bounties and the finished ones not expired yet (a redelivery must
+// find them) are in JetStream; the audit trail follows once it runs, and
+// a move stopped before that goes on at the next start.
+func TestBountiesDBMovesWhatCannotWaitFirst(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now().UTC()
+	open := testBounty(1, now.Add(time.Hour))
+	unexpired := testBounty(2, now.Add(time.Hour))
+	expired := testBounty(3, now.Add(-time.Hour))
+	answered := &Answer{Verdict: shared.VerdictBenign}
+	bountiesdbtest.Write(t, filepath.Join(dir, bountiesdb.File),
+		oldRecord(t, Record{Bounty: open, State: StateOpen, ReceivedAt: now}),
+		oldRecord(t, Record{Bounty: unexpired, State: StateAnswered, ReceivedAt: now, FinishedAt: now, Answer: answered}),
+		oldRecord(t, Record{Bounty: expired, State: StateAnswered, ReceivedAt: now.Add(-2 * time.Hour), FinishedAt: now.Add(-90 * time.Minute), Answer: answered}),
+	)
+	cfg := config.Marketplace{WebhookSecrets: []string{testSecret}}
+	opts := Options{Config: &cfg, DataDir: dir, Scanner: eicarScanner(), ShutdownGrace: time.Second}
+	for range 2 { // stopped before it ran: the move is made again
+		svc, err := New(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for key, want := range map[string]bool{string(open.Key()): true, string(unexpired.Key()): true, string(expired.Key()): false} {
+			if _, ok, err := svc.store.Get([]byte(key)); err != nil || ok != want {
+				t.Errorf("bounty %x in JetStream before the start: %v (%v), want %v", key, ok, err, want)
+			}
+		}
+		if err := svc.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, bountiesdb.File)); err != nil {
+		t.Fatalf("bounties.db set aside before its audit trail was moved: %v", err)
+	}
+
+	svc, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Start()
+	defer svc.Stop()
+	waitMoved(t, dir)
+	r, ok, err := svc.store.Get(expired.Key())
+	if err != nil || !ok || r.State != StateAnswered || r.Answer == nil || r.Answer.Verdict != shared.VerdictBenign {
+		t.Errorf("the expired bounty's record moved as %+v (%v, %v)", r, ok, err)
+	}
 }
 
 // TestOldPoisonRecordsAreMovedAndAnsweredUnknown: records an older version

@@ -92,6 +92,7 @@ type Service struct {
 	log     hclog.Logger
 	now     func() time.Time
 	store   *JetStore
+	move    *bountiesMove // the rest of an older version's bounties.db, moved in by Start
 	filters *Filters
 	fetcher *fetcher
 	poster  *poster
@@ -195,7 +196,7 @@ func New(opts Options) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("marketplace: register metrics: %w", err)
 	}
-	s.store, err = openLifecycle(opts, cfg)
+	s.store, s.move, err = openLifecycle(opts, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("marketplace: %w", err)
 	}
@@ -231,33 +232,35 @@ func (r Role) works() bool    { return r != RoleWebhook }
 const openStoreTimeout = time.Minute
 
 // openLifecycle opens JetStream: the cluster, or the embedded node, into
-// which a bounties.db left by an earlier version is moved first.
-func openLifecycle(opts Options, cfg config.Marketplace) (*JetStore, error) {
+// which the open bounties of a bounties.db left by an earlier version are
+// moved first; the rest of the file is what the move returned holds.
+func openLifecycle(opts Options, cfg config.Marketplace) (*JetStore, *bountiesMove, error) {
 	q := opts.Queue
 	if q == nil {
 		d := config.DefaultQueue()
 		q = &d
 	}
 	if q.Embedded() && opts.Role != RoleAll {
-		return nil, fmt.Errorf("role %s needs queue servers: the embedded node is this engine's alone", opts.Role)
+		return nil, nil, fmt.Errorf("role %s needs queue servers: the embedded node is this engine's alone", opts.Role)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), openStoreTimeout)
 	defer cancel()
 	node, err := queue.Open(ctx, q, opts.DataDir, opts.Logger.Named("queue"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	st, err := OpenJetStore(ctx, node, cfg.Retention, opts.Logger.Named("queue"))
 	if err != nil {
 		node.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	st.PreclaimStored(opts.Role.works())
-	if err := migrateBountiesDB(ctx, filepath.Join(opts.DataDir, bountiesdb.File), st, opts.Logger); err != nil {
+	move, err := startBountiesMove(filepath.Join(opts.DataDir, bountiesdb.File), st, opts.Now(), opts.Logger)
+	if err != nil {
 		st.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return st, nil
+	return st, move, nil
 }
 
 // removeLeftovers deletes downloads a crash left behind: their bounties are
@@ -283,6 +286,10 @@ func (s *Service) Store() *JetStore { return s.store }
 // which resumes every stored bounty that is still open.
 func (s *Service) Start() {
 	s.startOnce.Do(func() {
+		if s.move != nil {
+			s.wg.Add(1)
+			go s.finishBountiesMove()
+		}
 		if !s.opts.Role.works() {
 			return // a webhook node only stores: the workers answer
 		}

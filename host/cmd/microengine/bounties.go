@@ -94,9 +94,25 @@ func listBounties(ctx context.Context, cf configFlags, dataDir string, newestFir
 		// (it fails fast while the engine holds it), a cluster is asked.
 		return listQueue(ctx, queueCfg, dataDir, newestFirst, fn)
 	}
-	// A bounties.db not moved into JetStream yet (no engine of this
-	// version has started on it).
-	err := marketplace.ListBountiesDB(path, newestFirst, fn)
+	// A bounties.db not wholly moved into JetStream yet (an engine of
+	// this version moves its open bounties in at start, the rest while it
+	// runs): what JetStream holds, then what only the file does. No
+	// embedded node is made where none is.
+	seen := map[string]bool{}
+	more := true
+	if _, err := os.Stat(filepath.Join(dataDir, queue.StoreDir)); err == nil {
+		err := listQueue(ctx, queueCfg, dataDir, newestFirst, func(r marketplace.Record) bool {
+			seen[string(r.Bounty.Key())] = true
+			more = fn(r)
+			return more
+		})
+		if err != nil || !more {
+			return err
+		}
+	}
+	err := marketplace.ListBountiesDB(path, newestFirst, func(r marketplace.Record) bool {
+		return seen[string(r.Bounty.Key())] || fn(r)
+	})
 	if errors.Is(err, bountiesdb.ErrBusy) {
 		return fmt.Errorf("%s is in use by an engine of an older version; stop it, or ask it with its own microengine bounties", path)
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,21 +31,7 @@ func TestBountiesReadsTheEmbeddedNode(t *testing.T) {
 		t.Fatalf("empty data dir: exit %d, %q %q", code, stdout.String(), stderr.String())
 	}
 
-	node, err := queue.Open(ctx, nil, dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := marketplace.OpenJetStore(ctx, node, config.DefaultRetention, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, id := range []int64{1, 2} {
-		b := marketplace.Bounty{ID: id, ArtifactType: "file", ArtifactURI: "http://x/a", Expiration: time.Now().Add(time.Hour),
-			ResponseURL: "http://x/r", Phase: marketplace.PhaseAssertion, Rules: marketplace.DefaultRules()}
-		if _, err := st.Put(ctx, b, "", time.Now()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	st := storeBounties(t, dir, 1, 2)
 	stdout.Reset()
 	stderr.Reset()
 	if code := runBounties(ctx, []string{"-data", dir}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "running engine") {
@@ -55,39 +43,63 @@ func TestBountiesReadsTheEmbeddedNode(t *testing.T) {
 	if code := runBounties(ctx, []string{"-data", dir, "-json"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
-	if ids := listed(t, stdout.String(), marketplace.StateOpen); len(ids) != 2 || ids[0] != 2 || ids[1] != 1 {
-		t.Errorf("listed %v, want [2 1] (newest first)", ids)
+	if got := listed(t, stdout.String()); got != "2:open 1:open" {
+		t.Errorf("listed %s, want 2:open 1:open (newest first)", got)
 	}
 }
 
-// listed reads the ids of `bounties -json` output, checking each bounty's
-// state.
-func listed(t *testing.T, out string, state marketplace.State) []int64 {
+// listed reads `bounties -json` output as "ID:STATE ...".
+func listed(t *testing.T, out string) string {
 	t.Helper()
-	var ids []int64
+	var got []string
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		var r marketplace.Record
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatalf("%v: %s", err, line)
 		}
-		if r.State != state {
-			t.Errorf("bounty %d: %s, want %s", r.Bounty.ID, r.State, state)
-		}
-		ids = append(ids, r.Bounty.ID)
+		got = append(got, fmt.Sprintf("%d:%s", r.Bounty.ID, r.State))
 	}
-	return ids
+	return strings.Join(got, " ")
+}
+
+// storeBounties opens the embedded node in dir, as an engine holds it,
+// and stores open bounties of ids.
+func storeBounties(t *testing.T, dir string, ids ...int64) *marketplace.JetStore {
+	t.Helper()
+	ctx := context.Background()
+	node, err := queue.Open(ctx, nil, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := marketplace.OpenJetStore(ctx, node, config.DefaultRetention, nil)
+	if err != nil {
+		node.Close()
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if _, err := st.Put(ctx, testBounty(id), "", time.Now()); err != nil {
+			st.Close()
+			t.Fatal(err)
+		}
+	}
+	return st
+}
+
+func testBounty(id int64) marketplace.Bounty {
+	return marketplace.Bounty{ID: id, ArtifactType: "file", ArtifactURI: "http://x/a", Expiration: time.Now().Add(time.Hour),
+		ResponseURL: "http://x/r", Phase: marketplace.PhaseAssertion, Rules: marketplace.DefaultRules()}
 }
 
 // TestBountiesReadsAnOldBountiesDB: a bounties.db no engine of this
-// version has moved into JetStream yet is listed from the file; while an
-// engine of an older version holds it, that is said.
+// version has moved into JetStream yet is listed from the file; one moved
+// in part follows what JetStream holds; while an engine of an older
+// version holds it, that is said.
 func TestBountiesReadsAnOldBountiesDB(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, bountiesdb.File)
 	var recs []bountiesdbtest.Record
 	for _, id := range []int64{5, 6} {
-		r := marketplace.Record{State: marketplace.StateAnswered, ReceivedAt: time.Now(), Bounty: marketplace.Bounty{ID: id, ArtifactType: "file",
-			ArtifactURI: "http://x/a", Expiration: time.Now(), ResponseURL: "http://x/r", Phase: marketplace.PhaseAssertion, Rules: marketplace.DefaultRules()}}
+		r := marketplace.Record{State: marketplace.StateAnswered, ReceivedAt: time.Now(), Bounty: testBounty(id)}
 		raw, err := json.Marshal(r)
 		if err != nil {
 			t.Fatal(err)
@@ -100,8 +112,22 @@ func TestBountiesReadsAnOldBountiesDB(t *testing.T) {
 	if code := runBounties(ctx, []string{"-data", dir, "-json", "-oldest-first"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
-	if ids := listed(t, stdout.String(), marketplace.StateAnswered); len(ids) != 2 || ids[0] != 5 || ids[1] != 6 {
-		t.Errorf("listed %v, want [5 6]", ids)
+	if got := listed(t, stdout.String()); got != "5:answered 6:answered" {
+		t.Errorf("listed %s, want 5:answered 6:answered", got)
+	}
+	if _, err := os.Stat(filepath.Join(dir, queue.StoreDir)); err == nil {
+		t.Error("listing bounties.db created the embedded node's folder")
+	}
+
+	// Moved in part: JetStream holds 5 (open again, as a redelivery would
+	// leave it) and 7, the file still 5 and 6.
+	storeBounties(t, dir, 5, 7).Close()
+	stdout.Reset()
+	if code := runBounties(ctx, []string{"-data", dir, "-json", "-oldest-first"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if got := listed(t, stdout.String()); got != "5:open 7:open 6:answered" {
+		t.Errorf("listed %s, want 5:open 7:open 6:answered", got)
 	}
 
 	held, err := bolt.Open(path, 0o600, nil) // an engine of an older version
