@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -81,5 +82,95 @@ func TestCachedBountiesAreNotFetched(t *testing.T) {
 	}
 	if s := cache.Stats(); s.Hits != 4 {
 		t.Errorf("cache stats %+v, want 4 hits", s)
+	}
+}
+
+// cachedEngine starts an engine whose verdict cache holds content's
+// verdict (trusting the bounty's sha256), and returns its sha256.
+func cachedEngine(t *testing.T, content []byte) (*testEngine, string) {
+	t.Helper()
+	var scans atomic.Int32
+	cache := verdictcache.New(verdictcache.Config{TTL: time.Hour, MaxEntries: 100}, "", nil)
+	e := newTestEngine(t, engine.New(onePlugin{eicarPlugin{&scans}}).WithCache(cache, true))
+	sum := sha256.Sum256(content)
+	sha := hex.EncodeToString(sum[:])
+	e.accept(t, e.market.bountyJSON(1, e.market.put("a", content), 30*time.Second, map[string]any{"sha256": sha}))
+	if a := e.market.wait(5 * time.Second); str(a.Body["verdict"]) != "malicious" {
+		t.Fatalf("the bounty that fills the cache: %s", a.Raw)
+	}
+	e.record(t, 1, PhaseAssertion)
+	return e, sha
+}
+
+// TestCachedBountyAnsweredBeforeItsWebhook: a bounty whose verdict is
+// cached is answered while its webhook waits, its record finished with
+// the answer before the 202 and never indexed open; a redelivery is
+// acknowledged, counted, and not answered again.
+func TestCachedBountyAnsweredBeforeItsWebhook(t *testing.T) {
+	e, sha := cachedEngine(t, []byte("xx EICAR yy"))
+	body := e.market.bountyJSON(2, e.market.srv.URL+"/artifacts/gone", 30*time.Second, map[string]any{"sha256": sha})
+	e.accept(t, body)
+	select {
+	case a := <-e.market.answers:
+		if a.ID != "2" || str(a.Body["verdict"]) != "malicious" {
+			t.Fatalf("answer %s: %s", a.ID, a.Raw)
+		}
+	default:
+		t.Fatal("the webhook of a cached bounty was acknowledged before its answer was posted")
+	}
+	r, ok, err := e.svc.store.Get(bountyKey(2, PhaseAssertion))
+	if err != nil || !ok || r.State != StateAnswered || r.Answer == nil || r.Answer.Verdict != shared.VerdictMalicious || r.PostAttempts != 1 {
+		t.Fatalf("record after the 202: %+v %v %v", r, ok, err)
+	}
+	var open int
+	e.svc.store.OpenKeysAfter(nil, func([]byte, time.Time) bool { open++; return true })
+	if open != 0 {
+		t.Errorf("%d open entries after an answer from the cache", open)
+	}
+	if code, reply := e.send(t, "bounty", body, map[string]string{HeaderDelivery: "again"}); code != http.StatusAccepted {
+		t.Fatalf("redelivery: HTTP %d %s", code, reply)
+	}
+	r, _, _ = e.svc.store.Get(bountyKey(2, PhaseAssertion))
+	if r.Redeliveries != 1 || r.State != StateAnswered {
+		t.Errorf("record after the redelivery: %+v", r)
+	}
+	e.market.none(500 * time.Millisecond)
+	if n := e.market.postCount("2"); n != 1 {
+		t.Errorf("%d POSTs for the cached bounty, want 1", n)
+	}
+}
+
+// TestCachedBountyRefusedAnswerRetriedInTheBackground: an answer from the
+// cache that the marketplace does not take within the webhook's budget is
+// acknowledged anyway, indexed open, and posted by the background
+// delivery until it is taken: the same answer, once accepted.
+func TestCachedBountyRefusedAnswerRetriedInTheBackground(t *testing.T) {
+	e, sha := cachedEngine(t, []byte("xx EICAR yy"))
+	// More refusals than the webhook's budget of a second has room for
+	// (backoff 100, 200, 400, 800 ms: at most 4 attempts inline).
+	e.market.mu.Lock()
+	e.market.failFirst = 6
+	e.market.mu.Unlock()
+	e.accept(t, e.market.bountyJSON(3, e.market.srv.URL+"/artifacts/gone", 30*time.Second, map[string]any{"sha256": sha}))
+	if a := e.market.wait(20 * time.Second); a.ID != "3" || str(a.Body["verdict"]) != "malicious" {
+		t.Fatalf("answer %s: %s", a.ID, a.Raw)
+	}
+	r := e.record(t, 3, PhaseAssertion)
+	if r.State != StateAnswered || r.Answer == nil || r.Answer.Verdict != shared.VerdictMalicious {
+		t.Errorf("record: %+v", r)
+	}
+	if n := e.market.postCount("3"); n != 7 {
+		t.Errorf("%d POSTs, want the 6 refused and the one accepted", n)
+	}
+	// The open entry goes just after the record is finished.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var open int
+		e.svc.store.OpenKeysAfter(nil, func([]byte, time.Time) bool { open++; return true })
+		if open == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d open entries once answered", open)
+		}
 	}
 }

@@ -460,6 +460,41 @@ func (s *JetStore) indexOpen(ctx context.Context, k string, expiration, now time
 	return nil
 }
 
+// errNotStorable: the bounty cannot be stored whole with its answer (its
+// metadata would not read back); Put stores it marked damaged instead.
+var errNotStorable = errors.New("the bounty cannot be stored whole")
+
+// putAnswered stores a new bounty with its answer already committed, in one
+// write, and without an open entry: the caller posts the answer before it
+// acknowledges the webhook, so until the 202 the marketplace's redelivery
+// is what resumes it (Put then finds it open, answer committed, and
+// indexes it). created is false for a redelivery, which is left to Put.
+func (s *JetStore) putAnswered(ctx context.Context, b Bounty, delivery string, now time.Time, a *Answer, reason string, plugins []engine.PluginResult) (created bool, err error) {
+	k := hexKey(b.Key())
+	r := Record{Bounty: b, State: StateOpen, ReceivedAt: now.UTC(), Answer: a, Reason: reason, Plugins: plugins}
+	if delivery != "" {
+		r.Deliveries = []string{delivery}
+	}
+	raw, err := encodeRecord(r)
+	if err != nil {
+		return false, fmt.Errorf("store bounty %s: %w: %w", b, errNotStorable, err)
+	}
+	var rev uint64
+	err = s.node.Retry(ctx, permanent, func(ctx context.Context) error {
+		var err error
+		rev, err = s.records.Create(ctx, k, raw)
+		return err
+	})
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("store bounty %s: %w", b, err)
+	}
+	s.remember(k, r, rev)
+	return true, nil
+}
+
 // PreclaimStored makes Put store new bounties already taken by this engine
 // (its workers process what its webhooks accept), saving Take a read and a
 // write per bounty. A webhook-only engine leaves them to the workers.

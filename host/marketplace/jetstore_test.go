@@ -442,3 +442,46 @@ func TestJetStoreFinishedMarkersExpire(t *testing.T) {
 		t.Errorf("%d open keys after the claim found none, want 0", keys)
 	}
 }
+
+// TestJetStoreAnsweredBountyResumedByItsRedelivery: a bounty stored with
+// its answer (from the verdict cache) has no open entry until its webhook
+// is acknowledged; an engine that stops before that leaves it to the
+// marketplace's redelivery, which finds it open with its answer and
+// indexes it, so the same answer is posted.
+func TestJetStoreAnsweredBountyResumedByItsRedelivery(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openEmbedded(t, dir, config.DefaultRetention)
+	b := testBounty(11, time.Now().Add(time.Hour))
+	a := &Answer{Verdict: shared.VerdictMalicious}
+	if created, err := s.putAnswered(ctx, b, "d-1", time.Now(), a, "cached", nil); err != nil || !created {
+		t.Fatalf("putAnswered: %v %v", created, err)
+	}
+	if created, err := s.putAnswered(ctx, b, "d-2", time.Now(), &Answer{Verdict: shared.VerdictBenign}, "", nil); err != nil || created {
+		t.Fatalf("putAnswered again: %v %v", created, err)
+	}
+	s.Close()
+
+	s = openEmbedded(t, dir, config.DefaultRetention)
+	defer s.Close()
+	count := func() (n int) {
+		s.OpenKeysAfter(nil, func([]byte, time.Time) bool { n++; return true })
+		return n
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("%d open entries before the redelivery", n)
+	}
+	if isNew, err := s.Put(ctx, b, "d-3", time.Now()); err != nil || isNew {
+		t.Fatalf("redelivery: %v %v", isNew, err)
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("%d open entries after the redelivery, want 1", n)
+	}
+	r, ok, err := s.Get(b.Key())
+	if err != nil || !ok || r.State != StateOpen || r.Answer == nil || r.Answer.Verdict != shared.VerdictMalicious || r.Reason != "cached" {
+		t.Fatalf("record: %+v %v %v", r, ok, err)
+	}
+	if stored, err := s.CommitAnswer(ctx, b.Key(), &Answer{Verdict: shared.VerdictBenign}, "", nil); err != nil || stored == nil || stored.Verdict != shared.VerdictMalicious {
+		t.Errorf("commit after the redelivery: %+v %v", stored, err)
+	}
+}

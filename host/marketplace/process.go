@@ -318,17 +318,7 @@ func (s *Service) deliver(log hclog.Logger, key string, rec Record, answer *Answ
 		s.metrics.failed.WithLabelValues(string(answer.Verdict)).Inc()
 		log.Error("could not post the answer before the expiration", "verdict", answer.Verdict, "attempts", attempts, "error", err)
 	} else {
-		took := out.At.Sub(rec.ReceivedAt)
-		s.metrics.answered.WithLabelValues(string(answer.Verdict), string(b.Phase)).Inc()
-		s.metrics.toAnswer.Observe(took.Seconds())
-		args := []any{"verdict", answer.Verdict, "took", took, "attempts", attempts}
-		if answer.Bid != nil {
-			args = append(args, "bid", answer.Bid.String())
-		}
-		if rec.Reason != "" {
-			args = append(args, "reason", rec.Reason)
-		}
-		log.Info("answered", args...)
+		s.observeAnswered(log, rec, out)
 	}
 	s.recordOutcome(log, key, out)
 }

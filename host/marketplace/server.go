@@ -160,6 +160,13 @@ func (s *Service) serveWebhook(w http.ResponseWriter, r *http.Request, event str
 		b.Expiration = limit
 	}
 	delivery := deliveryKey(r.Header.Get(HeaderDelivery))
+	if code, ok := s.answerCached(b, delivery, now); ok {
+		if code != http.StatusAccepted {
+			return fail(code, "cannot store the bounty")
+		}
+		writeReply(w, http.StatusAccepted, reply{Status: "ACCEPTED"})
+		return http.StatusAccepted
+	}
 	isNew, err := s.store.Put(r.Context(), b, delivery, now)
 	if err != nil {
 		s.log.Error("cannot store a bounty: refusing it so the marketplace retries", "bounty", b.ID, "phase", b.Phase, "error", err)
