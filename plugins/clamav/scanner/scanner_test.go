@@ -441,6 +441,31 @@ func (r slowReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// promptly runs scan and fails the test unless it returns within 10 s of
+// the cancel or timeout it waits for. A scanner that ignored them would
+// wait for a clamd that never reads or answers, forever; one that honours
+// them returns in milliseconds, and a tighter bound (these were held to
+// 1 s past it) a loaded machine's stall alone could fail.
+func promptly(t *testing.T, scan func() (shared.Result, error)) (shared.Result, error) {
+	t.Helper()
+	type outcome struct {
+		r   shared.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		r, err := scan()
+		done <- outcome{r, err}
+	}()
+	select {
+	case o := <-done:
+		return o.r, o.err
+	case <-time.After(10 * time.Second):
+		t.Fatal("still scanning 10s after its cancel or timeout")
+		return shared.Result{}, nil
+	}
+}
+
 func TestCancelledScanReturnsPromptly(t *testing.T) {
 	d := devclamd.StartT(t, devclamd.Options{})
 	s := configured(t, d.Address())
@@ -448,11 +473,9 @@ func TestCancelledScanReturnsPromptly(t *testing.T) {
 	t.Run("while the content is arriving", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(200*time.Millisecond, cancel)
-		start := time.Now()
-		r, err := s.Scan(ctx, unsized(slowReader{ctx: ctx, interval: time.Millisecond}))
-		if elapsed := time.Since(start); elapsed > 200*time.Millisecond+time.Second {
-			t.Errorf("returned %s after the cancel", elapsed-200*time.Millisecond)
-		}
+		r, err := promptly(t, func() (shared.Result, error) {
+			return s.Scan(ctx, unsized(slowReader{ctx: ctx, interval: time.Millisecond}))
+		})
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("Scan = %+v, %v; want context.Canceled", r, err)
 		}
@@ -465,11 +488,9 @@ func TestCancelledScanReturnsPromptly(t *testing.T) {
 		s := configured(t, l.address, `"max_stream_size":"1G"`)
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(200*time.Millisecond, cancel)
-		start := time.Now()
-		_, err := s.Scan(ctx, unsized(io.LimitReader(zeros{}, 1<<30)))
-		if elapsed := time.Since(start); elapsed > 200*time.Millisecond+time.Second {
-			t.Errorf("returned %s after the cancel", elapsed-200*time.Millisecond)
-		}
+		_, err := promptly(t, func() (shared.Result, error) {
+			return s.Scan(ctx, unsized(io.LimitReader(zeros{}, 1<<30)))
+		})
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("err = %v, want context.Canceled", err)
 		}
@@ -484,7 +505,7 @@ func TestCancelledScanReturnsPromptly(t *testing.T) {
 
 func TestTimeoutIsUnknown(t *testing.T) {
 	// clamd takes the stream and never answers: the per-call timeout
-	// makes it unknown (the host's own deadline has not passed).
+	// makes it unknown (the host's own deadline, 20 s, has not passed).
 	release := make(chan struct{})
 	l := listenCounting(t, func(conn net.Conn) {
 		readInstream(conn)
@@ -492,12 +513,13 @@ func TestTimeoutIsUnknown(t *testing.T) {
 	})
 	t.Cleanup(func() { close(release) })
 	s := configured(t, l.address, `"timeout":"300ms"`)
-	start := time.Now()
-	r := scan(t, s, file([]byte("hello")))
-	wantUnknown(t, r, "timeout")
-	if elapsed := time.Since(start); elapsed > 1300*time.Millisecond {
-		t.Errorf("took %s with a 300ms timeout", elapsed)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	r, err := promptly(t, func() (shared.Result, error) { return s.Scan(ctx, file([]byte("hello"))) })
+	if err != nil {
+		t.Fatalf("Scan: %v", err)
 	}
+	wantUnknown(t, r, "timeout")
 }
 
 // TestRetryOnceWhenClamdIsBack: a scan whose connection to its one clamd
