@@ -119,10 +119,24 @@ func TestPluginBinary(t *testing.T) {
 	t.Run("cancelled scan returns promptly", func(t *testing.T) {
 		cctx, ccancel := context.WithCancel(ctx)
 		time.AfterFunc(300*time.Millisecond, ccancel)
-		start := time.Now()
-		r, err := s.Scan(cctx, shared.Artifact{ID: "endless", Type: shared.ArtifactFile, Size: -1, Content: &trickle{ctx: cctx}})
-		if elapsed := time.Since(start) - 300*time.Millisecond; elapsed > time.Second {
-			t.Errorf("returned %s after the cancel", elapsed)
+		type outcome struct {
+			r   shared.Result
+			err error
+		}
+		done := make(chan outcome, 1)
+		go func() {
+			r, err := s.Scan(cctx, shared.Artifact{ID: "endless", Type: shared.ArtifactFile, Size: -1, Content: &trickle{ctx: cctx}})
+			done <- outcome{r, err}
+		}()
+		// Milliseconds when the cancel is honoured; held to 10 s, not to
+		// 1 s past the cancel, which left a loaded machine no room.
+		var r shared.Result
+		var err error
+		select {
+		case o := <-done:
+			r, err = o.r, o.err
+		case <-time.After(10 * time.Second):
+			t.Fatal("still scanning 10s after the cancel")
 		}
 		if err == nil && r.Verdict == shared.VerdictBenign {
 			t.Errorf("a cancelled scan was answered %+v", r)
@@ -204,7 +218,10 @@ func TestStoppedClamdDoesNotHangThePlugin(t *testing.T) {
 	if err != nil || h.Healthy {
 		t.Errorf("Health with clamd stopped = %+v, %v; want unhealthy", h, err)
 	}
-	if elapsed > 3*time.Second {
+	// Its budget is 2 s; a Health that waited for the stopped clamd would
+	// take the host's whole 10 s. 6 s leaves a loaded machine room (3 s
+	// left it 1 s) and still fails the latter.
+	if elapsed > 6*time.Second {
 		t.Errorf("Health took %s with clamd stopped; the host's deadline is 10s", elapsed.Round(time.Millisecond))
 	}
 	for range scans {
