@@ -41,7 +41,25 @@ func answeredInTime(t *testing.T, mk *marketplace, keys []string, expiries map[s
 func TestStallsStarveNobody(t *testing.T) {
 	clamd := devclamd.StartT(t, devclamd.Options{})
 	mk := newMarketplace(t)
-	eng := startEngine(t, engineDir(t, clamd, ""))
+	dir := engineDir(t, clamd, "")
+	// The bounties behind the stalls are answered unknown by the deadline
+	// watch, all together, a safety margin (plus up to two 250 ms ticks)
+	// before they expire: with the other tests' 500 ms, 100 answers in a
+	// burst reached the marketplace 594-700 ms early on a loaded 2-core
+	// machine, too close to call. The default 2 s leaves it room.
+	cfg := filepath.Join(dir, "engine.hcl")
+	raw, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withMargin := strings.Replace(string(raw), `safety_margin  = "500ms"`, `safety_margin  = "2s"`, 1)
+	if withMargin == string(raw) {
+		t.Fatal("engine.hcl has no safety_margin to raise")
+	}
+	if err := os.WriteFile(cfg, []byte(withMargin), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eng := startEngine(t, dir)
 	defer close(mk.hold)
 
 	t.Run("downloads that never answer", func(t *testing.T) {
@@ -74,8 +92,10 @@ func TestStallsStarveNobody(t *testing.T) {
 		}
 		var keys []string
 		expiries := map[string]time.Time{}
+		// 10 s, less the 2 s margin, is room for their scans whatever the
+		// moving average of scan times the held downloads above left.
 		for range 6 {
-			b, key := mk.newBounty(samples.EICAR(), 5*time.Second)
+			b, key := mk.newBounty(samples.EICAR(), 10*time.Second)
 			eng.sendBounty(b)
 			keys = append(keys, key)
 			expiries[key], _ = time.Parse(time.RFC3339Nano, b.Expiration)
