@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // Artifacts by reference.
@@ -32,6 +33,24 @@ import (
 // close and cancels the scan's context. Each message is at most
 // maxDescriptorMessage bytes; a header that does not fit goes over gRPC.
 //
+// The batch socket, BatchSocketName beside it, carries many scans on one
+// connection, so thousands of small artifacts do not each cost a message
+// and a wakeup both ways (a CLI scan of 4,000 × 4 KiB files spent ~8
+// context switches a file in host and plugin with one scan per message):
+//
+//	host → plugin: a ScanBatch: headers, each with a request_id, and one
+//	               descriptor attached per header, in order; and the ids
+//	               of scans the host gave up on (their contexts are
+//	               cancelled).
+//	plugin → host: a ScanBatchResponse: the answers that are ready, each
+//	               with its request_id. Every request is answered once.
+//
+// The host sends whatever scans are queued in one message; the plugin
+// scans each as it arrives and answers whatever is done in one message.
+// A host that finds no batch socket (an older plugin) uses the descriptor
+// socket; a plugin whose host never dials it serves the descriptor socket
+// as before. Closing the connection cancels every scan under way on it.
+//
 // The rules: the host sends a descriptor opened afresh, read-only, never
 // a path and never its own descriptor (whose offset and write access it
 // would share); the plugin owns the descriptor it got and closes it once
@@ -41,6 +60,37 @@ import (
 // DescriptorSocketName is the socket, in a plugin's private socket
 // directory, on which it takes artifacts by reference.
 const DescriptorSocketName = "descriptors.sock"
+
+// BatchSocketName is the socket, beside DescriptorSocketName, on which a
+// plugin takes several artifacts by reference per message.
+const BatchSocketName = "batches.sock"
+
+// maxBatch bounds the scans of one batch message: SCM_RIGHTS carries at
+// most 253 descriptors (the kernel's SCM_MAX_FD) in one message.
+const maxBatch = 128
+
+// maxBatchInFlight bounds the scans under way on one batch connection in
+// the plugin; past it a request is answered ResourceExhausted.
+const maxBatchInFlight = 4096
+
+// Holding back. Answers arrive one by one, as the backend finishes each
+// scan, and the host refills one by one: batches stay of one artifact (as
+// measured, 3,900 messages for 4,000 files with 128 in flight) unless a
+// side holds back while the pipeline is deep. The plugin holds answers
+// while more than batchBusy scans of the connection are under way, until
+// batchHold are ready or batchHoldFor has passed; the host holds requests
+// while batchBusy*2 are unanswered, until an answer comes or batchHoldFor
+// has passed. Below those depths (a marketplace at its usual
+// concurrency) nothing is held.
+const (
+	batchBusy    = 16
+	batchHold    = 16
+	batchHoldFor = 2 * time.Millisecond
+)
+
+// maxFieldOverhead is what a repeated message field adds to its message's
+// own size in the encoding: a tag and a length.
+const maxFieldOverhead = 1 + 10
 
 // maxDescriptorMessage bounds one message on the descriptor socket: a
 // header with its metadata, or an answer. A unix datagram of this size
@@ -64,6 +114,10 @@ type descriptorPool struct {
 	failed atomic.Bool
 	mu     sync.Mutex
 	idle   []*fdConn
+	// noBatches: the plugin has no batch socket.
+	noBatches atomic.Bool
+	batchMu   sync.Mutex
+	batchConn *batchConn
 }
 
 func (p *descriptorPool) declare(v bool) {

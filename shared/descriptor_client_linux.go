@@ -2,6 +2,7 @@ package shared
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -43,11 +44,18 @@ func (c *GRPCClient) scanDescriptor(ctx context.Context, a Artifact) (Result, er
 	if d, ok := ctx.Deadline(); ok {
 		header.DeadlineUnixNano = d.UnixNano()
 	}
-	msg, err := gproto.Marshal(header)
-	if err != nil || len(msg) > maxDescriptorMessage {
-		return Result{}, fmt.Errorf("%w: header of %d bytes", errNoDescriptors, len(msg))
+	var resp *proto.ScanResponse
+	if !c.fds.noBatches.Load() {
+		resp, err = c.fds.scanBatched(ctx, header, fd)
 	}
-	resp, err := c.fds.scan(ctx, msg, fd)
+	if c.fds.noBatches.Load() && (resp == nil && (err == nil || errors.Is(err, errNoBatches))) {
+		header.RequestId = 0
+		msg, merr := gproto.Marshal(header)
+		if merr != nil || len(msg) > maxDescriptorMessage {
+			return Result{}, fmt.Errorf("%w: header of %d bytes", errNoDescriptors, len(msg))
+		}
+		resp, err = c.fds.scan(ctx, msg, fd)
+	}
 	if err != nil {
 		return Result{}, err
 	}

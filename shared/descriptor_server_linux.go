@@ -36,8 +36,14 @@ func listenDescriptors(impl Scanner, logger hclog.Logger) (bool, error) {
 	if dir == "" {
 		return false, nil
 	}
-	_, err := serveDescriptors(filepath.Join(dir, DescriptorSocketName), impl, logger)
-	return err == nil, err
+	if _, err := serveDescriptors(filepath.Join(dir, DescriptorSocketName), impl, logger); err != nil {
+		return false, err
+	}
+	// Without the batch socket the host uses the descriptor socket alone.
+	if _, err := serveBatches(filepath.Join(dir, BatchSocketName), impl, logger); err != nil {
+		logger.Warn("artifacts by reference go one per message", "error", err)
+	}
+	return true, nil
 }
 
 // serveDescriptors listens on path and serves every connection until the
@@ -213,18 +219,28 @@ func (s *descriptorServer) answer(req fdRequest, begin func(context.CancelFunc) 
 		return &proto.ScanResponse{ErrorCode: int32(codes.InvalidArgument), ErrorMessage: req.bad.Error()}
 	}
 	defer req.file.Close()
-	h := req.header
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := scanContext(req.header)
 	defer cancel()
-	if h.DeadlineUnixNano > 0 {
-		ctx, cancel = context.WithDeadline(ctx, time.Unix(0, h.DeadlineUnixNano))
-		defer cancel()
-	}
 	if !begin(cancel) {
 		cancel()
 	}
+	return s.scanFile(ctx, req.header, req.file)
+}
+
+// scanContext is the context of a scan by reference: cancellable, with
+// the host's deadline when it sent one.
+func scanContext(h *proto.ScanHeader) (context.Context, context.CancelFunc) {
+	if h.DeadlineUnixNano > 0 {
+		return context.WithDeadline(context.Background(), time.Unix(0, h.DeadlineUnixNano))
+	}
+	return context.WithCancel(context.Background())
+}
+
+// scanFile scans the file a header came with and maps the outcome to an
+// answer. The caller closes the file.
+func (s *descriptorServer) scanFile(ctx context.Context, h *proto.ScanHeader, file *os.File) *proto.ScanResponse {
 	var st unix.Stat_t
-	if err := unix.Fstat(int(req.file.Fd()), &st); err != nil {
+	if err := unix.Fstat(int(file.Fd()), &st); err != nil {
 		return &proto.ScanResponse{ErrorCode: int32(codes.InvalidArgument), ErrorMessage: fmt.Sprintf("stat descriptor: %v", err)}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
@@ -234,16 +250,16 @@ func (s *descriptorServer) answer(req fdRequest, begin func(context.CancelFunc) 
 		return resultToProto(Unknown("the file holds %d bytes, the header announced %d", st.Size, h.Size))
 	}
 	size := st.Size
-	content := &fileContent{r: io.NewSectionReader(req.file, 0, size)}
+	content := &fileContent{r: io.NewSectionReader(file, 0, size)}
 	res, err := s.impl.Scan(ctx, Artifact{
 		ID: h.ArtifactId, Type: artifactTypeFromProto(h.Type), Size: size, Metadata: h.Metadata,
-		SHA256: h.Sha256, File: req.file, Content: content,
+		SHA256: h.Sha256, File: file, Content: content,
 	})
 	if err != nil {
 		st := status.Convert(toStatus(err))
 		return &proto.ScanResponse{ErrorCode: int32(st.Code()), ErrorMessage: st.Message()}
 	}
-	return resultToProto(guardFileResult(res, req.file, size, content.err))
+	return resultToProto(guardFileResult(res, file, size, content.err))
 }
 
 // fileContent is an artifact's Content read from its descriptor. It keeps

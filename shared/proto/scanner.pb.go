@@ -769,7 +769,10 @@ type ScanHeader struct {
 	// The content's sha256 (lowercase hex) when the host knows it; "" when
 	// not. Informational: a plugin may use it (a lookup, a log line), the
 	// verdict rule does not rest on it.
-	Sha256        string `protobuf:"bytes,7,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Sha256 string `protobuf:"bytes,7,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The batch socket only: names the request in its answer and in a
+	// cancel (unique among a connection's requests in flight).
+	RequestId     uint64 `protobuf:"varint,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -851,6 +854,13 @@ func (x *ScanHeader) GetSha256() string {
 		return x.Sha256
 	}
 	return ""
+}
+
+func (x *ScanHeader) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
 }
 
 type ScanRequest struct {
@@ -947,8 +957,10 @@ type ScanResponse struct {
 	BytesScanned int64  `protobuf:"varint,7,opt,name=bytes_scanned,json=bytesScanned,proto3" json:"bytes_scanned,omitempty"`
 	// ScanSession only: a failed scan (a gRPC status code and message, as
 	// Scan would have returned).
-	ErrorCode     int32  `protobuf:"varint,8,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
-	ErrorMessage  string `protobuf:"bytes,9,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	ErrorCode    int32  `protobuf:"varint,8,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorMessage string `protobuf:"bytes,9,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	// The batch socket only: the request this answers (ScanHeader.request_id).
+	RequestId     uint64 `protobuf:"varint,10,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1046,6 +1058,113 @@ func (x *ScanResponse) GetErrorMessage() string {
 	return ""
 }
 
+func (x *ScanResponse) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+// The batch socket (see shared/descriptor.go): several artifacts by
+// reference in one message, one descriptor attached per header, in order.
+type ScanBatch struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Headers []*ScanHeader          `protobuf:"bytes,1,rep,name=headers,proto3" json:"headers,omitempty"`
+	// Requests of this connection whose scans the host gave up on.
+	Cancel        []uint64 `protobuf:"varint,2,rep,packed,name=cancel,proto3" json:"cancel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScanBatch) Reset() {
+	*x = ScanBatch{}
+	mi := &file_shared_proto_scanner_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScanBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScanBatch) ProtoMessage() {}
+
+func (x *ScanBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_shared_proto_scanner_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScanBatch.ProtoReflect.Descriptor instead.
+func (*ScanBatch) Descriptor() ([]byte, []int) {
+	return file_shared_proto_scanner_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ScanBatch) GetHeaders() []*ScanHeader {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *ScanBatch) GetCancel() []uint64 {
+	if x != nil {
+		return x.Cancel
+	}
+	return nil
+}
+
+// Answers on the batch socket, in the order the scans finished.
+type ScanBatchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Responses     []*ScanResponse        `protobuf:"bytes,1,rep,name=responses,proto3" json:"responses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScanBatchResponse) Reset() {
+	*x = ScanBatchResponse{}
+	mi := &file_shared_proto_scanner_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScanBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScanBatchResponse) ProtoMessage() {}
+
+func (x *ScanBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shared_proto_scanner_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScanBatchResponse.ProtoReflect.Descriptor instead.
+func (*ScanBatchResponse) Descriptor() ([]byte, []int) {
+	return file_shared_proto_scanner_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ScanBatchResponse) GetResponses() []*ScanResponse {
+	if x != nil {
+		return x.Responses
+	}
+	return nil
+}
+
 var File_shared_proto_scanner_proto protoreflect.FileDescriptor
 
 const file_shared_proto_scanner_proto_rawDesc = "" +
@@ -1096,7 +1215,7 @@ const file_shared_proto_scanner_proto_rawDesc = "" +
 	"\rBackendHealth\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\ahealthy\x18\x02 \x01(\bR\ahealthy\x12\x1b\n" +
-	"\tin_flight\x18\x03 \x01(\x03R\binFlight\"\xe4\x02\n" +
+	"\tin_flight\x18\x03 \x01(\x03R\binFlight\"\x83\x03\n" +
 	"\n" +
 	"ScanHeader\x12\x1f\n" +
 	"\vartifact_id\x18\x01 \x01(\tR\n" +
@@ -1106,14 +1225,16 @@ const file_shared_proto_scanner_proto_rawDesc = "" +
 	"\bmetadata\x18\x04 \x03(\v20.microengine.scanner.v1.ScanHeader.MetadataEntryR\bmetadata\x12,\n" +
 	"\x12deadline_unix_nano\x18\x05 \x01(\x03R\x10deadlineUnixNano\x12\x16\n" +
 	"\x06inline\x18\x06 \x01(\fR\x06inline\x12\x16\n" +
-	"\x06sha256\x18\a \x01(\tR\x06sha256\x1a;\n" +
+	"\x06sha256\x18\a \x01(\tR\x06sha256\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\b \x01(\x04R\trequestId\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"j\n" +
 	"\vScanRequest\x12<\n" +
 	"\x06header\x18\x01 \x01(\v2\".microengine.scanner.v1.ScanHeaderH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
-	"\x03msg\"\xbc\x03\n" +
+	"\x03msg\"\xdb\x03\n" +
 	"\fScanResponse\x129\n" +
 	"\averdict\x18\x01 \x01(\x0e2\x1f.microengine.scanner.v1.VerdictR\averdict\x12\x1e\n" +
 	"\n" +
@@ -1126,10 +1247,18 @@ const file_shared_proto_scanner_proto_rawDesc = "" +
 	"\rbytes_scanned\x18\a \x01(\x03R\fbytesScanned\x12\x1d\n" +
 	"\n" +
 	"error_code\x18\b \x01(\x05R\terrorCode\x12#\n" +
-	"\rerror_message\x18\t \x01(\tR\ferrorMessage\x1a;\n" +
+	"\rerror_message\x18\t \x01(\tR\ferrorMessage\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\n" +
+	" \x01(\x04R\trequestId\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\\\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"a\n" +
+	"\tScanBatch\x12<\n" +
+	"\aheaders\x18\x01 \x03(\v2\".microengine.scanner.v1.ScanHeaderR\aheaders\x12\x16\n" +
+	"\x06cancel\x18\x02 \x03(\x04R\x06cancel\"W\n" +
+	"\x11ScanBatchResponse\x12B\n" +
+	"\tresponses\x18\x01 \x03(\v2$.microengine.scanner.v1.ScanResponseR\tresponses*\\\n" +
 	"\fArtifactType\x12\x1d\n" +
 	"\x19ARTIFACT_TYPE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12ARTIFACT_TYPE_FILE\x10\x01\x12\x15\n" +
@@ -1160,7 +1289,7 @@ func file_shared_proto_scanner_proto_rawDescGZIP() []byte {
 }
 
 var file_shared_proto_scanner_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_shared_proto_scanner_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_shared_proto_scanner_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_shared_proto_scanner_proto_goTypes = []any{
 	(ArtifactType)(0),         // 0: microengine.scanner.v1.ArtifactType
 	(Verdict)(0),              // 1: microengine.scanner.v1.Verdict
@@ -1177,8 +1306,10 @@ var file_shared_proto_scanner_proto_goTypes = []any{
 	(*ScanHeader)(nil),        // 12: microengine.scanner.v1.ScanHeader
 	(*ScanRequest)(nil),       // 13: microengine.scanner.v1.ScanRequest
 	(*ScanResponse)(nil),      // 14: microengine.scanner.v1.ScanResponse
-	nil,                       // 15: microengine.scanner.v1.ScanHeader.MetadataEntry
-	nil,                       // 16: microengine.scanner.v1.ScanResponse.MetadataEntry
+	(*ScanBatch)(nil),         // 15: microengine.scanner.v1.ScanBatch
+	(*ScanBatchResponse)(nil), // 16: microengine.scanner.v1.ScanBatchResponse
+	nil,                       // 17: microengine.scanner.v1.ScanHeader.MetadataEntry
+	nil,                       // 18: microengine.scanner.v1.ScanResponse.MetadataEntry
 }
 var file_shared_proto_scanner_proto_depIdxs = []int32{
 	1,  // 0: microengine.scanner.v1.Sample.verdict:type_name -> microengine.scanner.v1.Verdict
@@ -1189,25 +1320,27 @@ var file_shared_proto_scanner_proto_depIdxs = []int32{
 	7,  // 5: microengine.scanner.v1.ConfigureResponse.errors:type_name -> microengine.scanner.v1.FieldError
 	11, // 6: microengine.scanner.v1.HealthResponse.backends:type_name -> microengine.scanner.v1.BackendHealth
 	0,  // 7: microengine.scanner.v1.ScanHeader.type:type_name -> microengine.scanner.v1.ArtifactType
-	15, // 8: microengine.scanner.v1.ScanHeader.metadata:type_name -> microengine.scanner.v1.ScanHeader.MetadataEntry
+	17, // 8: microengine.scanner.v1.ScanHeader.metadata:type_name -> microengine.scanner.v1.ScanHeader.MetadataEntry
 	12, // 9: microengine.scanner.v1.ScanRequest.header:type_name -> microengine.scanner.v1.ScanHeader
 	1,  // 10: microengine.scanner.v1.ScanResponse.verdict:type_name -> microengine.scanner.v1.Verdict
-	16, // 11: microengine.scanner.v1.ScanResponse.metadata:type_name -> microengine.scanner.v1.ScanResponse.MetadataEntry
-	2,  // 12: microengine.scanner.v1.Scanner.Info:input_type -> microengine.scanner.v1.InfoRequest
-	6,  // 13: microengine.scanner.v1.Scanner.Configure:input_type -> microengine.scanner.v1.ConfigureRequest
-	9,  // 14: microengine.scanner.v1.Scanner.Health:input_type -> microengine.scanner.v1.HealthRequest
-	13, // 15: microengine.scanner.v1.Scanner.Scan:input_type -> microengine.scanner.v1.ScanRequest
-	12, // 16: microengine.scanner.v1.Scanner.ScanSession:input_type -> microengine.scanner.v1.ScanHeader
-	5,  // 17: microengine.scanner.v1.Scanner.Info:output_type -> microengine.scanner.v1.InfoResponse
-	8,  // 18: microengine.scanner.v1.Scanner.Configure:output_type -> microengine.scanner.v1.ConfigureResponse
-	10, // 19: microengine.scanner.v1.Scanner.Health:output_type -> microengine.scanner.v1.HealthResponse
-	14, // 20: microengine.scanner.v1.Scanner.Scan:output_type -> microengine.scanner.v1.ScanResponse
-	14, // 21: microengine.scanner.v1.Scanner.ScanSession:output_type -> microengine.scanner.v1.ScanResponse
-	17, // [17:22] is the sub-list for method output_type
-	12, // [12:17] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	18, // 11: microengine.scanner.v1.ScanResponse.metadata:type_name -> microengine.scanner.v1.ScanResponse.MetadataEntry
+	12, // 12: microengine.scanner.v1.ScanBatch.headers:type_name -> microengine.scanner.v1.ScanHeader
+	14, // 13: microengine.scanner.v1.ScanBatchResponse.responses:type_name -> microengine.scanner.v1.ScanResponse
+	2,  // 14: microengine.scanner.v1.Scanner.Info:input_type -> microengine.scanner.v1.InfoRequest
+	6,  // 15: microengine.scanner.v1.Scanner.Configure:input_type -> microengine.scanner.v1.ConfigureRequest
+	9,  // 16: microengine.scanner.v1.Scanner.Health:input_type -> microengine.scanner.v1.HealthRequest
+	13, // 17: microengine.scanner.v1.Scanner.Scan:input_type -> microengine.scanner.v1.ScanRequest
+	12, // 18: microengine.scanner.v1.Scanner.ScanSession:input_type -> microengine.scanner.v1.ScanHeader
+	5,  // 19: microengine.scanner.v1.Scanner.Info:output_type -> microengine.scanner.v1.InfoResponse
+	8,  // 20: microengine.scanner.v1.Scanner.Configure:output_type -> microengine.scanner.v1.ConfigureResponse
+	10, // 21: microengine.scanner.v1.Scanner.Health:output_type -> microengine.scanner.v1.HealthResponse
+	14, // 22: microengine.scanner.v1.Scanner.Scan:output_type -> microengine.scanner.v1.ScanResponse
+	14, // 23: microengine.scanner.v1.Scanner.ScanSession:output_type -> microengine.scanner.v1.ScanResponse
+	19, // [19:24] is the sub-list for method output_type
+	14, // [14:19] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_shared_proto_scanner_proto_init() }
@@ -1225,7 +1358,7 @@ func file_shared_proto_scanner_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shared_proto_scanner_proto_rawDesc), len(file_shared_proto_scanner_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

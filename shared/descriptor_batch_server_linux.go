@@ -1,0 +1,269 @@
+package shared
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	gproto "google.golang.org/protobuf/proto"
+
+	"github.com/microengine/microengine/shared/proto"
+)
+
+// serveBatches listens on path for batch connections and serves each
+// until the listener is closed.
+func serveBatches(path string, impl Scanner, logger hclog.Logger) (*net.UnixListener, error) {
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		return nil, fmt.Errorf("listen for batches by reference: %w", err)
+	}
+	s := &descriptorServer{impl: impl, log: logger, uid: os.Getuid()}
+	go func() {
+		for {
+			conn, err := ln.AcceptUnix()
+			if err != nil {
+				if !errors.Is(err, net.ErrClosed) {
+					logger.Error("batch socket failed", "error", err)
+				}
+				return
+			}
+			go s.serveBatchConn(conn)
+		}
+	}()
+	return ln, nil
+}
+
+// serveBatchConn scans every artifact of every batch the host sends on
+// conn, each in its own goroutine, and answers them as they finish. The
+// host's close (or a message that is no valid batch) ends the connection:
+// the scans under way are cancelled, and every descriptor is closed.
+func (s *descriptorServer) serveBatchConn(conn *net.UnixConn) {
+	defer conn.Close()
+	if err := s.checkPeer(conn); err != nil {
+		s.log.Warn("batch connection refused", "error", err)
+		return
+	}
+	out := make(chan *proto.ScanResponse, maxBatch)
+	written := make(chan struct{})
+	var (
+		mu      sync.Mutex
+		running = map[uint64]func(){}
+		wg      sync.WaitGroup
+	)
+	go func() {
+		defer close(written)
+		writeBatchAnswers(conn, out, func() int {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(running)
+		})
+	}()
+	// Scans run on workers that outlive them: a goroutine per scan grew
+	// a fresh stack through the scanner's calls every time (stack copies
+	// were a visible share of the plugin's CPU on 4 KiB files). A worker
+	// is started when none is idle, and all end with the connection.
+	jobs := make(chan func())
+	run := func(job func()) {
+		select {
+		case jobs <- job:
+		default:
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				job()
+				for job := range jobs {
+					job()
+				}
+			}()
+		}
+	}
+	buf := make([]byte, maxDescriptorMessage)
+	oob := make([]byte, unix.CmsgSpace(4*maxBatch))
+	for {
+		batch, files, err := readBatch(conn, buf, oob)
+
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				s.log.Warn("batch connection closed on a bad message", "error", err)
+			}
+			break
+		}
+		mu.Lock()
+		for _, id := range batch.Cancel {
+			if cancel := running[id]; cancel != nil {
+				cancel()
+			}
+		}
+		mu.Unlock()
+		for i, h := range batch.Headers {
+			f := files[i]
+			id := h.RequestId
+			mu.Lock()
+			_, dup := running[id]
+			full := len(running) >= maxBatchInFlight
+			if dup || full {
+				mu.Unlock()
+				f.Close()
+				msg := fmt.Sprintf("request %d is already under way", id)
+				if full {
+					msg = fmt.Sprintf("more than %d scans under way on one connection", maxBatchInFlight)
+				}
+				out <- &proto.ScanResponse{RequestId: id, ErrorCode: int32(codes.ResourceExhausted), ErrorMessage: msg}
+				continue
+			}
+			ctx, cancel := scanContext(h)
+			running[id] = cancel
+			mu.Unlock()
+			run(func() {
+				resp := s.scanFile(ctx, h, f)
+				f.Close()
+				cancel()
+				mu.Lock()
+				delete(running, id)
+				mu.Unlock()
+				resp.RequestId = id
+				out <- resp
+			})
+		}
+	}
+	// The host is gone or misbehaved: nobody waits for these answers.
+	mu.Lock()
+	for _, cancel := range running {
+		cancel()
+	}
+	mu.Unlock()
+	close(jobs)
+	wg.Wait()
+	close(out)
+	<-written
+}
+
+// readBatch reads one batch and the descriptors that came with it, one per
+// header. Every descriptor that arrives is either returned or closed here.
+func readBatch(conn *net.UnixConn, buf, oob []byte) (*proto.ScanBatch, []*os.File, error) {
+	n, oobn, flags, _, err := conn.ReadMsgUnix(buf, oob)
+	var fds []int
+	if oobn > 0 {
+		if msgs, perr := unix.ParseSocketControlMessage(oob[:oobn]); perr == nil {
+			for _, m := range msgs {
+				if got, perr := unix.ParseUnixRights(&m); perr == nil {
+					fds = append(fds, got...)
+				}
+			}
+		}
+	}
+	fail := func(err error) (*proto.ScanBatch, []*os.File, error) {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return nil, nil, err
+	}
+	switch {
+	case err != nil:
+		return fail(err)
+	case n == 0:
+		return fail(io.EOF)
+	case flags&unix.MSG_TRUNC != 0:
+		return fail(fmt.Errorf("batch longer than %d bytes", len(buf)))
+	case flags&unix.MSG_CTRUNC != 0:
+		return fail(fmt.Errorf("more than %d descriptors with one batch", maxBatch))
+	}
+	batch := &proto.ScanBatch{}
+	if err := gproto.Unmarshal(buf[:n], batch); err != nil {
+		return fail(fmt.Errorf("decode batch: %w", err))
+	}
+	if len(fds) != len(batch.Headers) {
+		return fail(fmt.Errorf("a batch of %d headers carries %d descriptors", len(batch.Headers), len(fds)))
+	}
+	files := make([]*os.File, len(fds))
+	for i, fd := range fds {
+		files[i] = os.NewFile(uintptr(fd), "artifact")
+	}
+	return batch, files, nil
+}
+
+// writeBatchAnswers sends the answers from out, as many in one message as
+// are ready, until out is closed. Once a write fails it only drains out.
+// While more than batchBusy scans are under way (running), answers are
+// held until batchHold are ready, for at most batchHoldFor: the host has
+// a deep pipeline then, and one message of many answers costs it one
+// wakeup instead of one per answer.
+func writeBatchAnswers(conn *net.UnixConn, out <-chan *proto.ScanResponse, running func() int) {
+	failed := false
+	var batch proto.ScanBatchResponse
+	size := 0
+	flush := func() {
+		if len(batch.Responses) == 0 {
+			return
+		}
+		if !failed {
+			msg, err := gproto.Marshal(&batch)
+			if err == nil {
+				_, err = conn.Write(msg)
+			}
+			failed = err != nil
+		}
+		clear(batch.Responses)
+		batch.Responses = batch.Responses[:0]
+		size = 0
+	}
+	add := func(r *proto.ScanResponse) {
+		n := gproto.Size(r)
+		if n > maxDescriptorMessage-maxFieldOverhead {
+			r = &proto.ScanResponse{RequestId: r.RequestId, ErrorCode: int32(codes.ResourceExhausted),
+				ErrorMessage: fmt.Sprintf("answer of %d bytes is over the %d-byte limit", n, maxDescriptorMessage)}
+			n = gproto.Size(r)
+		}
+		if size+n+maxFieldOverhead > maxDescriptorMessage || len(batch.Responses) >= maxBatch {
+			flush()
+		}
+		batch.Responses = append(batch.Responses, r)
+		size += n + maxFieldOverhead
+	}
+	hold := time.NewTimer(time.Hour)
+	hold.Stop()
+	for r := range out {
+		add(r)
+		held := false
+	gather:
+		for {
+			select {
+			case r, ok := <-out:
+				if !ok {
+					break gather
+				}
+				add(r)
+				continue
+			default:
+			}
+			if len(batch.Responses) >= batchHold || running() <= batchBusy {
+				break
+			}
+			if !held {
+				held = true
+				hold.Reset(batchHoldFor)
+			}
+			select {
+			case r, ok := <-out:
+				if !ok {
+					break gather
+				}
+				add(r)
+			case <-hold.C:
+				held = false
+				break gather
+			}
+		}
+		if held {
+			hold.Stop()
+		}
+		flush()
+	}
+}
