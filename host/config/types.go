@@ -50,7 +50,7 @@ type Engine struct {
 	// beside the config file.
 	DataDir  string
 	LogLevel string // default "info"
-	// Concurrency bounds the artifacts scanned at once by `scan`. Default 8.
+	// Concurrency bounds the artifacts scanned at once by `scan`. Default 64.
 	Concurrency int
 	// Swap is SwapWatch (default: replace a plugin when its binary changes
 	// on disk) or SwapReload (only on SIGHUP or `microengine reload`).
