@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -112,13 +113,25 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// Print in the order given, each as soon as it and those before it are
 	// done.
 	code := exitClean
-	enc := json.NewEncoder(stdout)
+	// Lines are buffered while more outcomes are ready, and written
+	// before waiting for the next: a write per file was one of the host's
+	// dozen syscalls per small file, and a user watching still sees each
+	// line as soon as it is known.
+	out := bufio.NewWriter(stdout)
+	defer out.Flush()
+	enc := json.NewEncoder(out)
 	for _, ch := range outcomes {
-		o := <-ch
+		var o scanOutcome
+		select {
+		case o = <-ch:
+		default:
+			out.Flush()
+			o = <-ch
+		}
 		if *asJSON {
 			_ = enc.Encode(o)
 		} else {
-			fmt.Fprintln(stdout, o.text())
+			fmt.Fprintln(out, o.text())
 		}
 		switch o.Verdict {
 		case shared.VerdictMalicious, shared.VerdictSuspicious:
