@@ -126,11 +126,14 @@ func TestScoreboardCountsRepeatedAnswersAsFaults(t *testing.T) {
 // A run cancelled before it sent every bounty is not OK, even when every
 // bounty it did send was answered right.
 func TestScoreboardCountsUnsentBounties(t *testing.T) {
-	const n = 6
+	const n = 20
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// The first three are answered right, then the run is cancelled; the
-	// rest leave 200 ms apart, so at least the last is never sent.
+	// rest leave 200 ms apart, so at least the last, 3.8 s in, is never
+	// sent: the answers and the cancel have 3.4 s after the third left
+	// (with 6 bounties they had 600 ms, a window a loaded machine could
+	// miss). The run ends at the cancel, not at the last bounty.
 	url := scriptedEngine(t, 3, func(shared.Verdict) shared.Verdict { return "" }, cancel)
 	sb, err := simulator.Run(ctx, simulator.Options{URL: url, Secret: "s", Count: n, Rate: 5, Expiry: 5 * time.Second})
 	if err != nil {
