@@ -26,9 +26,14 @@ type poster struct {
 // other than 408, 425 or 429): retrying the same body cannot help.
 var errPermanent = errors.New("refused by the marketplace")
 
-// post sends body and returns how many attempts it took.
+// post sends body and returns how many attempts it took. When it gives
+// up, the error is the last one the marketplace (or the way to it) caused:
+// an attempt the expiration cut short says nothing about why the answer
+// was not taken, and naming it instead made the record's reason depend on
+// whether a retry happened to be in flight at the expiration.
 func (p *poster) post(ctx context.Context, url string, body []byte, onRetry func(attempt int, err error)) (int, error) {
 	backoff := p.minBackoff
+	var last error
 	for attempt := 1; ; attempt++ {
 		err := p.once(ctx, url, body)
 		if err == nil {
@@ -37,6 +42,10 @@ func (p *poster) post(ctx context.Context, url string, body []byte, onRetry func
 		if errors.Is(err, errPermanent) {
 			return attempt, err
 		}
+		if ctx.Err() != nil && last != nil {
+			return attempt, fmt.Errorf("gave up after %d attempts (the last cut short by the expiration), the one before: %w", attempt, last)
+		}
+		last = err
 		if onRetry != nil {
 			onRetry(attempt, err)
 		}
