@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -85,14 +86,26 @@ func buildNATS(t testing.TB) string {
 	return natsBin.path
 }
 
+// freePort returns a port free on 127.0.0.1 from below Linux's ephemeral
+// range (32768-60999 by default). A node keeps its ports across its kill
+// and restart, seconds apart, and a port from the ephemeral range, as
+// ":0" gives, may meanwhile become the local port of any outgoing
+// connection on the machine (held in TIME_WAIT for a minute after it
+// closes), and the restarted node could not listen on it.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	const lo, hi = 20000, 32768
+	for range 100 {
+		port := lo + rand.IntN(hi-lo)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue // taken: another
+		}
+		l.Close()
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no free port in [%d, %d) after 100 tries", lo, hi)
+	return 0
 }
 
 // startCluster starts n nats-server processes routed to each other, with
