@@ -300,10 +300,11 @@ func counter(t *testing.T, reg *prometheus.Registry, name string, labels map[str
 }
 
 // waitCounter waits for a counter to reach want: metrics are updated just
-// after the store records an outcome.
+// after the store records an outcome. Up to 10 s, room for a loaded
+// machine, returning as soon as it has.
 func waitCounter(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		got := counter(t, reg, name, labels)
 		if got == want {
