@@ -86,7 +86,7 @@ func (s *Service) answerCached(b Bounty, delivery string, now time.Time) (code i
 		handedOff = true // answerLater releases it
 		return s.answerLater(st, log, key, rec, nil)
 	}
-	pctx, pcancel := context.WithDeadline(s.hardCtx, earliest(b.Expiration, time.Now().Add(inlinePostBudget)))
+	pctx, pcancel := context.WithDeadline(s.hardCtx, earliest(b.Expiration, time.Now().Add(s.inlineBudget)))
 	attempts, err := s.poster.post(pctx, b.ResponseURL, body, nil)
 	pcancel()
 	if err != nil {

@@ -112,6 +112,8 @@ type Service struct {
 	sweepFrom  []byte // where the janitor's next sweep starts (janitor goroutine only)
 	sweepBatch int    // open bounties one sweep takes in hand (defaultSweepBatch)
 
+	inlineBudget time.Duration // a cached answer's POST while its webhook waits (inlinePostBudget)
+
 	hardCtx    context.Context // cancelled when the shutdown grace is over
 	hardCancel context.CancelFunc
 	drain      chan struct{} // closed when shutdown begins
@@ -187,7 +189,8 @@ func New(opts Options) (*Service, error) {
 		inflight: map[string]*claim{},
 		drain:    make(chan struct{}),
 
-		sweepBatch: defaultSweepBatch,
+		sweepBatch:   defaultSweepBatch,
+		inlineBudget: inlinePostBudget,
 	}
 	s.hardCtx, s.hardCancel = context.WithCancel(context.Background())
 	s.metrics, err = newMetrics(opts.Registry,
