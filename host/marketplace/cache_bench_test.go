@@ -89,6 +89,7 @@ func BenchmarkCachedBounties(b *testing.B) {
 		if n := cache.Stats().Entries; n != len(samples) {
 			b.Fatalf("%d verdicts cached after the warm-up, want %d", n, len(samples))
 		}
+		writesBefore, readsBefore := svc.Store().Ops()
 		b.ResetTimer()
 		sb, err := simulator.Run(context.Background(), simulator.Options{
 			URL: srv.URL + "/", Secret: "bench", Count: rate * seconds, Rate: rate, Expiry: 10 * time.Second,
@@ -96,6 +97,7 @@ func BenchmarkCachedBounties(b *testing.B) {
 		})
 		b.StopTimer()
 		srv.Close()
+		writes, reads := svc.Store().Ops()
 		svc.Stop()
 		if err != nil {
 			b.Fatal(err)
@@ -115,5 +117,7 @@ func BenchmarkCachedBounties(b *testing.B) {
 		b.ReportMetric(float64(sb.Fetches), "fetches")
 		s := cache.Stats()
 		b.ReportMetric(float64(s.Hits), "cache-hits")
+		b.ReportMetric(float64(writes-writesBefore)/float64(rate*seconds), "store-writes/bounty")
+		b.ReportMetric(float64(reads-readsBefore)/float64(rate*seconds), "store-reads/bounty")
 	}
 }

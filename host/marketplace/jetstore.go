@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -83,6 +84,10 @@ type JetStore struct {
 	// from it too. A bounty leaves it when it is finished.
 	recentMu sync.Mutex
 	recent   map[string]recentRecord
+
+	// writes and reads count the operations on the buckets (each
+	// attempt), for the benchmarks' per-bounty figures.
+	writes, reads atomic.Int64
 
 	watcher jetstream.KeyWatcher
 	wake    chan struct{} // signalled when another engine adds a bounty
@@ -219,6 +224,10 @@ func (s *JetStore) apply(e jetstream.KeyValueEntry, live bool) {
 	}
 }
 
+// Ops returns how many writes and reads the store has made on its
+// buckets (every attempt counted): the benchmarks report them per bounty.
+func (s *JetStore) Ops() (writes, reads int64) { return s.writes.Load(), s.reads.Load() }
+
 // Wake is signalled when a bounty is added to the open bucket (by any
 // engine): the janitor sweeps at once instead of at its next tick.
 func (s *JetStore) Wake() <-chan struct{} { return s.wake }
@@ -239,6 +248,7 @@ var errHeld = errors.New("claimed by another engine")
 func (s *JetStore) getRecord(ctx context.Context, k string) (Record, uint64, bool, error) {
 	var e jetstream.KeyValueEntry
 	err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
+		s.reads.Add(1)
 		var err error
 		e, err = s.records.Get(ctx, k)
 		return err
@@ -329,6 +339,7 @@ func (s *JetStore) update(ctx context.Context, k string, change func(r *Record) 
 		}
 		var next uint64
 		err = s.node.Retry(ctx, permanent, func(ctx context.Context) error {
+			s.writes.Add(1)
 			var err error
 			next, err = s.records.Update(ctx, k, raw, rev)
 			return err
@@ -390,6 +401,7 @@ func (s *JetStore) Put(ctx context.Context, b Bounty, delivery string, now time.
 	go func() { indexed <- s.indexOpen(ctx, k, b.Expiration, now) }()
 	var rev uint64
 	err = s.node.Retry(ctx, permanent, func(ctx context.Context) error {
+		s.writes.Add(1)
 		var err error
 		rev, err = s.records.Create(ctx, k, raw)
 		return err
@@ -442,6 +454,7 @@ func (s *JetStore) indexOpen(ctx context.Context, k string, expiration, now time
 	}
 	entry, _ := json.Marshal(o)
 	err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
+		s.writes.Add(1)
 		_, err := s.open.Create(ctx, k, entry)
 		return err
 	})
@@ -481,6 +494,7 @@ func (s *JetStore) putAnswered(ctx context.Context, b Bounty, delivery string, n
 	}
 	var rev uint64
 	err = s.node.Retry(ctx, permanent, func(ctx context.Context) error {
+		s.writes.Add(1)
 		var err error
 		rev, err = s.records.Create(ctx, k, raw)
 		return err
@@ -562,6 +576,7 @@ func (s *JetStore) unindex(ctx context.Context, k string) error {
 	s.mu.Unlock()
 	if indexed {
 		err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
+			s.writes.Add(1)
 			if s.markerTTL {
 				return s.open.Purge(ctx, k, jetstream.PurgeTTL(openMarkerTTL))
 			}
@@ -689,6 +704,7 @@ func (s *JetStore) claim(ctx context.Context, k string, take bool) (int, bool, e
 	for {
 		var e jetstream.KeyValueEntry
 		err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
+			s.reads.Add(1)
 			var err error
 			e, err = s.open.Get(ctx, k)
 			return err
@@ -722,6 +738,7 @@ func (s *JetStore) claim(ctx context.Context, k string, take bool) (int, bool, e
 		o.Holder, o.Until = s.self, now.Add(s.claimTTL)
 		raw, _ := json.Marshal(o)
 		err = s.node.Retry(ctx, permanent, func(ctx context.Context) error {
+			s.writes.Add(1)
 			_, err := s.open.Update(ctx, k, raw, e.Revision())
 			return err
 		})
