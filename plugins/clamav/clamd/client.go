@@ -49,7 +49,9 @@ type Options struct {
 	MaxStreamSize int64
 	// Sessions is how many idle IDSESSION connections are kept for reuse
 	// by artifacts that fit in one chunk; 0 means none: every call opens
-	// its own connection. Set it to the number of concurrent scans.
+	// its own connection. Set it to the number of concurrent scans. With
+	// sessions on, every FILDES rides one IDSESSION connection, many at
+	// once (see pipe.go).
 	Sessions int
 	// RetryBackoff, when > 0, is the pause before one more try of an
 	// INSTREAM whose connection was refused (a clamd restarting, a full
@@ -69,6 +71,11 @@ type Client struct {
 	// bufs recycles INSTREAM frame buffers, so a busy scanner does not
 	// allocate a chunk per scan.
 	bufs sync.Pool
+	// pipe carries FILDES commands when sessions are on (see pipe.go);
+	// after Close, FILDES opens a connection per call.
+	pipeMu     sync.Mutex
+	pipe       *pipe
+	pipeClosed bool
 }
 
 // NewClient returns a client for the clamd at address (see ParseAddress).
@@ -103,6 +110,7 @@ func NewClient(address string, opts Options) (*Client, error) {
 // are closed when their call ends.
 func (c *Client) Close() error {
 	c.sessions.close()
+	c.closePipe()
 	return nil
 }
 

@@ -34,9 +34,11 @@ func (c *Client) CanFildes() bool { return c.addr.Network == "unix" }
 // file clamd's user can read through the descriptor (no path is involved,
 // so file permissions and folders do not matter).
 //
-// With Options.Sessions the command rides a kept IDSESSION connection,
-// resent once on a new connection when clamd dropped the idle one (the
-// descriptor, unlike a stream, can always be sent again). With
+// With Options.Sessions the command rides the client's pipe, an
+// IDSESSION connection shared by every FILDES in flight (see pipe.go),
+// resent once on a new connection when clamd dropped the one that had
+// been used before (the descriptor, unlike a stream, can always be sent
+// again). With
 // Options.RetryBackoff, a refused connection is tried once more. Every
 // failure is an *Error wrapping one of the Err* values, or the context's
 // error when ctx ended the call.
@@ -54,6 +56,12 @@ func (c *Client) Fildes(ctx context.Context, f *os.File) (Reply, error) {
 	}
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
+	if c.opts.Sessions > 0 {
+		reply, err := c.fildesPiped(ctx, f, st.Size())
+		if !errors.Is(err, errPipeClosed) {
+			return reply, err
+		}
+	}
 	s := c.sessions.get()
 	if s == nil {
 		if s, err = c.connect(ctx, name); err != nil {
