@@ -687,6 +687,9 @@ func (s *Scanner) attempt(ctx context.Context, st *state, b *backend, a shared.A
 	var reply clamd.Reply
 	var err error
 	if fildes {
+		if zs, ok := content.(*zipSniffer); ok {
+			zs.readAhead(outer, a)
+		}
 		reply, err = b.client.Fildes(ctx, a.File)
 	} else {
 		reply, err = b.client.Instream(ctx, content)

@@ -2,6 +2,7 @@ package scanner
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -60,6 +61,9 @@ type zipSniffer struct {
 	locals   map[int64]zipLocal
 	centrals []zipCentral
 	overflow bool // more than zipHeadersMax headers: not all recorded
+	// ahead, when set, gets what the check of the file by reference
+	// found; it was started beside clamd's scan (readAhead).
+	ahead <-chan string
 }
 
 func newZipSniffer(r io.Reader) *zipSniffer {
@@ -68,7 +72,21 @@ func newZipSniffer(r io.Reader) *zipSniffer {
 
 // reset starts again on r: the content is being sent again.
 func (z *zipSniffer) reset(r io.Reader) {
-	*z = zipSniffer{r: r, buf: z.buf[:0]}
+	*z = zipSniffer{r: r, buf: z.buf[:0], ahead: z.ahead}
+}
+
+// readAhead starts the check of a's file for members clamd skips, beside
+// clamd's scan of it by reference rather than after clamd's answer: on a
+// 200 MiB file the read back in 8 KiB preads took 0.5-1 s after clamd
+// answered, half as long again as clamd's own scan. ctx ends the check
+// (the scan's, not an attempt's).
+func (z *zipSniffer) readAhead(ctx context.Context, a shared.Artifact) {
+	if z.ahead != nil || a.File == nil || a.Size <= zipReadWhole {
+		return
+	}
+	ch := make(chan string, 1)
+	z.ahead = ch
+	go func() { ch <- fileZipSkipped(ctx, a) }()
 }
 
 func (z *zipSniffer) Read(p []byte) (int, error) {
@@ -155,23 +173,36 @@ func zipSkipped(a shared.Artifact, zs *zipSniffer) string {
 		}
 		return zs.skipped()
 	}
-	fz := newZipSniffer(io.NewSectionReader(a.File, 0, a.Size))
-	if a.Size <= zipReadWhole {
-		// One pread: io.Copy took a second one to see the end, on
-		// every small file.
-		buf := make([]byte, a.Size)
-		n, err := a.File.ReadAt(buf, 0)
-		if err != nil && !(err == io.EOF && int64(n) == a.Size) {
+	if zs != nil && zs.ahead != nil {
+		return <-zs.ahead
+	}
+	return fileZipSkipped(context.Background(), a)
+}
+
+// fileZipSkipped reads a's file through a zipSniffer, in large reads (one
+// for a small file: io.Copy took a second one to see the end), and says
+// what it found.
+func fileZipSkipped(ctx context.Context, a shared.Artifact) string {
+	fz := newZipSniffer(nil)
+	buf := make([]byte, min(a.Size, zipReadChunk))
+	for off := int64(0); off < a.Size; {
+		if err := ctx.Err(); err != nil {
+			return fmt.Sprintf("the check of its zip headers was cut short: %v", err)
+		}
+		n, err := a.File.ReadAt(buf[:min(int64(len(buf)), a.Size-off)], off)
+		fz.look(buf[:n])
+		off += int64(n)
+		if err != nil && !(err == io.EOF && off == a.Size) {
 			return fmt.Sprintf("the file could not be read back to check its zip headers: %v", err)
 		}
-		fz.look(buf[:n])
-		return fz.skipped()
-	}
-	if _, err := io.Copy(io.Discard, fz); err != nil {
-		return fmt.Sprintf("the file could not be read back to check its zip headers: %v", err)
 	}
 	return fz.skipped()
 }
 
-// zipReadWhole: a file up to this size is read back whole, in one call.
-const zipReadWhole = 64 << 10
+// zipReadWhole: a file up to this size is read back in one call, after
+// clamd's answer; a larger one is read beside clamd's scan (readAhead).
+// zipReadChunk is the size of the reads.
+const (
+	zipReadWhole = 64 << 10
+	zipReadChunk = 1 << 20
+)

@@ -2,9 +2,11 @@ package scanner
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"testing"
 	"testing/iotest"
 
@@ -66,6 +68,68 @@ func TestZipMemberClamdSkips(t *testing.T) {
 	}
 	if r := scan(t, s, file(storedZip(t, []byte("nothing here")))); r.Verdict != shared.VerdictBenign {
 		t.Errorf("a clean zip: %+v, want benign", r)
+	}
+	// Past zipReadWhole a file by reference is checked beside clamd's
+	// scan (readAhead), in zipReadChunk reads.
+	// Its member holds no marker: clamd answers OK whether or not it
+	// skips it, and only the check tells.
+	pad := noise(zipReadChunk + zipReadWhole)
+	large := storedZip(t, pad)
+	if int64(len(large)) <= zipReadChunk {
+		t.Fatalf("the large zip is %d bytes, want more than %d", len(large), zipReadChunk)
+	}
+	for _, size := range []uint32{zipSizeZip64, 5} {
+		a, _ := byReference(t, localSize(t, large, size))
+		if r := scan(t, s, a); r.Verdict != shared.VerdictUnknown || r.Metadata[shared.MetaComment] != shared.CommentDecompressionUnsafe {
+			t.Errorf("local size %#x, %d bytes by reference: %+v, want unknown, %s", size, len(large), r, shared.CommentDecompressionUnsafe)
+		}
+	}
+	a, _ := byReference(t, large)
+	if r := scan(t, s, a); r.Verdict != shared.VerdictBenign {
+		t.Errorf("a clean zip of %d bytes by reference: %+v, want benign", a.Size, r)
+	}
+}
+
+// noise is n bytes that do not deflate.
+func noise(n int) []byte {
+	b := make([]byte, n)
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i+8 <= n; i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], r.Uint64())
+	}
+	return b
+}
+
+// TestFileZipSkipped: the read back of a file by reference, whole or in
+// chunks, finds a forged member wherever its headers fall, and a file
+// shorter than announced is not taken as checked.
+func TestFileZipSkipped(t *testing.T) {
+	ctx := context.Background()
+	clean := storedZip(t, []byte("nothing here"))
+	for _, c := range []struct {
+		name    string
+		content []byte
+		skipped bool
+	}{
+		{"clean, small", clean, false},
+		{"forged, small", localSize(t, clean, zipSizeZip64), true},
+		{"clean, 1.5 MiB", storedZip(t, noise(3<<19)), false},
+		{"forged, 1.5 MiB", localSize(t, storedZip(t, noise(3<<19)), zipSizeZip64), true},
+	} {
+		a, _ := byReference(t, c.content)
+		if got := fileZipSkipped(ctx, a) != ""; got != c.skipped {
+			t.Errorf("%s: skipped %v (%q), want %v", c.name, got, fileZipSkipped(ctx, a), c.skipped)
+		}
+		a.Size++
+		if fileZipSkipped(ctx, a) == "" {
+			t.Errorf("%s: a file one byte shorter than announced passed the check", c.name)
+		}
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	a, _ := byReference(t, clean)
+	if fileZipSkipped(cancelled, a) == "" {
+		t.Error("a check cut short by its context passed")
 	}
 }
 
