@@ -81,8 +81,12 @@ func TestFaultsAreUnknown(t *testing.T) {
 		scans.Add(1)
 		return eicarScanner()(ctx, a)
 	})
+	// Every case fails fast on its own (unreachable: the connection is
+	// refused); a 300 ms fetch timeout only made the cases whose download
+	// must complete (sha256 mismatch, too big, the right sha256) fail
+	// "deadline exceeded" when a loaded machine stalled them.
 	e := newTestEngine(t, counting, func(c *config.Marketplace, _ *Options) {
-		c.FetchTimeout = 300 * time.Millisecond
+		c.FetchTimeout = 10 * time.Second
 		c.MaxArtifactSize = 16
 		c.MaxRedirects = 2
 		c.Filters = []config.Filter{{Action: "reject", Field: "mimetype", Op: "startswith", Value: "image/"}}
