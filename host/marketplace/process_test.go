@@ -129,14 +129,14 @@ func TestFaultsAreUnknown(t *testing.T) {
 
 func TestFetchTimeout(t *testing.T) {
 	e := newTestEngine(t, eicarScanner(), func(c *config.Marketplace, _ *Options) { c.FetchTimeout = 200 * time.Millisecond })
-	e.market.slowFetch = 2 * time.Second
-	start := time.Now()
+	// The download would take a minute (the bounty's whole life): an
+	// answer within unknownAnswer's 5 s is the fetch timeout's doing. (A
+	// 2 s download and a 1.5 s bound on the whole round left a loaded
+	// machine 1.3 s.)
+	e.market.slowFetch = time.Minute
 	e.accept(t, e.market.bountyJSON(5, e.market.put("slow", []byte("x")), time.Minute, nil))
 	if reason := unknownAnswer(t, e, 5); !strings.Contains(reason, "deadline exceeded") {
 		t.Errorf("reason %q", reason)
-	}
-	if d := time.Since(start); d > 1500*time.Millisecond {
-		t.Errorf("took %s: the fetch timeout was not applied", d)
 	}
 }
 
