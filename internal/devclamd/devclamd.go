@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -328,13 +329,25 @@ func checkSignatureDir(dir string) error {
 	return fmt.Errorf("signature folder %s holds no clamd database file (clamd exits on an empty database)", dir)
 }
 
+// freePort returns a port free on 127.0.0.1 from below Linux's ephemeral
+// range (32768-60999 by default). clamd binds it some time after it is
+// picked, and a port from the ephemeral range, as ":0" gives, may
+// meanwhile become the local port of any outgoing connection on the
+// machine (the tests around make thousands): clamd could then not listen
+// and the test failed for nothing it checks.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free TCP port: %w", err)
+	const lo, hi = 20000, 32768
+	var err error
+	for range 100 {
+		port := lo + rand.IntN(hi-lo)
+		var l net.Listener
+		if l, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err != nil {
+			continue // taken: another
+		}
+		l.Close()
+		return port, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, fmt.Errorf("find a free TCP port in [%d, %d): %w", lo, hi, err)
 }
 
 // Address is the daemon's unix socket as unix:///path.
