@@ -39,7 +39,7 @@ import (
 // twice or not at all, when more than maxUnknown of them are answered
 // unknown (the scanner answers at once: an unknown here is the machinery
 // running out of time), and when the heap live after the run has grown by
-// more than maxHeapGrowth.
+// more than maxHeapGrowth allows.
 func BenchmarkLoad(b *testing.B) {
 	for _, tc := range []struct {
 		rate    float64
@@ -67,10 +67,17 @@ func BenchmarkLoad(b *testing.B) {
 }
 
 // maxHeapGrowth bounds the live heap (after a GC) the engine keeps once a
-// run is over and every bounty answered: the store is on disk, and no
-// queue, id set or buffer may keep what it held. Measured: +1.1 MiB after
-// 1,000 bounties, +1.8 MiB after 3,000.
-const maxHeapGrowth = 8 << 20
+// run of n bounties is over and every bounty finished: no queue, id set
+// or buffer of the engine's may keep what it held. What the embedded
+// JetStream node keeps is allowed for: an index entry per record kept
+// (172 B while its block's subject state is loaded: docs/deploy.md), and
+// a fixed 12 MiB for what does not grow with the bounties. A heap profile
+// where the growth is measured, after 1,200 bounties at 400/s (+10.1
+// MiB): nats-server's pooled block buffers 5 MiB (one 4 MiB, one 1 MiB),
+// the buffers of the run's idle HTTP connections 1.8 MiB, the index 0.35
+// MiB, the rest spread thin. Measured: +6.4 to +10.1 MiB after 1,000 or
+// 1,200 bounties (bounties.db kept +1.1 MiB, and had a flat 8 MiB bound).
+func maxHeapGrowth(n int) int64 { return 12<<20 + 172*int64(n) }
 
 func fastScanner(_ context.Context, a engine.Artifact) engine.Result {
 	data, err := io.ReadAll(io.NewSectionReader(a.Content, 0, a.Size))
@@ -126,11 +133,22 @@ func benchLoad(b *testing.B, rate, seconds, maxUnknown float64) {
 	if share := sb.UnknownShare(); share > maxUnknown {
 		b.Errorf("%.1f%% of the bounties answered unknown, over the ceiling of %.1f%%", 100*share, 100*maxUnknown)
 	}
+	// The outcomes of the last answers may still be on their way to the
+	// store (recorded after the POST, while the simulator counts the
+	// answer): the heap is measured once every bounty is finished, not
+	// with a backlog of writes in flight.
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		open := 0
+		svc.Store().OpenKeysAfter(nil, func([]byte, time.Time) bool { open++; return true })
+		if open == 0 {
+			break
+		}
+	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	growth := liveHeap() - heapBefore
-	if growth > maxHeapGrowth {
-		b.Errorf("the live heap grew by %.1f MiB over the run, over the bound of %d MiB", float64(growth)/(1<<20), maxHeapGrowth>>20)
+	if bound := maxHeapGrowth(count); growth > bound {
+		b.Errorf("the live heap grew by %.1f MiB over the run, over the bound of %.1f MiB", float64(growth)/(1<<20), float64(bound)/(1<<20))
 	}
 	b.ReportMetric(float64(sb.Answered)/sb.Seconds, "bounties/s")
 	b.ReportMetric(sb.Latency.P50, "p50-ms")
