@@ -26,7 +26,10 @@ import (
 // after their last write (the finish); open holds one small entry per open
 // bounty with its expiration and its claim, which every engine watches to
 // know what there is to do. Five writes carry a bounty: its record, its
-// open entry, its claim, its answer, its outcome (and the entry's purge).
+// open entry (already claimed by the engine that stores it; a claim taken
+// later is one more), its answer, its outcome and the entry's purge. One
+// answered from the verdict cache before its webhook is acknowledged
+// (putAnswered) takes two: its record with the answer, its outcome.
 const (
 	bucketRecords = "microengine_bounties"
 	bucketOpenJS  = "microengine_open"
