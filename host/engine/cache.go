@@ -25,12 +25,12 @@ func (e *Engine) CachedBeforeFetch(a Artifact) (Result, bool) {
 	if e.cache == nil || !e.trustSHA256 {
 		return Result{}, false
 	}
-	plugins := e.plugins.Plugins()
-	key, ok := e.lookupKey(plugins, a)
+	pending := e.pending(e.plugins.Plugins(), a)
+	key, ok := e.pendingKey(pending, a)
 	if !ok {
 		return Result{}, false
 	}
-	return e.cached(plugins, a, key)
+	return e.cachedFrom(pending, a, key)
 }
 
 // KeyedMetadata are the artifact metadata a verdict may depend on besides
@@ -82,13 +82,31 @@ func policyKey(p Policy) string {
 	return b.String()
 }
 
-// lookupKey is the key under which the current plugins would have stored
-// a's verdict; ok is false when a cannot be cached (no sha256, not a file).
-func (e *Engine) lookupKey(plugins []Plugin, a Artifact) (verdictcache.Key, bool) {
+// pendingKey is the key under which the plugins of pending (e.pending)
+// would have stored a's verdict; ok is false when a cannot be cached (no
+// cache, no sha256, not a file).
+func (e *Engine) pendingKey(pending []PluginResult, a Artifact) (verdictcache.Key, bool) {
 	if e.cache == nil || a.Type != shared.ArtifactFile || a.SHA256 == "" {
 		return verdictcache.Key{}, false
 	}
-	return verdictcache.NewKey(a.SHA256, e.scanners(e.pending(plugins, a), a))
+	return verdictcache.NewKey(a.SHA256, e.scanners(pending, a))
+}
+
+// sameVersions reports whether the plugins answered with the versions
+// they had before the scan: the key the verdict was looked up under is
+// then the one to keep it under.
+func sameVersions(pending, answered []PluginResult) bool {
+	if len(pending) != len(answered) {
+		return false
+	}
+	for i, p := range pending {
+		r := answered[i]
+		if p.Supported != r.Supported || p.Name != r.Name || p.Version != r.Version || p.VendorVersion != r.VendorVersion ||
+			p.SignaturesVersion != r.SignaturesVersion || p.identity != r.identity {
+			return false
+		}
+	}
+	return true
 }
 
 // pending is the per-plugin results before any scan: names, versions and
@@ -110,13 +128,14 @@ func (e *Engine) pending(plugins []Plugin, a Artifact) []PluginResult {
 	return results
 }
 
-// cached answers from the cache.
-func (e *Engine) cached(plugins []Plugin, a Artifact, key verdictcache.Key) (Result, bool) {
+// cachedFrom answers from the cache, with a copy of pending (e.pending)
+// as the per-plugin results.
+func (e *Engine) cachedFrom(pending []PluginResult, a Artifact, key verdictcache.Key) (Result, bool) {
 	entry, ok := e.cache.Get(key)
 	if !ok {
 		return Result{}, false
 	}
-	results := e.pending(plugins, a)
+	results := slices.Clone(pending)
 	byName := make(map[string]verdictcache.Verdict, len(entry.Plugins))
 	for _, v := range entry.Plugins {
 		byName[v.Name] = v
@@ -138,17 +157,10 @@ func (e *Engine) cached(plugins []Plugin, a Artifact, key verdictcache.Key) (Res
 	}, true
 }
 
-// keep stores a scanned verdict under the versions the plugins reported
-// with their answers (a plugin that reloaded its signatures mid-scan
-// reports the new ones).
-func (e *Engine) keep(a Artifact, res Result) {
-	if e.cache == nil || a.Type != shared.ArtifactFile || a.SHA256 == "" {
-		return
-	}
-	key, ok := verdictcache.NewKey(a.SHA256, e.scanners(res.Plugins, a))
-	if !ok {
-		return
-	}
+// keep stores a scanned verdict under key, made of the versions the
+// plugins reported with their answers (a plugin that reloaded its
+// signatures mid-scan reports the new ones).
+func (e *Engine) keep(key verdictcache.Key, res Result) {
 	entry := verdictcache.Entry{Verdict: res.Verdict, Confidence: res.Confidence, MalwareFamily: res.MalwareFamily, Heuristic: res.Heuristic}
 	for _, r := range res.Plugins {
 		if !r.Supported {

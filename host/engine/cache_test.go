@@ -79,7 +79,7 @@ func TestCachedVerdicts(t *testing.T) {
 	// No sha256, or a URL: not cached.
 	noSHA := art
 	noSHA.SHA256 = ""
-	if _, ok := eng.lookupKey(plugins{p}, noSHA); ok {
+	if _, ok := eng.pendingKey(eng.pending(plugins{p}, noSHA), noSHA); ok {
 		t.Error("a key without a sha256")
 	}
 }
@@ -186,5 +186,30 @@ func TestCacheKeysOnThePolicysValues(t *testing.T) {
 	weight.Store(0.25)
 	if r := eng.Scan(context.Background(), art); r.Cached || scans.Load() != 2 || r.Confidence != 0.25 {
 		t.Fatalf("a changed weight: %+v after %d scans; want a new scan at confidence 0.25", r, scans.Load())
+	}
+}
+
+// A plugin whose signatures were reloaded during the scan answers with
+// the new version: the verdict is kept under that one, not under the
+// version it had when the scan was looked up.
+func TestCacheKeepsUnderTheVersionsOfTheAnswer(t *testing.T) {
+	var sigs atomic.Value
+	sigs.Store("1")
+	var scans atomic.Int32
+	p := versionedPlugin{fakePlugin: fakePlugin{name: "clamav", types: []shared.ArtifactType{shared.ArtifactFile}, scan: func(context.Context, shared.Artifact) (shared.Result, error) {
+		sigs.Store("2") // reloaded while scanning
+		return shared.Result{Verdict: shared.VerdictBenign, Confidence: 1, Metadata: map[string]string{"signatures_version": "2"}}, nil
+	}}, sigs: &sigs, scans: &scans}
+	eng := New(plugins{p}).WithCache(verdictcache.New(verdictcache.Config{TTL: time.Hour, MaxEntries: 100}, "", nil), true)
+	art := Artifact{ID: "x", Type: shared.ArtifactFile, Size: 7, Content: strings.NewReader("content"), SHA256: strings.Repeat("cd", 32)}
+	if r := eng.Scan(context.Background(), art); r.Cached || r.Plugins[0].SignaturesVersion != "2" {
+		t.Fatalf("first scan: %+v", r)
+	}
+	if r := eng.Scan(context.Background(), art); !r.Cached || scans.Load() != 1 {
+		t.Fatalf("with signatures 2: %+v after %d scans; want it from the cache", r, scans.Load())
+	}
+	sigs.Store("1")
+	if r, ok := eng.CachedBeforeFetch(art); ok {
+		t.Fatalf("with signatures 1: %+v served from the cache, kept under the version before the reload", r)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -111,18 +112,28 @@ func New(p Plugins) *Engine { return &Engine{plugins: p} }
 // each within its own timeout (and ctx), and composes the answers.
 func (e *Engine) Scan(ctx context.Context, a Artifact) Result {
 	plugins := e.plugins.Plugins()
-	if key, ok := e.lookupKey(plugins, a); ok {
-		if res, ok := e.cached(plugins, a, key); ok {
+	// The key the verdict is looked up under is the one it is kept under
+	// when the plugins answer with the versions they had: building it
+	// (names, versions, policy, a sha256 over them) was a tenth of the
+	// host's CPU per small file, done twice.
+	pending := e.pending(plugins, a)
+	key, keyed := e.pendingKey(pending, a)
+	if keyed {
+		if res, ok := e.cachedFrom(pending, a, key); ok {
 			return res
 		}
 	}
-	res := e.scan(ctx, plugins, a)
-	e.keep(a, res)
+	res := e.scan(ctx, plugins, slices.Clone(pending), a)
+	if keyed && !sameVersions(pending, res.Plugins) {
+		key, keyed = verdictcache.NewKey(a.SHA256, e.scanners(res.Plugins, a))
+	}
+	if keyed {
+		e.keep(key, res)
+	}
 	return res
 }
 
-func (e *Engine) scan(ctx context.Context, plugins []Plugin, a Artifact) Result {
-	results := e.pending(plugins, a)
+func (e *Engine) scan(ctx context.Context, plugins []Plugin, results []PluginResult, a Artifact) Result {
 	var wg sync.WaitGroup
 	// The last plugin to ask is asked in this goroutine: with one plugin
 	// (or one that scans this type) no goroutine is started per artifact.
