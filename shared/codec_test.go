@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -59,7 +60,15 @@ func connectWithCodecs(t *testing.T, impl Scanner, hostCodec, pluginCodec bool) 
 	}
 	server := grpc.NewServer(serverOpts...)
 	proto.RegisterScannerServer(server, &grpcServer{impl: impl})
-	sock := filepath.Join(t.TempDir(), "plugin.sock")
+	// A short folder, not t.TempDir(): with this test's long names that
+	// one made a 92-byte socket path under /tmp, and a unix socket's
+	// path must fit in 108 bytes (a longer TMPDIR would not).
+	dir, err := os.MkdirTemp("", "codec-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "plugin.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
