@@ -59,8 +59,8 @@ func startEngine(t *testing.T, scan marketplace.ScanFunc) string {
 		return "http://" + a + "/"
 	case err := <-done:
 		t.Fatalf("marketplace.Run: %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("the engine did not start listening")
+	case <-time.After(30 * time.Second): // its JetStream node starts first: room for a loaded machine's disk
+		t.Fatal("the engine did not start listening within 30s")
 	}
 	return ""
 }
