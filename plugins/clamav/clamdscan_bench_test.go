@@ -29,24 +29,27 @@ import (
 //	go test -run '^$' -bench AgainstClamdscan -benchtime 3x ./plugins/clamav
 //
 // The machine's other load moves every figure; the ratios, taken within
-// one iteration, move less. Measured here (2 cores shared with seven other
-// builds, load average 10-15, tiny database, 3 rounds), clamdscan's time
-// over ours: 4,000 × 4 KiB 0.46 against --fdpass -m (0.44 s vs 0.96 s)
-// and 0.48 against --stream -m; 200 MiB 0.91 against --fdpass and 0.79
-// against --stream (clamd's scan dominates: 4.9-6.2 s for all three).
-// Our side of a small file is the CLI's cold start (~0.15 s: launch,
-// handshake, Configure, Health) and ~100 µs of host and plugin CPU per
-// file competing with clamd for the two cores; the plugin boundary itself
-// is ~56 µs by reference (BenchmarkSmallArtifact in shared). With the
-// verdict cache loaded and the plugin binary hashed beside the plugin's
-// start (load average 6): 4,000 × 4 KiB 0.51 against --fdpass -m (0.50 s
-// vs 0.98 s), 200 MiB 1.04 against --fdpass (4.22 s vs 4.06 s, within
-// the run-to-run noise of clamd's scan). perf on a 4,000-file run: host
-// and plugin take ~0.8 s of CPU (9 context switches a file between
-// them), clamd ~0.75 s, clamdscan 0.05 s; on two cores our CPU is the
-// gap, and closing it needs fewer crossings per file (several artifacts
-// per message to the plugin, FILDES pipelined on one IDSESSION), not
-// faster code on the current path.
+// one iteration, move less. Measured here (2 cores shared with four other
+// engineers' builds and tests, load average 5-15, tiny database, 3
+// rounds), clamdscan's time over ours: 4,000 × 4 KiB 0.50 against
+// --fdpass -m and 0.56 against --stream -m with one artifact per message
+// to the plugin and a connection per FILDES; 0.51-0.58 and 0.61-0.75 with
+// artifacts in batches (batches.sock), 64 in flight, FILDES pipelined on
+// one IDSESSION and the host on one thread. 200 MiB: 0.58 against
+// --fdpass while the plugin read the file back for its zip headers after
+// clamd's answer (0.5-1 s); 0.96 against --fdpass and 1.14 against
+// --stream with that read beside clamd's scan.
+//
+// Where our time goes on small files (perf, 4,000 files): host ~0.3 s
+// and plugin ~0.38 s of CPU (75 and 95 µs a file; clamdscan ~0.1 s in
+// all) beside clamd's ~0.6-0.9 s, on two cores: wall time is about the
+// sum over two. About a third of host and plugin CPU is switching
+// threads: each burst of answers wakes an idle Go thread, and the Go
+// runtime's sysmon polls every 20 µs for a while after each wakeup (~40%
+// of the plugin's ~12,000 context switches). Batches cut the messages from
+// 3,900 each way to ~500 but the plugin still wakes once per clamd
+// answer; the cold start (launch, handshake, Configure, Health) is ~40
+// ms of it.
 func BenchmarkAgainstClamdscan(b *testing.B) {
 	clamdscan, err := exec.LookPath("clamdscan")
 	if err != nil {
