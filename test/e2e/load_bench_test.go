@@ -48,45 +48,41 @@ const (
 	// Measured: 0 of 6,000 at 200/s for 30 s on 2 cores shared with a
 	// load average of 14 (p99 204 ms against a 10 s expiry).
 	maxUnknown = 0.01
-	// What the embedded JetStream node holds once warm, whatever the
-	// number of bounties: the buffers of the records' 4 MiB blocks,
-	// each kept 10 s after its last use (two at 200/s).
-	blockBuffers = 8 << 20
-	// What each bounty stored costs the node's memory, for as long as
-	// its record is kept (the retention, 7 days by default): JetStream
-	// indexes every key of a bucket in memory. Measured on 100,000
-	// records: 172 B each while their block's per-subject state is
-	// loaded (for 2 minutes after the block's last use), 78 B after.
-	perRecordFresh   = 172
-	perRecordOld     = 78
-	subjectStateLife = 2 * time.Minute
-	// gcFactor: the anonymous RSS follows the collector's goal, twice the
-	// live heap (GOGC=100).
-	gcFactor = 2
+	// warmUp: what the engine's anonymous RSS gains over its first
+	// minute at a new rate, whatever the number of bounties: the
+	// embedded JetStream node's buffers of its recently written 4 MiB
+	// blocks (kept 10 s after their last use) and their per-subject
+	// state (kept 2 minutes), twice for the collector's goal (GOGC=100).
+	// Measured at 200/s: +21.8 MiB from 11 s to 90 s, of which ~15 MiB
+	// is not the per-bounty slope below.
+	warmUp = 16 << 20
+	// perBountyRSS: what each bounty stored adds to the anonymous RSS for
+	// as long as its record is kept (the retention, 7 days by default),
+	// the slope measured once warm: +7.5 MiB from 91 s to 180 s at
+	// 200/s (17,800 bounties), 440 B each. JetStream's in-memory index
+	// of every key accounts for 156-344 B of it (78 B per record, 172 B
+	// while its block's subject state is loaded, measured on 100,000
+	// records; twice for the collector); the rest is not identified yet.
+	perBountyRSS = 450
 	// sampleSwing: two samples of the same steady state differ by up to
-	// this much, depending on when the collector last ran (up to 6 MiB
-	// seen from one 5 s sample to the next at 200/s).
+	// this much, depending on when the collector last ran (up to 7 MiB
+	// seen from one 10 s sample to the next at 200/s).
 	sampleSwing = 8 << 20
 )
 
 // growthBound is how much the engine's anonymous RSS may grow from the
 // sample at `from` to the one at `to` of a run at rate bounties/s: the
-// node warming up (its block buffers) and the index entries of the
-// records stored meanwhile, as the collector's goal holds them, plus the
-// sampling swing. Nothing in it is a per-bounty cost of the engine's own:
-// at 200/s a leak of 1 KiB per bounty is 23 MiB a minute in RSS, past
-// the bound within the soak's first minutes. Measured at 200/s: +6.5
-// MiB from 11 s to 30 s (bound 25 MiB), +21.8 MiB from 11 s to 90 s
-// (bound 29 MiB; 25.9 → 47.7 MiB, between 43.6 and 50.0 from 56 s on,
-// once the buffers were warm). The soak's bound, 46 MiB, is mostly the
-// index: at a sustained 200/s the node's live heap grows ~0.9 MiB a
-// minute for the whole retention, which operators size (docs/deploy.md).
+// warm-up, the bounties stored meanwhile at what each costs while it is
+// kept, and the sampling swing. A leak of 1 KiB per bounty is 23 MiB a
+// minute in RSS at 200/s: past the bound within the soak's first
+// minutes. Measured at 200/s, from 11 s: +6.5 and +8.3 MiB to 30 s
+// (bound 25.6 MiB), +21.8 to 90 s (bound 30.8), +29.0 to 180 s (bound
+// 38.5; 28.8 → 57.8 MiB). The soak's bound (600 s) is 74.6 MiB, not run
+// since the change. The per-bounty part is what operators size by the
+// retention (docs/deploy.md).
 func growthBound(rate float64, from, to time.Duration) int64 {
-	records := func(d time.Duration) float64 { return rate * d.Seconds() }
-	span := to - from
-	fresh := min(span, subjectStateLife)
-	index := records(fresh)*perRecordFresh + records(span-fresh)*perRecordOld
-	return gcFactor*(blockBuffers+int64(index)) + sampleSwing
+	bounties := rate * (to - from).Seconds()
+	return warmUp + int64(bounties*perBountyRSS) + sampleSwing
 }
 
 func envInt(name string, def int) int {
