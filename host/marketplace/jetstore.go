@@ -85,8 +85,9 @@ type JetStore struct {
 	// first; a mismatch means another engine wrote it, and it is read
 	// then. On the embedded node, the records' only writer, Get answers
 	// from it too. A bounty leaves it when it is finished.
-	recentMu sync.Mutex
-	recent   map[string]recentRecord
+	recentMu    sync.Mutex
+	recent      map[string]recentRecord
+	recentSwept time.Time // when expired bounties last left recent
 
 	// writes and reads count the operations on the buckets (each
 	// attempt), for the benchmarks' per-bounty figures.
@@ -272,8 +273,13 @@ func (s *JetStore) getRecord(ctx context.Context, k string) (Record, uint64, boo
 
 // maxRecent bounds the records kept in JetStore.recent: the bounties in
 // flight (about 2,500 at 500/s answered within 5 s). Past it a record is
-// read before it is changed, as every record was before.
-const maxRecent = 4096
+// read before it is changed, as every record was before. A bounty another
+// engine of a cluster finished stays until it expires: once the map is
+// full, those are dropped (at most every recentSweepEvery).
+const (
+	maxRecent        = 4096
+	recentSweepEvery = time.Second
+)
 
 // recentRecord is an open record as this engine last wrote it.
 type recentRecord struct {
@@ -290,9 +296,20 @@ func (s *JetStore) remember(k string, r Record, rev uint64) {
 		delete(s.recent, k)
 		return
 	}
-	if _, ok := s.recent[k]; ok || len(s.recent) < maxRecent {
-		s.recent[k] = recentRecord{r: r, rev: rev}
+	if _, ok := s.recent[k]; !ok && len(s.recent) >= maxRecent {
+		if now := time.Now(); now.Sub(s.recentSwept) >= recentSweepEvery {
+			s.recentSwept = now
+			for k, c := range s.recent {
+				if !now.Before(c.r.Bounty.Expiration) {
+					delete(s.recent, k)
+				}
+			}
+		}
+		if len(s.recent) >= maxRecent {
+			return
+		}
 	}
+	s.recent[k] = recentRecord{r: r, rev: rev}
 }
 
 func (s *JetStore) forget(k string) {

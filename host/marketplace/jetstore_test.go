@@ -485,3 +485,33 @@ func TestJetStoreAnsweredBountyResumedByItsRedelivery(t *testing.T) {
 		t.Errorf("commit after the redelivery: %+v %v", stored, err)
 	}
 }
+
+// TestJetStoreRecentStaysBounded: the records an engine remembers (to
+// change them without reading them first) are bounded, and a full memory
+// drops the bounties that expired (another engine of a cluster finished
+// them, say) to make room.
+func TestJetStoreRecentStaysBounded(t *testing.T) {
+	s := openEmbedded(t, t.TempDir(), config.DefaultRetention)
+	defer s.Close()
+	past, future := time.Now().Add(-time.Minute), time.Now().Add(time.Hour)
+	for i := range maxRecent {
+		s.remember(fmt.Sprint("expired-", i), Record{Bounty: testBounty(int64(i), past), State: StateOpen}, 1)
+	}
+	s.remember("new", Record{Bounty: testBounty(1e9, future), State: StateOpen}, 1)
+	if _, _, ok := s.recalled("new"); !ok {
+		t.Fatal("a full memory of expired bounties kept no room for a new one")
+	}
+	for i := range maxRecent {
+		s.remember(fmt.Sprint("live-", i), Record{Bounty: testBounty(int64(i), future), State: StateOpen}, 1)
+	}
+	s.recentMu.Lock()
+	n := len(s.recent)
+	s.recentMu.Unlock()
+	if n > maxRecent {
+		t.Errorf("%d records remembered, over the bound of %d", n, maxRecent)
+	}
+	s.remember("new", Record{Bounty: testBounty(1e9, future), State: StateAnswered}, 2)
+	if _, _, ok := s.recalled("new"); ok {
+		t.Error("a finished record is still remembered")
+	}
+}
