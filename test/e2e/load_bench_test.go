@@ -60,9 +60,12 @@ const (
 	// as long as its record is kept (the retention, 7 days by default),
 	// the slope measured once warm: +7.5 MiB from 91 s to 180 s at
 	// 200/s (17,800 bounties), 440 B each. JetStream's in-memory index
-	// of every key accounts for 156-344 B of it (78 B per record, 172 B
-	// while its block's subject state is loaded, measured on 100,000
-	// records; twice for the collector); the rest is not identified yet.
+	// of every key is what grows: 78 B per record, 172 B while its
+	// block's subject state is loaded (measured on 100,000 records); a
+	// heap profile of the in-process service at 200/s from 70 s to 160 s
+	// shows nothing else of the engine's growing (its subject trees
+	// +2.3 MB for 18,000 bounties, 128 B each). The RSS follows at about
+	// twice that and more: the collector's goal, the allocator's spans.
 	perBountyRSS = 450
 	// sampleSwing: two samples of the same steady state differ by up to
 	// this much, depending on when the collector last ran (up to 7 MiB
