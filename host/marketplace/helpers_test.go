@@ -202,7 +202,10 @@ func newTestEngine(t *testing.T, scanner Scanner, mods ...engineOption) *testEng
 
 func startTestEngine(t *testing.T, dir string, market *fakeMarket, scanner Scanner, mods ...engineOption) *testEngine {
 	t.Helper()
-	cfg := config.Marketplace{WebhookSecrets: []string{testSecret}, SafetyMargin: 200 * time.Millisecond, FetchTimeout: 2 * time.Second}
+	// Downloads are from loopback and take milliseconds; the tests that
+	// time a fetch out set their own timeout. 10 s leaves a loaded
+	// machine room (with 2 s, a stalled download was answered unknown).
+	cfg := config.Marketplace{WebhookSecrets: []string{testSecret}, SafetyMargin: 200 * time.Millisecond, FetchTimeout: 10 * time.Second}
 	reg := prometheus.NewRegistry()
 	opts := Options{DataDir: dir, Scanner: scanner, Registry: reg, Version: "0.1.0-test", ShutdownGrace: 2 * time.Second}
 	for _, m := range mods {
