@@ -50,9 +50,11 @@ func BenchmarkLoad(b *testing.B) {
 		// five fsynced writes (record, open entry, answer, outcome,
 		// the entry's purge) and, since the store remembers the
 		// records it wrote, no read (three before). The node's maximum
-		// is the disk's fsyncs over five: offered 1000/s, 220-310
-		// answered/s here, while other engineers' builds and tests
-		// moved this disk between ~1.3k and ~5k fsyncs/s. Atomic
+		// is the disk's fsyncs over five: offered 1000/s for 4 s, 406-587
+		// answered/s, all scanned (p50 0.9-1.1 s); main before the
+		// change, in the same minutes, 252-731/s of which 37-51% unknown
+		// (no time left to scan), while other engineers' builds and
+		// tests moved this disk between ~1.3k and ~5k fsyncs/s. Atomic
 		// batches (nats-server 2.12), which commit many writes with
 		// one fsync of the stream, were tried for the records: +10 to
 		// +25% only, as each batch also syncs its staging files.
