@@ -41,7 +41,7 @@ func serveBatches(path string, impl Scanner, logger hclog.Logger) (*net.UnixList
 }
 
 // serveBatchConn scans every artifact of every batch the host sends on
-// conn, each in its own goroutine, and answers them as they finish. The
+// conn, all at once (on workers), and answers them as they finish. The
 // host's close (or a message that is no valid batch) ends the connection:
 // the scans under way are cancelled, and every descriptor is closed.
 func (s *descriptorServer) serveBatchConn(conn *net.UnixConn) {
@@ -88,7 +88,6 @@ func (s *descriptorServer) serveBatchConn(conn *net.UnixConn) {
 	oob := make([]byte, unix.CmsgSpace(4*maxBatch))
 	for {
 		batch, files, err := readBatch(conn, buf, oob)
-
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
 				s.log.Warn("batch connection closed on a bad message", "error", err)
