@@ -58,6 +58,10 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// a loaded 2-core machine, as long as a plugin's start.
 	cacheLoaded := make(chan *verdictcache.Cache, 1)
 	go func() { cacheLoaded <- openVerdictCache(cfg, log) }()
+	// So are the folders walked: 4,000 files take a few milliseconds to
+	// list, time the plugins' start leaves the host idle.
+	expanded := make(chan []target, 1)
+	go func() { expanded <- expand(fs.Args()) }()
 	mgr, diags := pluginmgr.New(ctx, cfg, log, pluginmgr.Options{})
 	cache := <-cacheLoaded
 	if diags.HasErrors() {
@@ -82,7 +86,7 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		eng.WithCache(cache, cfg.Cache.TrustBountySHA256)
 	}
 	s := &scanRun{eng: eng, ctx: ctx, stderr: stderr, hash: cache != nil}
-	targets := s.expand(fs.Args())
+	targets := <-expanded
 	outcomes := make([]chan scanOutcome, len(targets))
 	for i := range outcomes {
 		outcomes[i] = make(chan scanOutcome, 1)
@@ -202,7 +206,7 @@ type target struct {
 }
 
 // expand walks folders, as clamdscan does.
-func (s *scanRun) expand(args []string) []target {
+func expand(args []string) []target {
 	var out []target
 	for _, a := range args {
 		if a == "-" {
