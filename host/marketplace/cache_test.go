@@ -178,3 +178,52 @@ func TestCachedBountyRefusedAnswerRetriedInTheBackground(t *testing.T) {
 		}
 	}
 }
+
+// TestCachedBountyAcknowledgedWhileItsAnswerStalls: the marketplace
+// expects its 202 at once, so an answer endpoint that holds the cached
+// answer's POST does not hold the webhook: it is acknowledged once the
+// inline budget is spent, and the answer is delivered in the background
+// as soon as the endpoint takes it.
+func TestCachedBountyAcknowledgedWhileItsAnswerStalls(t *testing.T) {
+	e, sha := cachedEngine(t, []byte("xx EICAR yy"))
+	hold := make(chan struct{})
+	e.market.mu.Lock()
+	e.market.holdAnswers = hold
+	e.market.mu.Unlock()
+	released := false
+	defer func() {
+		if !released {
+			close(hold)
+		}
+	}()
+	// The answer endpoint is held until after the 202: a webhook that
+	// waited for its answer's POST would wait for the bounty's expiration
+	// a minute away. 10 s is room for a loaded machine, not for that.
+	body := e.market.bountyJSON(4, e.market.srv.URL+"/artifacts/gone", time.Minute, map[string]any{"sha256": sha})
+	acked := make(chan int, 1)
+	go func() {
+		code, _ := e.send(t, "bounty", body, nil)
+		acked <- code
+	}()
+	select {
+	case code := <-acked:
+		if code != http.StatusAccepted {
+			t.Fatalf("bounty: HTTP %d", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the webhook waits for its cached answer's POST to a stalled marketplace")
+	}
+	var open int
+	e.svc.store.OpenKeysAfter(nil, func([]byte, time.Time) bool { open++; return true })
+	if open != 1 {
+		t.Errorf("%d open entries for the acknowledged bounty whose answer is not taken yet, want 1 (a crash must resume it)", open)
+	}
+	close(hold)
+	released = true
+	if a := e.market.wait(20 * time.Second); a.ID != "4" || str(a.Body["verdict"]) != "malicious" {
+		t.Fatalf("answer %s: %s", a.ID, a.Raw)
+	}
+	if r := e.record(t, 4, PhaseAssertion); r.State != StateAnswered {
+		t.Errorf("record: %+v", r)
+	}
+}

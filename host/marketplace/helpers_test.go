@@ -36,6 +36,9 @@ type fakeMarket struct {
 	posts     map[string]int
 	answers   chan postedAnswer
 	slowFetch time.Duration
+	// holdAnswers, when set, holds every POST of an answer until it is
+	// closed (or the poster gives up on it).
+	holdAnswers chan struct{}
 }
 
 type postedAnswer struct {
@@ -77,6 +80,16 @@ func newFakeMarket(t *testing.T) *fakeMarket {
 	mux.HandleFunc("POST /respond/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		raw, _ := io.ReadAll(r.Body)
+		m.mu.Lock()
+		hold := m.holdAnswers
+		m.mu.Unlock()
+		if hold != nil {
+			select {
+			case <-hold:
+			case <-r.Context().Done():
+				return
+			}
+		}
 		m.mu.Lock()
 		m.posts[id]++
 		n := m.posts[id]
