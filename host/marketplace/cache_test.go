@@ -150,8 +150,8 @@ func TestCachedBountyAnsweredBeforeItsWebhook(t *testing.T) {
 // delivery until it is taken: the same answer, once accepted.
 func TestCachedBountyRefusedAnswerRetriedInTheBackground(t *testing.T) {
 	e, sha := cachedEngine(t, []byte("xx EICAR yy"))
-	// More refusals than the webhook's budget of a second has room for
-	// (backoff 100, 200, 400, 800 ms: at most 4 attempts inline).
+	// More refusals than the webhook's inline budget has room for
+	// (backoff 100, 200, 400, 800 ms: at most 2 attempts in 250 ms).
 	e.market.mu.Lock()
 	e.market.failFirst = 6
 	e.market.mu.Unlock()
