@@ -109,7 +109,7 @@ func cachedEngine(t *testing.T, content []byte) (*testEngine, string) {
 func TestCachedBountyAnsweredBeforeItsWebhook(t *testing.T) {
 	e, sha := cachedEngine(t, []byte("xx EICAR yy"))
 	// The POST made while the webhook waits gets 10 s, not the engine's
-	// 1 s: a loaded machine could take longer than a second to get it to
+	// 250 ms: a loaded machine could take longer than that to get it to
 	// the market, and the answer was then (rightly) posted after the 202.
 	e.svc.inlineBudget = 10 * time.Second
 	body := e.market.bountyJSON(2, e.market.srv.URL+"/artifacts/gone", 30*time.Second, map[string]any{"sha256": sha})
