@@ -214,12 +214,34 @@ func connect(ctx context.Context, cfg *config.Queue, log hclog.Logger) (*Node, e
 		nc.Close()
 		return nil, fmt.Errorf("JetStream: %w", err)
 	}
-	if _, err := js.AccountInfo(ctx); err != nil {
+	if err := awaitJetStream(ctx, js, log); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("JetStream on %s: %w", url, err)
 	}
 	log.Info("connected to the NATS cluster", "server", nc.ConnectedUrlRedacted(), "replicas", cfg.Replicas)
 	return &Node{Conn: nc, JS: js, Replicas: max(1, cfg.Replicas)}, nil
+}
+
+// awaitJetStream waits for the cluster's JetStream to answer, until ctx
+// ends (the engine's start bound). A node restarted while its cluster
+// elects a leader, or a cluster mid-election, drops JetStream requests or
+// answers "not available" for seconds — until 12.6 s into a run with
+// kills, measured under load —, and an engine started then failed its
+// start after one request instead of joining once the cluster was back.
+func awaitJetStream(ctx context.Context, js jetstream.JetStream, log hclog.Logger) error {
+	wait := ElectionWait
+	if d, ok := ctx.Deadline(); ok {
+		wait = time.Until(d)
+	}
+	warned := false
+	return retry(ctx, wait, clusterAttempt, nil, func(ctx context.Context) error {
+		_, err := js.AccountInfo(ctx)
+		if err != nil && !warned {
+			log.Warn("JetStream does not answer yet: waiting for the cluster", "error", err)
+			warned = true
+		}
+		return err
+	}, nil)
 }
 
 func tlsConfig(cfg *config.Queue) (*tls.Config, error) {

@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/microengine/microengine/host/config"
 )
 
 // TestEmbeddedNodeComesBackAfterADiskFull: a full disk leaves the
@@ -99,4 +102,56 @@ func TestEmbeddedNodeComesBackAfterADiskFull(t *testing.T) {
 	if m, err := s.GetLastMsgForSubject(ctx, "t.kept"); err != nil || string(m.Data) != "before the disk filled" {
 		t.Errorf("the message written before the disk filled: %v %v", m, err)
 	}
+}
+
+// TestConnectWaitsForJetStream: a cluster node restarted mid-election
+// takes connections before its JetStream answers. An engine started then
+// failed at once ("jetstream not enabled", or no responders) instead of
+// joining once the cluster was back; it now waits, up to its start's
+// deadline.
+func TestConnectWaitsForJetStream(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true, StoreDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	connected := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var node *Node
+	go func() {
+		var err error
+		node, err = Open(ctx, &config.Queue{Servers: []string{srv.ClientURL()}, Replicas: 1}, dir, nil)
+		connected <- err
+	}()
+	// Still connecting while JetStream is off: it is waited for, not given
+	// up on. Enabled once the engine has been refused at least once.
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.NumClients() == 0 {
+		select {
+		case err := <-connected:
+			t.Fatalf("the engine gave up while JetStream was off: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the engine did not connect")
+		}
+	}
+	select {
+	case err := <-connected:
+		t.Fatalf("the engine gave up while JetStream was off: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if err := srv.EnableJetStream(&server.JetStreamConfig{StoreDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-connected; err != nil {
+		t.Fatalf("once JetStream is on: %v", err)
+	}
+	node.Close()
 }
