@@ -109,13 +109,14 @@ func TestBrokenConfigs(t *testing.T) {
 			`10:23: marketplace.fetch_timeout: duration must be greater than 0, not "0s"`,
 			`11:23: marketplace.max_redirects: want a number, not the string "many"`,
 			`12:23: marketplace.retention: invalid duration "forever"`,
-			`15:16: marketplace.bid.strategy: invalid value "yolo"`,
-			`20:13: marketplace.filter "reject": op: invalid op "like"`,
-			`23:10: marketplace.filter: invalid action "drop"`,
-			`31:13: marketplace.filter "accept": value: op "<" needs a number, not "big"`,
-			`36:13: marketplace.filter "favor": value: invalid regular expression`,
-			`38:3: marketplace.filter "penalize": missing field`,
-			`38:3: marketplace.filter "penalize": missing value`,
+			"13:23: marketplace.record_grace: at least 1s",
+			`16:16: marketplace.bid.strategy: invalid value "yolo"`,
+			`21:13: marketplace.filter "reject": op: invalid op "like"`,
+			`24:10: marketplace.filter: invalid action "drop"`,
+			`32:13: marketplace.filter "accept": value: op "<" needs a number, not "big"`,
+			`37:13: marketplace.filter "favor": value: invalid regular expression`,
+			`39:3: marketplace.filter "penalize": missing field`,
+			`39:3: marketplace.filter "penalize": missing value`,
 		}},
 		{"marketplace2.hcl", []string{
 			"1:1: marketplace: missing listen",
@@ -255,7 +256,8 @@ func TestGoodConfig(t *testing.T) {
 		t.Errorf("Listen %q, secrets %q", m.Listen, m.WebhookSecrets)
 	}
 	if m.MaxBodySize != 2<<20 || m.Workers != 2 || m.QueueSize != 16 || m.SafetyMargin != 3*time.Second ||
-		m.MaxArtifactSize != 100<<20 || m.FetchTimeout != 15*time.Second || m.MaxRedirects != 0 || m.Retention != 24*time.Hour {
+		m.MaxArtifactSize != 100<<20 || m.FetchTimeout != 15*time.Second || m.MaxRedirects != 0 || m.Retention != 24*time.Hour ||
+		m.RecordGrace != 30*time.Minute {
 		t.Errorf("Marketplace = %+v", *m)
 	}
 	if m.MetricsListen != "127.0.0.1:0" || !m.MetricsListenSet || m.MaxConnections != 100 || m.MaxWebhooksInFlight != 8 {
@@ -269,9 +271,9 @@ func TestGoodConfig(t *testing.T) {
 		filters = append(filters, fmt.Sprintf("%d %s %s %s %s", f.Range.Start.Line, f.Action, f.Field, f.Op, f.Value))
 	}
 	wantFilters := []string{
-		"59 reject mimetype startswith image/",
-		"64 favor mimetype == application/x-dosexec",
-		"69 accept size < 1048576",
+		"60 reject mimetype startswith image/",
+		"65 favor mimetype == application/x-dosexec",
+		"70 accept size < 1048576",
 	}
 	if !slices.Equal(filters, wantFilters) {
 		t.Errorf("Filters = %q, want %q", filters, wantFilters)
@@ -331,6 +333,7 @@ func TestDefaults(t *testing.T) {
 		FetchTimeout:        20 * time.Second,
 		MaxRedirects:        5,
 		Retention:           7 * 24 * time.Hour,
+		RecordGrace:         time.Hour,
 		Bid:                 Bid{Strategy: "default", MinMultiplier: 1, MaxMultiplier: 1},
 		DefRange:            cfg.Marketplace.DefRange,
 	}

@@ -39,7 +39,11 @@ const (
 	DefaultFetchTimeout    = 20 * time.Second
 	DefaultMaxRedirects    = 5
 	DefaultRetention       = 7 * 24 * time.Hour
-	DefaultBidStrategy     = BidDefault
+	// DefaultRecordGrace: the marketplace's clock and ours may disagree,
+	// and its redeliveries may queue behind an outage of its own; an
+	// hour covers both with room.
+	DefaultRecordGrace = time.Hour
+	DefaultBidStrategy = BidDefault
 )
 
 // DefaultBid is the bid block's defaults: the default strategy, whose
@@ -63,6 +67,7 @@ func DefaultMarketplace() Marketplace {
 		FetchTimeout:        DefaultFetchTimeout,
 		MaxRedirects:        DefaultMaxRedirects,
 		Retention:           DefaultRetention,
+		RecordGrace:         DefaultRecordGrace,
 		Bid:                 DefaultBid(),
 	}
 }
@@ -82,6 +87,7 @@ func (m Marketplace) WithDefaults() Marketplace {
 	setDefault(&m.MaxArtifactSize, DefaultMaxArtifactSize)
 	setDefault(&m.FetchTimeout, DefaultFetchTimeout)
 	setDefault(&m.Retention, DefaultRetention)
+	setDefault(&m.RecordGrace, DefaultRecordGrace)
 	if m.MaxRedirects < 0 {
 		m.MaxRedirects = 0
 	}

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 )
@@ -28,6 +29,7 @@ var (
 			{Name: "fetch_timeout"},
 			{Name: "max_redirects"},
 			{Name: "retention"},
+			{Name: "record_grace"},
 		},
 		Blocks: []hcl.BlockHeaderSchema{
 			{Type: "bid"},
@@ -108,6 +110,14 @@ func (d *decoder) decodeMarketplace(b *hcl.Block) *Marketplace {
 	}
 	if v, st := d.duration(a["retention"], "marketplace.retention", true); st == valid {
 		m.Retention = v
+	}
+	if v, st := d.duration(a["record_grace"], "marketplace.record_grace", true); st == valid {
+		if v < time.Second {
+			// JetStream's per-message TTLs are whole seconds.
+			d.errorf(a["record_grace"].Expr.Range(), "marketplace.record_grace: at least 1s", "a record must outlive its bounty's expiration to recognise its redeliveries")
+		} else {
+			m.RecordGrace = v
+		}
 	}
 
 	var bid *hcl.Block

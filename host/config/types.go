@@ -142,9 +142,12 @@ type Marketplace struct {
 	MaxRedirects int
 	// Retention keeps answered bounties as an audit trail. Default 7 days.
 	Retention time.Duration
-	Bid       Bid
-	Filters   []Filter
-	DefRange  hcl.Range
+	// RecordGrace keeps a bounty's record (what recognises a redelivery)
+	// this long after its expiration. Default 1 hour, at least 1 s.
+	RecordGrace time.Duration
+	Bid         Bid
+	Filters     []Filter
+	DefRange    hcl.Range
 }
 
 // Bid is the bid strategy, as in polyswarm-client:

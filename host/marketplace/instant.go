@@ -117,7 +117,7 @@ const queueWriteTimeout = 10 * time.Second
 // redelivery then finds it open with its answer committed.
 func (s *Service) answerLater(st *JetStore, log hclog.Logger, key string, rec Record, out *Outcome) (int, bool) {
 	ctx, cancel := context.WithTimeout(s.hardCtx, queueWriteTimeout)
-	err := st.indexOpen(ctx, hexKey([]byte(key)), rec.Bounty.Expiration, s.now())
+	_, err := st.indexOpen(ctx, hexKey([]byte(key)), rec.Bounty.Expiration, s.now())
 	cancel()
 	if err != nil {
 		log.Error("cannot index the bounty answered from the cache: refusing it so the marketplace retries", "error", err)

@@ -21,15 +21,17 @@ import (
 	"github.com/microengine/microengine/host/queue"
 )
 
-// The JetStream buckets. Records hold each bounty and its audit trail
-// (with the X-POLYSWARM-DELIVERY ids it came with), kept for the retention
-// after their last write (the finish); open holds one small entry per open
+// The JetStream buckets. Records hold each bounty (with the
+// X-POLYSWARM-DELIVERY ids it came with) until its expiration and
+// recordGrace after it, each with its own TTL; a finished bounty is also
+// appended to the audit stream (audit.go), kept for the retention. Open holds one small entry per open
 // bounty with its expiration and its claim, which every engine watches to
 // know what there is to do. Five writes carry a bounty: its record, its
 // open entry (already claimed by the engine that stores it; a claim taken
 // later is one more), its answer, its outcome and the entry's purge. One
 // answered from the verdict cache before its webhook is acknowledged
-// (putAnswered) takes two: its record with the answer, its outcome.
+// (putAnswered) takes two: its record with the answer, its outcome. The
+// outcome's append to the audit stream is one more for either.
 const (
 	bucketRecords = "microengine_bounties"
 	bucketOpenJS  = "microengine_open"
@@ -63,13 +65,23 @@ type openEntry struct {
 // sharing a cluster never commit two answers for a bounty nor finish it
 // twice; every write is retried with back-off through leader elections.
 type JetStore struct {
-	node     *queue.Node
-	records  jetstream.KeyValue
-	open     jetstream.KeyValue
-	self     string // this engine's claim holder id
-	embedded bool   // the only engine: claims never wait for another
-	claimTTL time.Duration
-	log      hclog.Logger
+	node    *queue.Node
+	records jetstream.KeyValue
+	// auditStream holds the finished bounties for the retention; nil
+	// when read from a store written before it.
+	auditStream jetstream.Stream
+	// grace is how long a record is kept after its bounty's expiration
+	// (recordGrace; tests shorten it), recordTTL whether JetStream takes
+	// per-message TTLs (nats-server 2.11+): without, records stay the
+	// bucket's MaxAge.
+	grace     time.Duration
+	recordTTL bool
+	recordAge time.Duration // the records bucket's MaxAge
+	open      jetstream.KeyValue
+	self      string // this engine's claim holder id
+	embedded  bool   // the only engine: claims never wait for another
+	claimTTL  time.Duration
+	log       hclog.Logger
 	// markerTTL: the open bucket removes purge markers after
 	// openMarkerTTL (nats-server 2.11+).
 	markerTTL bool
@@ -100,13 +112,22 @@ type JetStore struct {
 	closed  bool
 }
 
-// OpenJetStore creates (or updates) the buckets on node and loads the open
-// index. retention bounds the audit trail; zero binds the existing
-// buckets without changing them (for reading). The store owns node: Close
-// closes it.
+// OpenJetStore creates (or updates) the buckets and the audit stream on
+// node and loads the open index. retention bounds the audit trail; zero
+// binds the existing ones without changing them (for reading). The store
+// owns node: Close closes it.
 func OpenJetStore(ctx context.Context, node *queue.Node, retention time.Duration, log hclog.Logger) (*JetStore, error) {
+	return openJetStore(ctx, node, retention, recordGrace, log)
+}
+
+// openJetStore is OpenJetStore keeping records grace after their
+// bounty's expiration.
+func openJetStore(ctx context.Context, node *queue.Node, retention, grace time.Duration, log hclog.Logger) (*JetStore, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
+	}
+	if grace <= 0 {
+		grace = recordGrace
 	}
 	id := make([]byte, 6)
 	_, _ = rand.Read(id)
@@ -115,28 +136,26 @@ func OpenJetStore(ctx context.Context, node *queue.Node, retention time.Duration
 		node: node, log: log, embedded: node.Embedded(),
 		self:       fmt.Sprintf("%s-%d-%x", host, os.Getpid(), id),
 		claimTTL:   claimTTL,
+		grace:      grace,
 		index:      map[string]openEntry{},
 		preclaimed: map[string]bool{},
 		recent:     map[string]recentRecord{},
 		wake:       make(chan struct{}, 1),
 	}
-	// An open bounty lives at most maxBountyLifetime: its records must
-	// outlive that whatever the retention.
-	recordAge := max(retention, maxBountyLifetime+time.Hour)
+	if err := s.openAudit(ctx, retention); err != nil {
+		return nil, err
+	}
 	buckets := []struct {
 		kv  *jetstream.KeyValue
 		cfg jetstream.KeyValueConfig
 	}{
-		{&s.records, jetstream.KeyValueConfig{Bucket: bucketRecords, Description: "microengine bounties and their audit trail", TTL: recordAge}},
 		{&s.open, jetstream.KeyValueConfig{Bucket: bucketOpenJS, Description: "microengine open bounties and their claims", TTL: maxBountyLifetime + time.Hour}},
 	}
-	for i, b := range buckets {
+	for _, b := range buckets {
 		b.cfg.Storage = jetstream.FileStorage
 		b.cfg.Replicas = node.Replicas
 		b.cfg.History = 1
-		if i == 1 {
-			b.cfg.LimitMarkerTTL = openMarkerTTL
-		}
+		b.cfg.LimitMarkerTTL = openMarkerTTL
 		err := node.Retry(ctx, bucketMissing, func(ctx context.Context) error {
 			var kv jetstream.KeyValue
 			var err error
@@ -361,7 +380,7 @@ func (s *JetStore) update(ctx context.Context, k string, change func(r *Record) 
 		err = s.node.Retry(ctx, permanent, func(ctx context.Context) error {
 			s.writes.Add(1)
 			var err error
-			next, err = s.records.Update(ctx, k, raw, rev)
+			next, err = s.updateRecord(ctx, k, raw, rev, r.Bounty.Expiration, r.State != StateOpen && !r.Audited)
 			return err
 		})
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
@@ -418,12 +437,17 @@ func (s *JetStore) Put(ctx context.Context, b Bounty, delivery string, now time.
 	// The open entry is written beside the record, assuming the bounty is
 	// new (it nearly always is).
 	indexed := make(chan error, 1)
-	go func() { indexed <- s.indexOpen(ctx, k, b.Expiration, now) }()
+	var entryWasThere bool
+	go func() {
+		var err error
+		entryWasThere, err = s.indexOpen(ctx, k, b.Expiration, now)
+		indexed <- err
+	}()
 	var rev uint64
 	err = s.node.Retry(ctx, permanent, func(ctx context.Context) error {
 		s.writes.Add(1)
 		var err error
-		rev, err = s.records.Create(ctx, k, raw)
+		rev, err = s.createRecord(ctx, k, raw, b.Expiration)
 		return err
 	})
 	isNew := err == nil
@@ -439,12 +463,13 @@ func (s *JetStore) Put(ctx context.Context, b Bounty, delivery string, now time.
 		return true, nil
 	}
 	state := StateOpen
+	var stored Record
 	err = s.update(ctx, k, func(r *Record) error {
 		r.Redeliveries++
 		if delivery != "" && len(r.Deliveries) < maxDeliveries && !slices.Contains(r.Deliveries, delivery) {
 			r.Deliveries = append(r.Deliveries, delivery)
 		}
-		state = r.State
+		state, stored = r.State, *r
 		return nil
 	})
 	if err != nil && !errors.Is(err, ErrFinished) {
@@ -452,7 +477,13 @@ func (s *JetStore) Put(ctx context.Context, b Bounty, delivery string, now time.
 	}
 	switch {
 	case state != StateOpen:
-		// Finished: the entry written beside it goes again.
+		// Finished: the entry written beside it goes again. One that was
+		// there already is a finish cut short before its audit.
+		if entryWasThere && stored.Audited {
+			if err := s.appendAudit(ctx, k, stored); err != nil {
+				return false, fmt.Errorf("store bounty %s: %w", b, err)
+			}
+		}
 		if err := s.unindex(ctx, k); err != nil {
 			return false, fmt.Errorf("store bounty %s: %w", b, err)
 		}
@@ -465,24 +496,24 @@ func (s *JetStore) Put(ctx context.Context, b Bounty, delivery string, now time.
 }
 
 // indexOpen writes the open entry of k; one already there is left as it
-// is. Stored by an engine that works on it at once, it is stored taken,
-// and Take costs nothing.
-func (s *JetStore) indexOpen(ctx context.Context, k string, expiration, now time.Time) error {
+// is (there is then true). Stored by an engine that works on it at once,
+// it is stored taken, and Take costs nothing.
+func (s *JetStore) indexOpen(ctx context.Context, k string, expiration, now time.Time) (there bool, err error) {
 	o := openEntry{Expiration: expiration}
 	if s.preclaim {
 		o.Holder, o.Until, o.Takes = s.self, now.Add(s.claimTTL), 1
 	}
 	entry, _ := json.Marshal(o)
-	err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
+	err = s.node.Retry(ctx, permanent, func(ctx context.Context) error {
 		s.writes.Add(1)
 		_, err := s.open.Create(ctx, k, entry)
 		return err
 	})
 	if errors.Is(err, jetstream.ErrKeyExists) {
-		return nil
+		return true, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	s.apply(localEntry(k, entry), false)
 	if o.Holder != "" {
@@ -490,7 +521,7 @@ func (s *JetStore) indexOpen(ctx context.Context, k string, expiration, now time
 		s.preclaimed[k] = true
 		s.mu.Unlock()
 	}
-	return nil
+	return false, nil
 }
 
 // errNotStorable: the bounty cannot be stored whole with its answer (its
@@ -516,7 +547,7 @@ func (s *JetStore) putAnswered(ctx context.Context, b Bounty, delivery string, n
 	err = s.node.Retry(ctx, permanent, func(ctx context.Context) error {
 		s.writes.Add(1)
 		var err error
-		rev, err = s.records.Create(ctx, k, raw)
+		rev, err = s.createRecord(ctx, k, raw, b.Expiration)
 		return err
 	})
 	if errors.Is(err, jetstream.ErrKeyExists) {
@@ -561,24 +592,49 @@ func (s *JetStore) CommitAnswer(ctx context.Context, key []byte, a *Answer, reas
 
 var errAlready = errors.New("already committed")
 
-// Finish records how an open bounty ended, once, and removes its open
-// entry.
+// Finish records how an open bounty ended, once, appends it to the audit
+// stream and removes its open entry, in that order: an open entry left
+// (a crash between the writes) says the audit may be missing.
 func (s *JetStore) Finish(ctx context.Context, key []byte, o Outcome) (bool, error) {
 	k := hexKey(key)
-	done := false
+	done, seen := false, false
+	var finished Record
 	err := s.update(ctx, k, func(r *Record) error {
-		done = false
+		done, seen = false, true
 		if r.State != StateOpen {
+			finished = *r
 			return ErrFinished
 		}
 		o.applyTo(r)
-		done = true
+		r.Audited = s.auditStream != nil
+		finished, done = *r, true
 		return nil
 	})
 	if err != nil && !errors.Is(err, ErrFinished) {
 		return false, fmt.Errorf("record outcome: %w", err)
 	}
-	// Finished now or before (a crash between the two writes): the open
+	s.mu.Lock()
+	entry, indexed := s.index[k]
+	s.mu.Unlock()
+	switch {
+	case done, indexed && seen && finished.Audited:
+		// Finished now, or before by a finish cut short (or another
+		// engine's, under way: its duplicate is dropped).
+		if err := s.appendAudit(ctx, k, finished); err != nil {
+			return done, fmt.Errorf("record outcome: %w", err)
+		}
+	case indexed && !seen && !time.Now().Before(entry.Expiration.Add(s.grace)):
+		// Its record outlived its grace while no engine ran: the key
+		// still tells the bounty's id and phase.
+		r := placeholderRecord(key, errors.New("its record was dropped after its expiration and grace"))
+		r.Damaged = "finished after its record was dropped (its expiration and grace passed while no engine ran)"
+		r.Bounty.Expiration = entry.Expiration
+		o.applyTo(&r)
+		if err := s.appendAudit(ctx, k, r); err != nil {
+			return false, fmt.Errorf("record outcome: %w", err)
+		}
+	}
+	// Finished now or before (a crash between the writes): the open
 	// entry goes.
 	if err := s.unindex(ctx, k); err != nil {
 		return done, fmt.Errorf("record outcome: %w", err)
@@ -653,6 +709,9 @@ func (s *JetStore) Get(key []byte) (Record, bool, error) {
 		_, indexed := s.index[k]
 		s.mu.Unlock()
 		if indexed {
+			if r.Audited {
+				_ = s.appendAudit(ctx, k, r) // a finish cut short
+			}
 			_ = s.unindex(ctx, k)
 		}
 	}
@@ -773,17 +832,74 @@ func (s *JetStore) claim(ctx context.Context, k string, take bool) (int, bool, e
 	}
 }
 
-// List calls fn for every stored bounty in id order (keys are the
-// big-endian id, hex-encoded, so they sort the same).
+// List calls fn for every stored bounty: newest first, the open ones (in
+// id order: keys are the big-endian id, hex-encoded, so they sort the
+// same), then the finished ones from the audit stream, the most recently
+// finished first, then those an older version finished (kept in the
+// records bucket until their retention ends); oldest first, the other
+// way round.
 func (s *JetStore) List(newestFirst bool, fn func(Record) bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	groups := []func() (bool, error){
+		func() (bool, error) { return s.listOpen(ctx, newestFirst, fn) },
+		func() (bool, error) { return s.listAudit(ctx, newestFirst, fn) },
+	}
+	if s.legacyMayExist(ctx) {
+		groups = append(groups, func() (bool, error) { return s.listLegacy(ctx, newestFirst, fn) })
+	}
+	if !newestFirst {
+		slices.Reverse(groups)
+	}
+	for _, g := range groups {
+		more, err := g()
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+// listOpen lists the open bounties, found by the open index.
+func (s *JetStore) listOpen(ctx context.Context, newestFirst bool, fn func(Record) bool) (bool, error) {
+	s.mu.Lock()
+	keys := make([]string, 0, len(s.index))
+	for k := range s.index {
+		keys = append(keys, k)
+	}
+	s.mu.Unlock()
+	sort.Strings(keys)
+	if newestFirst {
+		slices.Reverse(keys)
+	}
+	for _, k := range keys {
+		r, _, ok, err := s.getRecord(ctx, k)
+		if !ok && err == nil {
+			continue // finished and gone meanwhile
+		}
+		if err != nil && r.Damaged == "" {
+			return false, err
+		}
+		if r.State != StateOpen {
+			continue // finished meanwhile: listed with the finished
+		}
+		if !fn(r) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// listLegacy lists the finished bounties of the records bucket that are
+// in no audit stream (finished by an older version, or moved from
+// bounties.db), in id order: every record is read.
+func (s *JetStore) listLegacy(ctx context.Context, newestFirst bool, fn func(Record) bool) (bool, error) {
 	lister, err := s.records.ListKeys(ctx)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil
+			return true, nil
 		}
-		return fmt.Errorf("list bounties: %w", err)
+		return false, fmt.Errorf("list bounties: %w", err)
 	}
 	var keys []string
 	for k := range lister.Keys() {
@@ -799,13 +915,16 @@ func (s *JetStore) List(newestFirst bool, fn func(Record) bool) error {
 			continue // pruned meanwhile
 		}
 		if err != nil && r.Damaged == "" {
-			return err
+			return false, err
+		}
+		if r.State == StateOpen || r.Audited {
+			continue // listed with the open ones, or from the audit stream
 		}
 		if !fn(r) {
-			return nil
+			return false, nil
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // Counts returns how many stored bounties are in each state.

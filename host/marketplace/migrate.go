@@ -61,6 +61,11 @@ func startBountiesMove(path string, st *JetStore, now time.Time, log hclog.Logge
 	ctx, cancel := context.WithTimeout(context.Background(), moveWait)
 	defer cancel()
 	m := &bountiesMove{path: path, st: st, log: log}
+	// Its finished bounties go into the records bucket, not the audit
+	// stream, kept the bucket's MaxAge (the retention): listed from there.
+	if err := st.noteLegacy(ctx); err != nil {
+		return nil, fmt.Errorf("move %s into JetStream: %w", path, err)
+	}
 	open, err := m.importEach(ctx, db.EachOpen, func(Record) bool { return true })
 	if err != nil {
 		return nil, fmt.Errorf("move the open bounties of %s into JetStream: %w", path, err)
@@ -174,6 +179,11 @@ func (s *JetStore) importRecord(ctx context.Context, r Record) (bool, error) {
 		return false, err
 	}
 	err = s.node.Retry(ctx, permanent, func(ctx context.Context) error {
+		if r.State == StateOpen {
+			// Its TTL as any open record's; finished, it has none.
+			_, err := s.createRecord(ctx, k, raw, r.Bounty.Expiration)
+			return err
+		}
 		_, err := s.records.Create(ctx, k, raw)
 		return err
 	})

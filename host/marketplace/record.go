@@ -51,6 +51,11 @@ type Record struct {
 	// Damaged says why part of the bounty could not be kept (its metadata
 	// would not read back): such a bounty is answered unknown, unscanned.
 	Damaged string `json:"damaged,omitempty"`
+	// Audited: finished by a version with the audit stream, where it is
+	// listed from (its record in the records bucket goes after its
+	// expiration). A finished record without it is listed from the
+	// records bucket, where it stays the retention.
+	Audited bool `json:"audited,omitempty"`
 }
 
 // Outcome is how a bounty finished.

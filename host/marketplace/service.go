@@ -252,7 +252,7 @@ func openLifecycle(opts Options, cfg config.Marketplace) (*JetStore, *bountiesMo
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := OpenJetStore(ctx, node, cfg.Retention, opts.Logger.Named("queue"))
+	st, err := openJetStore(ctx, node, cfg.Retention, cfg.RecordGrace, opts.Logger.Named("queue"))
 	if err != nil {
 		node.Close()
 		return nil, nil, err

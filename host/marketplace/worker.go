@@ -187,8 +187,9 @@ func (s *Service) worker(q chan task, scan bool) {
 
 // janitor resumes open bounties (at start: everything a crash or a stop
 // left), records the ones that expired and retries the ones the queues had
-// no room for. The audit trail needs no pruning: JetStream drops each
-// record the retention after its finish (the bucket's TTL).
+// no room for. Nothing needs pruning: JetStream drops each record after
+// its bounty's expiration and grace (its TTL), and the audit stream's
+// outcomes after the retention (its MaxAge).
 func (s *Service) janitor() {
 	defer s.wg.Done()
 	s.sweep(true)

@@ -48,6 +48,43 @@ func TestBountiesReadsTheEmbeddedNode(t *testing.T) {
 	}
 }
 
+// TestBountiesListsTheAuditStream: finished bounties are listed from the
+// audit stream, once each (their records are still kept too), the most
+// recently finished first, after the open ones; -limit stops early and
+// -oldest-first reverses it all.
+func TestBountiesListsTheAuditStream(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	st := storeBounties(t, dir, 1, 2, 3)
+	for _, f := range []struct {
+		id    int64
+		state marketplace.State
+	}{{2, marketplace.StateAnswered}, {3, marketplace.StateExpired}} {
+		if ok, err := st.Finish(ctx, testBounty(f.id).Key(), marketplace.Outcome{State: f.state, At: time.Now()}); err != nil || !ok {
+			st.Close()
+			t.Fatalf("finish %d: %v, %v", f.id, ok, err)
+		}
+	}
+	st.Close()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "1:open 3:expired 2:answered"},
+		{[]string{"-limit", "2"}, "1:open 3:expired"},
+		{[]string{"-oldest-first"}, "2:answered 3:expired 1:open"},
+		{[]string{"-state", "answered"}, "2:answered"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := runBounties(ctx, append([]string{"-data", dir, "-json"}, c.args...), &stdout, &stderr); code != 0 {
+			t.Fatalf("%v: exit %d: %s", c.args, code, stderr.String())
+		}
+		if got := listed(t, stdout.String()); got != c.want {
+			t.Errorf("%v: listed %s, want %s", c.args, got, c.want)
+		}
+	}
+}
+
 // listed reads `bounties -json` output as "ID:STATE ...".
 func listed(t *testing.T, out string) string {
 	t.Helper()

@@ -46,6 +46,7 @@ marketplace {
   fetch_timeout     = "15s"
   max_redirects     = 0
   retention         = "24h"
+  record_grace      = "30m"
   metrics_listen    = "127.0.0.1:0"
   max_connections   = 100
   max_webhooks_in_flight = 8

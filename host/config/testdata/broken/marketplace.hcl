@@ -10,6 +10,7 @@ marketplace {
   fetch_timeout     = "0s"
   max_redirects     = "many"
   retention         = "forever"
+  record_grace      = "500ms"
 
   bid {
     strategy = "yolo"
