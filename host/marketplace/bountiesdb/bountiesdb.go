@@ -103,6 +103,27 @@ func (d *DB) Each(newestFirst bool, fn func(key, raw []byte) bool) error {
 	return nil
 }
 
+// Get returns a copy of the record stored under key, or nil when the file
+// holds none.
+func (d *DB) Get(key []byte) ([]byte, error) {
+	if d.db == nil {
+		return nil, nil
+	}
+	var raw []byte
+	err := d.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket([]byte(Bucket)); b != nil {
+			if v := b.Get(key); v != nil {
+				raw = bytes.Clone(v)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the old bounty store: %w", err)
+	}
+	return raw, nil
+}
+
 // EachOpen calls fn with the records of the bounties indexed as open,
 // soonest expiration first, until fn returns false. key and raw are only
 // valid during the call.

@@ -52,6 +52,27 @@ func TestEachReadsTheOldLayout(t *testing.T) {
 	}
 }
 
+// TestGetFindsOneRecord: a record by its key, in no index or in one; a key
+// the file does not hold gives nil.
+func TestGetFindsOneRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), bountiesdb.File)
+	bountiesdbtest.Write(t, path,
+		bountiesdbtest.Record{Key: key(1, "assertion"), Raw: []byte(`lost`)},
+		bountiesdbtest.Record{Key: key(2, "assertion"), Raw: []byte(`open`), Open: true, Expiration: time.Now()},
+	)
+	db, err := bountiesdb.Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for k, want := range map[string]string{string(key(1, "assertion")): "lost", string(key(2, "assertion")): "open", string(key(2, "arbitration")): ""} {
+		raw, err := db.Get([]byte(k))
+		if err != nil || string(raw) != want || (want == "") != (raw == nil) {
+			t.Errorf("Get(%x) = %q, %v; want %q", k, raw, err, want)
+		}
+	}
+}
+
 // TestTheIndexesGiveOpenAndRecentlyFinished: the open records soonest
 // expiration first; the finished ones since a time, latest first; a
 // record no index holds is left to Each.
