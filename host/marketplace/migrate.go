@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -41,10 +42,18 @@ const moveWait = 10 * time.Minute
 // engine — after which the file is renamed. A move cut short is made
 // again at the next start. A bounty already in JetStream is left as it
 // is.
+//
+// Until the move is complete, a webhook looks its bounty up in the file
+// first (recall): a record the file's indexes lost is in neither part
+// made at start, and its redelivery would otherwise be taken for a new
+// bounty and answered again, maybe differently.
 type bountiesMove struct {
 	path string
 	st   *JetStore
 	log  hclog.Logger
+
+	mu     sync.RWMutex
+	lookup *bountiesdb.DB // the file, for recall; nil once moved
 }
 
 // startBountiesMove makes the start's part of the move of the bounties.db
@@ -57,17 +66,18 @@ func startBountiesMove(path string, st *JetStore, now time.Time, log hclog.Logge
 	if err != nil {
 		return nil, fmt.Errorf("move %s into JetStream: %w", path, err)
 	}
-	defer db.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), moveWait)
 	defer cancel()
-	m := &bountiesMove{path: path, st: st, log: log}
+	m := &bountiesMove{path: path, st: st, log: log, lookup: db}
 	// Its finished bounties go into the records bucket, not the audit
 	// stream, kept the bucket's MaxAge (the retention): listed from there.
 	if err := st.noteLegacy(ctx); err != nil {
+		db.Close()
 		return nil, fmt.Errorf("move %s into JetStream: %w", path, err)
 	}
 	open, err := m.importEach(ctx, db.EachOpen, func(Record) bool { return true })
 	if err != nil {
+		db.Close()
 		return nil, fmt.Errorf("move the open bounties of %s into JetStream: %w", path, err)
 	}
 	// A bounty lives at most maxBountyLifetime: one finished before that
@@ -77,6 +87,7 @@ func startBountiesMove(path string, st *JetStore, now time.Time, log hclog.Logge
 	}
 	unexpired, err := m.importEach(ctx, recent, func(r Record) bool { return r.Bounty.Expiration.After(now) })
 	if err != nil {
+		db.Close()
 		return nil, fmt.Errorf("move the unexpired bounties of %s into JetStream: %w", path, err)
 	}
 	log.Info("open bounties moved from bounties.db into JetStream; the finished ones follow while the engine runs",
@@ -97,11 +108,52 @@ func (m *bountiesMove) finish(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("move %s into JetStream: %w", m.path, err)
 	}
+	// Everything is in JetStream: webhooks need the file no more.
+	m.close()
 	if err := os.Rename(m.path, m.path+MigratedSuffix); err != nil {
 		return fmt.Errorf("move %s into JetStream: %w", m.path, err)
 	}
 	m.log.Info("bounties.db moved into JetStream", "bounties", moved, "file", m.path+MigratedSuffix)
 	return nil
+}
+
+// recall moves the record of key from the file into JetStream, if the
+// file holds one and the move has not reached it yet: a webhook calls it
+// before storing its bounty. A bbolt read, microseconds, while the move
+// lasts; nothing once it is complete.
+func (m *bountiesMove) recall(ctx context.Context, key []byte) error {
+	m.mu.RLock()
+	db := m.lookup
+	var raw []byte
+	var err error
+	if db != nil {
+		raw, err = db.Get(key)
+	}
+	m.mu.RUnlock()
+	if err != nil {
+		return fmt.Errorf("look the bounty up in %s: %w", m.path, err)
+	}
+	if raw == nil {
+		return nil
+	}
+	r := decodeOld(key, raw)
+	if string(r.Bounty.Key()) != string(key) {
+		return nil // a record stored under another bounty's key: not this one
+	}
+	if _, err := m.st.importRecord(ctx, r); err != nil {
+		return fmt.Errorf("move the bounty from %s into JetStream: %w", m.path, err)
+	}
+	return nil
+}
+
+// close releases the file kept open for recall.
+func (m *bountiesMove) close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.lookup != nil {
+		m.lookup.Close()
+		m.lookup = nil
+	}
 }
 
 // importEach moves the records each gives that want takes, and returns how

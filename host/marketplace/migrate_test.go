@@ -2,6 +2,7 @@ package marketplace
 
 import (
 	"encoding/json"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -196,5 +197,58 @@ func TestOldPoisonRecordsAreMovedAndAnsweredUnknown(t *testing.T) {
 	waitCounter(t, e.reg, "microengine_bounties_duplicate_total", nil, 1)
 	if got := market.postCount("100000"); got != 1 {
 		t.Errorf("poison bounty posted %d times", got)
+	}
+}
+
+// TestRedeliveryFindsWhatTheMoveHasNotReachedYet: a record of bounties.db
+// that the file's indexes lost (answered, or open with its answer
+// committed) is moved only by the part of the move made while the engine
+// runs, which may take minutes. A redelivery of it arriving before that is
+// the same bounty, not a new one: the answered one is not answered again,
+// the open one keeps its committed answer. The move's background part is
+// not started here (no Start), so the webhook alone must find them.
+func TestRedeliveryFindsWhatTheMoveHasNotReachedYet(t *testing.T) {
+	dir := t.TempDir()
+	market := newFakeMarket(t)
+	uri := market.put("e", []byte("EICAR"))
+	answered, err := ParseBounty(market.bountyJSON(50, uri, time.Minute, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	open, err := ParseBounty(market.bountyJSON(51, uri, time.Minute, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	committed := &Answer{Verdict: shared.VerdictSuspicious}
+	lost := func(r bountiesdbtest.Record) bountiesdbtest.Record {
+		r.Open, r.Finished = false, time.Time{} // in no index
+		return r
+	}
+	bountiesdbtest.Write(t, filepath.Join(dir, bountiesdb.File),
+		lost(oldRecord(t, Record{Bounty: answered, State: StateAnswered, ReceivedAt: now, FinishedAt: now, Answer: &Answer{Verdict: shared.VerdictBenign}})),
+		lost(oldRecord(t, Record{Bounty: open, State: StateOpen, ReceivedAt: now, Answer: committed})),
+	)
+	cfg := config.Marketplace{WebhookSecrets: []string{testSecret}}
+	svc, err := New(Options{Config: &cfg, DataDir: dir, Scanner: eicarScanner(), ShutdownGrace: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(svc.Handler())
+	defer func() {
+		srv.Close()
+		svc.Stop()
+	}()
+	e := &testEngine{svc: svc, srv: srv, market: market, dir: dir}
+	for _, id := range []int64{50, 51} {
+		e.accept(t, market.bountyJSON(id, uri, time.Minute, nil))
+	}
+	r, ok, err := svc.store.Get(answered.Key())
+	if err != nil || !ok || r.State != StateAnswered || r.Answer == nil || r.Answer.Verdict != shared.VerdictBenign {
+		t.Errorf("the answered bounty after its redelivery: %s %+v (%v, %v), want answered benign as bounties.db holds it", r.State, r.Answer, ok, err)
+	}
+	r, ok, err = svc.store.Get(open.Key())
+	if err != nil || !ok || r.Answer == nil || r.Answer.Verdict != shared.VerdictSuspicious {
+		t.Errorf("the open bounty after its redelivery: %s %+v (%v, %v), want its committed suspicious answer", r.State, r.Answer, ok, err)
 	}
 }

@@ -160,6 +160,14 @@ func (s *Service) serveWebhook(w http.ResponseWriter, r *http.Request, event str
 		b.Expiration = limit
 	}
 	delivery := deliveryKey(r.Header.Get(HeaderDelivery))
+	if s.move != nil {
+		// An older version's bounties.db is being moved in: a bounty it
+		// holds is moved first, so a redelivery is known as one.
+		if err := s.move.recall(r.Context(), b.Key()); err != nil {
+			s.log.Error("cannot look the bounty up in bounties.db: refusing it so the marketplace retries", "bounty", b.ID, "phase", b.Phase, "error", err)
+			return fail(http.StatusServiceUnavailable, "cannot store the bounty")
+		}
+	}
 	if code, ok := s.answerCached(b, delivery, now); ok {
 		if code != http.StatusAccepted {
 			return fail(code, "cannot store the bounty")

@@ -331,6 +331,9 @@ func (s *Service) Stop() error {
 			<-done
 		}
 		s.hardCancel()
+		if s.move != nil {
+			s.move.close()
+		}
 		err = s.store.Close()
 	})
 	return err
