@@ -560,6 +560,14 @@ func (s *JetStore) putAnswered(ctx context.Context, b Bounty, delivery string, n
 	return true, nil
 }
 
+// HoldAs names this engine in the claims it holds (a random name per
+// process by default). An engine restarted on the same data directory
+// (holderID) is the same holder: the claims its killed predecessor left
+// are its own at once, as on the embedded node, instead of waiting out
+// claimTTL — the 10 s in which a bounty caught mid-answer by the kill
+// could expire unanswered. Call it before the store is used.
+func (s *JetStore) HoldAs(id string) { s.self = id }
+
 // PreclaimStored makes Put store new bounties already taken by this engine
 // (its workers process what its webhooks accept), saving Take a read and a
 // write per bounty. A webhook-only engine leaves them to the workers.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -513,5 +514,49 @@ func TestJetStoreRecentStaysBounded(t *testing.T) {
 	s.remember("new", Record{Bounty: testBounty(1e9, future), State: StateAnswered}, 2)
 	if _, _, ok := s.recalled("new"); ok {
 		t.Error("a finished record is still remembered")
+	}
+}
+
+// TestRestartedEngineTakesBackItsClaimsAtOnce: an engine of a cluster
+// killed while it held bounties (stored taken by its webhook, say), then
+// restarted on the same data directory, takes them back at once: a
+// bounty of the simulator's 10 s life caught mid-answer by the kill
+// would otherwise wait out the 10 s claim and expire unanswered. Another
+// engine still waits for the claim to lapse.
+func TestRestartedEngineTakesBackItsClaimsAtOnce(t *testing.T) {
+	url := natsServer(t)
+	market := newFakeMarket(t)
+	uri := market.put("e", []byte("EICAR"))
+	dir := t.TempDir()
+	open := func(dir string) *Service {
+		cfg := config.Marketplace{WebhookSecrets: []string{testSecret}}
+		q := config.DefaultQueue()
+		q.Servers = []string{url}
+		svc, err := New(Options{Config: &cfg, DataDir: dir, Scanner: eicarScanner(), Queue: &q, ShutdownGrace: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return svc
+	}
+	// Not started: the webhook stores the bounty taken by this engine, and
+	// no worker answers it before the engine is gone.
+	first := open(dir)
+	srv := httptest.NewServer(first.Handler())
+	(&testEngine{svc: first, srv: srv, market: market, dir: dir}).accept(t, market.bountyJSON(60, uri, time.Minute, nil))
+	srv.Close()
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	key := bountyKey(60, PhaseAssertion)
+
+	other := open(t.TempDir())
+	defer other.Stop()
+	if _, mine, err := other.store.Take(context.Background(), key); err != nil || mine {
+		t.Fatalf("another engine took the bounty within its holder's claim: %v, %v", mine, err)
+	}
+	restarted := open(dir)
+	defer restarted.Stop()
+	if _, mine, err := restarted.store.Take(context.Background(), key); err != nil || !mine {
+		t.Errorf("the engine restarted on the same data directory did not take back its own claim: %v, %v", mine, err)
 	}
 }

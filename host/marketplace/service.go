@@ -2,6 +2,8 @@ package marketplace
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -258,12 +260,47 @@ func openLifecycle(opts Options, cfg config.Marketplace) (*JetStore, *bountiesMo
 		return nil, nil, err
 	}
 	st.PreclaimStored(opts.Role.works())
+	if !q.Embedded() {
+		if id, err := holderID(opts.DataDir); err != nil {
+			opts.Logger.Warn("cannot keep this engine's claim name in its data directory: a restart waits for the claims it held to lapse", "error", err)
+		} else {
+			st.HoldAs(id)
+		}
+	}
 	move, err := startBountiesMove(filepath.Join(opts.DataDir, bountiesdb.File), st, opts.Now(), opts.Logger)
 	if err != nil {
 		st.Close()
 		return nil, nil, err
 	}
 	return st, move, nil
+}
+
+// holderFile keeps an engine's claim holder name across restarts.
+const holderFile = "engine.id"
+
+// holderID is the claim holder name of the engine on dataDir: the host's
+// name and a random id made once and kept in dataDir. Two engines never
+// share a data directory (its verdict cache, its admin socket).
+func holderID(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, holderFile)
+	raw, err := os.ReadFile(path)
+	id := strings.TrimSpace(string(raw))
+	if err != nil || len(id) == 0 {
+		b := make([]byte, 8)
+		if _, err := rand.Read(b); err != nil {
+			return "", fmt.Errorf("make the engine id: %w", err)
+		}
+		id = hex.EncodeToString(b)
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(id+"\n"), 0o600); err != nil {
+			return "", fmt.Errorf("keep the engine id: %w", err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return "", fmt.Errorf("keep the engine id: %w", err)
+		}
+	}
+	host, _ := os.Hostname()
+	return host + "-" + id, nil
 }
 
 // removeLeftovers deletes downloads a crash left behind: their bounties are
