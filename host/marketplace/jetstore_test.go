@@ -543,6 +543,7 @@ func TestRestartedEngineTakesBackItsClaimsAtOnce(t *testing.T) {
 	first := open(dir)
 	srv := httptest.NewServer(first.Handler())
 	(&testEngine{svc: first, srv: srv, market: market, dir: dir}).accept(t, market.bountyJSON(60, uri, time.Minute, nil))
+	stored := time.Now()
 	srv.Close()
 	if err := first.Stop(); err != nil {
 		t.Fatal(err)
@@ -551,8 +552,16 @@ func TestRestartedEngineTakesBackItsClaimsAtOnce(t *testing.T) {
 
 	other := open(t.TempDir())
 	defer other.Stop()
-	if _, mine, err := other.store.Take(context.Background(), key); err != nil || mine {
-		t.Fatalf("another engine took the bounty within its holder's claim: %v, %v", mine, err)
+	_, mine, err := other.store.Take(context.Background(), key)
+	switch {
+	case err != nil:
+		t.Fatal(err)
+	case mine && time.Since(stored) >= claimTTL/2:
+		// A machine stalled for most of the claim's life let it lapse:
+		// another engine rightly took it, and nothing is left to check.
+		t.Skipf("the claim lapsed after %s: the machine stalled", time.Since(stored))
+	case mine:
+		t.Fatal("another engine took the bounty within its holder's claim")
 	}
 	restarted := open(dir)
 	defer restarted.Stop()
