@@ -569,3 +569,44 @@ func TestRestartedEngineTakesBackItsClaimsAtOnce(t *testing.T) {
 		t.Errorf("the engine restarted on the same data directory did not take back its own claim: %v, %v", mine, err)
 	}
 }
+
+// TestBountyHeldAtItsDeadlineIsTakenOverOnce: a bounty whose holder's
+// claim has not lapsed (its engine's machine lost moments ago) is taken
+// over by another engine once it is within that engine's rescue lead of
+// its expiration — not before, not by an engine without one, and by one
+// engine only (a second rescuer waits for the claim to lapse).
+func TestBountyHeldAtItsDeadlineIsTakenOverOnce(t *testing.T) {
+	url := natsServer(t)
+	holder, early, rescuer, second := joinServer(t, url), joinServer(t, url), joinServer(t, url), joinServer(t, url)
+	holder.PreclaimStored(true)
+	early.RescueWithin(time.Second)
+	rescuer.RescueWithin(time.Hour) // the bounty below is within it at once
+	second.RescueWithin(time.Hour)
+	ctx := context.Background()
+	b := testBounty(80, time.Now().Add(time.Minute))
+	stored := time.Now()
+	if created, err := holder.Put(ctx, b, "d80", stored); err != nil || !created {
+		t.Fatalf("put: %v, %v", created, err)
+	}
+	takes := func(s *JetStore) bool {
+		t.Helper()
+		_, mine, err := s.Take(ctx, b.Key())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mine
+	}
+	tookEarly := takes(early)
+	if time.Since(stored) >= claimTTL/2 {
+		t.Skipf("the holder's claim may have lapsed: the machine stalled %s", time.Since(stored))
+	}
+	if tookEarly {
+		t.Fatal("a bounty a minute from its expiration was taken from its holder")
+	}
+	if !takes(rescuer) {
+		t.Fatal("the bounty within the rescue lead was not taken over")
+	}
+	if takes(second) && time.Since(stored) < claimTTL/2 {
+		t.Error("a bounty taken over was taken over again before its claim lapsed")
+	}
+}

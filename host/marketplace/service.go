@@ -266,6 +266,7 @@ func openLifecycle(opts Options, cfg config.Marketplace) (*JetStore, *bountiesMo
 		} else {
 			st.HoldAs(id)
 		}
+		st.RescueWithin(cfg.SafetyMargin)
 	}
 	move, err := startBountiesMove(filepath.Join(opts.DataDir, bountiesdb.File), st, opts.Now(), opts.Logger)
 	if err != nil {
