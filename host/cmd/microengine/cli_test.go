@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -326,5 +328,35 @@ func TestScanSaysCached(t *testing.T) {
 	offCfg := writeFile(t, off, "engine.hcl", fmt.Sprintf("plugin \"eicar\" {\n  path = %q\n}\ncache {\n  enabled = false\n}\n", build(t).eicar))
 	if got := cached(offCfg); !slices.Equal(got, []bool{false, false}) {
 		t.Errorf("cache off: cached %v over two runs", got)
+	}
+}
+
+// A FIFO named on the command line is refused as no regular file, at
+// once: opening it for reading waited for a writer, for ever. The other
+// files are scanned, and the exit code says a file was not.
+func TestScanRefusesAFIFO(t *testing.T) {
+	dir := t.TempDir()
+	cfg := eicarConfig(t, dir, "")
+	clean := writeFile(t, dir, "clean.txt", "nothing to see\n")
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, build(t).host, "scan", "-config", cfg, fifo, clean)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("scan of a FIFO did not end: %q so far", out.String())
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("exit: %v, want 2", err)
+	}
+	want := fifo + ": UNKNOWN (" + fifo + " is not a regular file)\n" + clean + ": OK\n"
+	if out.String() != want {
+		t.Fatalf("output\n%s\nwant\n%s", out.String(), want)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/microengine/microengine/host/config"
 	"github.com/microengine/microengine/host/engine"
@@ -292,7 +293,10 @@ func (s *scanRun) scanOne(t target, buf []byte) scanOutcome {
 // it costs no second pass.
 func openArtifact(path string, hash bool) (f *os.File, size int64, sum string, cleanup func(), err error) {
 	if path != "-" {
-		f, err := os.Open(path)
+		// O_NONBLOCK: opening a FIFO for reading would wait for a writer,
+		// for ever (`scan FIFO` hung, SIGTERM too); it is refused below
+		// as no regular file. A regular file's reads ignore the flag.
+		f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 		if err != nil {
 			return nil, 0, "", nil, err
 		}
