@@ -265,7 +265,7 @@ func (s *scanRun) scanOne(t target, buf []byte) scanOutcome {
 	if t.err != nil {
 		return fail(t.err)
 	}
-	f, size, sum, cleanup, err := openArtifact(t.path, s.hash)
+	f, size, sum, cleanup, err := openArtifact(s.ctx, t.path, s.hash)
 	if err != nil {
 		return fail(err)
 	}
@@ -291,7 +291,7 @@ func (s *scanRun) scanOne(t target, buf []byte) scanOutcome {
 // a read-only descriptor of it); stdin is spooled once, and, when hash
 // (there is a verdict cache to look it up in), hashed on the way (sum), so
 // it costs no second pass.
-func openArtifact(path string, hash bool) (f *os.File, size int64, sum string, cleanup func(), err error) {
+func openArtifact(ctx context.Context, path string, hash bool) (f *os.File, size int64, sum string, cleanup func(), err error) {
 	if path != "-" {
 		// O_NONBLOCK: opening a FIFO for reading would wait for a writer,
 		// for ever (`scan FIFO` hung, SIGTERM too); it is refused below
@@ -311,6 +311,15 @@ func openArtifact(path string, hash bool) (f *os.File, size int64, sum string, c
 		}
 		return f, st.Size(), "", func() { f.Close() }, nil
 	}
+	return spool(ctx, os.Stdin, hash)
+}
+
+// spool copies r to an unlinked temporary file, hashing it on the way
+// when hash is set. It returns when ctx ends even if r never does: a read
+// from stdin cannot be interrupted, and `scan -` with a writer that
+// stays open ignored SIGTERM until the writer closed. The copy left
+// behind then ends with the process.
+func spool(ctx context.Context, r io.Reader, hash bool) (f *os.File, size int64, sum string, cleanup func(), err error) {
 	tmp, err := os.CreateTemp("", "microengine-stdin-*")
 	if err != nil {
 		return nil, 0, "", nil, fmt.Errorf("spool stdin: %w", err)
@@ -321,13 +330,28 @@ func openArtifact(path string, hash bool) (f *os.File, size int64, sum string, c
 	if hash {
 		w = io.MultiWriter(tmp, h)
 	}
-	n, err := io.Copy(w, os.Stdin)
-	if err != nil {
+	type copied struct {
+		n   int64
+		err error
+	}
+	done := make(chan copied, 1)
+	go func() {
+		n, err := io.Copy(w, r)
+		done <- copied{n, err}
+	}()
+	var c copied
+	select {
+	case c = <-done:
+	case <-ctx.Done():
+		// tmp stays open for the copy; it is unlinked, and goes with it.
+		return nil, 0, "", nil, fmt.Errorf("spool stdin: %w", ctx.Err())
+	}
+	if c.err != nil {
 		tmp.Close()
-		return nil, 0, "", nil, fmt.Errorf("spool stdin: %w", err)
+		return nil, 0, "", nil, fmt.Errorf("spool stdin: %w", c.err)
 	}
 	if hash {
 		sum = hex.EncodeToString(h.Sum(nil))
 	}
-	return tmp, n, sum, func() { tmp.Close() }, nil
+	return tmp, c.n, sum, func() { tmp.Close() }, nil
 }
