@@ -1,6 +1,7 @@
 package marketplace
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -214,9 +215,16 @@ func ListBountiesDB(path string, newestFirst bool, fn func(Record) bool) error {
 
 // decodeOld reads a record of an old bounties.db: one stored with metadata
 // too deep to read back is salvaged without it (decodeRecord), one that
-// cannot be read at all stands as what its key tells, so it is seen.
+// cannot be read at all stands as what its key tells, so it is seen. So
+// does one that is not of the bounty its key names (JSON null, another
+// bounty's record): moved under the bounty it holds, it would stand for
+// that bounty, whose own webhook would then be taken for a redelivery
+// and never answered.
 func decodeOld(key, raw []byte) Record {
 	r, err := decodeRecord(raw)
+	if err == nil && len(key) >= 8 && !bytes.Equal(r.Bounty.Key(), key) {
+		err = fmt.Errorf("it holds bounty %d/%s, not the one its key names", r.Bounty.ID, r.Bounty.Phase)
+	}
 	if err != nil {
 		r = placeholderRecord(key, err)
 	}

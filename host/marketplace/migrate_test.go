@@ -252,3 +252,40 @@ func TestRedeliveryFindsWhatTheMoveHasNotReachedYet(t *testing.T) {
 		t.Errorf("the open bounty after its redelivery: %s %+v (%v, %v), want its committed suspicious answer", r.State, r.Answer, ok, err)
 	}
 }
+
+// TestOldRecordUnderAnotherKeyStandsForItsKey: a record of bounties.db
+// that is not of the bounty its key names (a JSON null; bounty 92's record
+// under 91's key) is moved as a damaged record of its key, listed, and
+// answers nothing; bounty 92's own webhook is a new bounty, answered at
+// its own response_url.
+func TestOldRecordUnderAnotherKeyStandsForItsKey(t *testing.T) {
+	dir := t.TempDir()
+	market := newFakeMarket(t)
+	uri := market.put("e", []byte("EICAR"))
+	b92, err := ParseBounty(market.bountyJSON(92, uri, time.Minute, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b92.ResponseURL = strings.Replace(b92.ResponseURL, "/92", "/91", 1)
+	misfiled := oldRecord(t, Record{Bounty: b92, State: StateOpen, ReceivedAt: time.Now()})
+	misfiled.Key = bountyKey(91, PhaseAssertion)
+	bountiesdbtest.Write(t, filepath.Join(dir, bountiesdb.File),
+		bountiesdbtest.Record{Key: bountyKey(90, PhaseAssertion), Raw: []byte(`null`), Open: true, Expiration: time.Now().Add(time.Minute)},
+		misfiled,
+	)
+	e := startTestEngine(t, dir, market, eicarScanner())
+	waitMoved(t, dir)
+	e.accept(t, market.bountyJSON(92, uri, time.Minute, nil))
+	if a := market.wait(10 * time.Second); a.ID != "92" {
+		t.Errorf("answer %s: %s, want bounty 92's own", a.ID, a.Raw)
+	}
+	for _, id := range []int64{90, 91} {
+		r := e.record(t, id, PhaseAssertion)
+		if r.Damaged == "" || r.Answer != nil {
+			t.Errorf("record %d moved as %s %+v, damaged %q", id, r.State, r.Answer, r.Damaged)
+		}
+	}
+	if n := market.postCount("91"); n != 0 {
+		t.Errorf("bounty 92's record under 91's key answered %d times", n)
+	}
+}
