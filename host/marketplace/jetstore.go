@@ -586,8 +586,12 @@ func (s *JetStore) HoldAs(id string) { s.self = id }
 // answer. Each claim is taken over once at most.
 func (s *JetStore) RescueWithin(lead time.Duration) { s.rescueLead = lead }
 
+// rescuable: o is within the rescue lead of its expiration, not past it
+// (an expired bounty is its holder's to record, answered if its last POST
+// went through: taken over, it would be recorded expired), and was not
+// taken over before.
 func (s *JetStore) rescuable(o openEntry, now time.Time) bool {
-	return s.rescueLead > 0 && !o.Rescued && !now.Before(o.Expiration.Add(-s.rescueLead))
+	return s.rescueLead > 0 && !o.Rescued && now.Before(o.Expiration) && !now.Before(o.Expiration.Add(-s.rescueLead))
 }
 
 // PreclaimStored makes Put store new bounties already taken by this engine

@@ -609,4 +609,14 @@ func TestBountyHeldAtItsDeadlineIsTakenOverOnce(t *testing.T) {
 	if takes(second) && time.Since(stored) < claimTTL/2 {
 		t.Error("a bounty taken over was taken over again before its claim lapsed")
 	}
+	// Past its expiration a bounty is its holder's to record (answered,
+	// if its last POST went through), not another's to record expired.
+	expired := testBounty(81, time.Now().Add(-time.Second))
+	stored = time.Now()
+	if created, err := holder.Put(ctx, expired, "d81", stored); err != nil || !created {
+		t.Fatalf("put: %v, %v", created, err)
+	}
+	if _, mine, err := rescuer.Take(ctx, expired.Key()); err != nil || (mine && time.Since(stored) < claimTTL/2) {
+		t.Errorf("an expired bounty was taken from its holder: %v, %v", mine, err)
+	}
 }
