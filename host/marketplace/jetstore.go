@@ -485,8 +485,12 @@ func (s *JetStore) Put(ctx context.Context, b Bounty, delivery string, now time.
 	switch {
 	case state != StateOpen:
 		// Finished: the entry written beside it goes again. One that was
-		// there already is a finish cut short before its audit.
-		if entryWasThere && stored.Audited {
+		// there already is a finish cut short before its audit; so may be
+		// one finished moments ago (one answered from the verdict cache
+		// has no open entry, and a crash before its 202 leaves it to this
+		// redelivery): appended again within the stream's duplicate
+		// window, it is stored once.
+		if stored.Audited && (entryWasThere || now.Sub(stored.FinishedAt) < auditDuplicates) {
 			if err := s.appendAudit(ctx, k, stored); err != nil {
 				return false, fmt.Errorf("store bounty %s: %w", b, err)
 			}
