@@ -96,7 +96,7 @@ func (c *Client) fildes(ctx context.Context, s *session, f *os.File, size int64)
 		return Reply{}, false, c.fail(name, false, 0, "", ErrNoFildes)
 	}
 	s.commands++
-	if err := sendFildes(uc, f); err != nil {
+	if _, err := sendFildes(uc, f, nil); err != nil {
 		if ctxErr(ctx) != nil {
 			return Reply{}, false, c.ctxError(ctx, name, 0)
 		}
@@ -130,24 +130,30 @@ func (c *Client) fildes(ctx context.Context, s *session, f *os.File, size int64)
 
 // sendFildes writes the command, then one byte carrying the descriptor, as
 // clamdscan does: clamd takes the descriptor that arrives after FILDES.
-func sendFildes(conn *net.UnixConn, f *os.File) error {
-	if _, err := io.WriteString(conn, cmdFildes); err != nil {
-		return fmt.Errorf("send FILDES: %w", err)
+// started reports whether any byte of it was written: a failure before
+// that left the connection as it was. between, when not nil, is called
+// once the command is written, before the descriptor.
+func sendFildes(conn *net.UnixConn, f *os.File, between func()) (started bool, _ error) {
+	if n, err := io.WriteString(conn, cmdFildes); err != nil {
+		return n > 0, fmt.Errorf("send FILDES: %w", err)
+	}
+	if between != nil {
+		between()
 	}
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return fmt.Errorf("descriptor: %w", err)
+		return true, fmt.Errorf("descriptor: %w", err)
 	}
 	var werr error
 	if err := rc.Control(func(fd uintptr) {
 		_, _, werr = conn.WriteMsgUnix([]byte{0}, syscall.UnixRights(int(fd)), nil)
 	}); err != nil {
-		return fmt.Errorf("descriptor: %w", err)
+		return true, fmt.Errorf("descriptor: %w", err)
 	}
 	if werr != nil {
-		return fmt.Errorf("send descriptor: %w", werr)
+		return true, fmt.Errorf("send descriptor: %w", werr)
 	}
-	return nil
+	return true, nil
 }
 
 // ParseFildesReply reads the reply to FILDES, as received: clamd names
