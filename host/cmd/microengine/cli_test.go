@@ -360,3 +360,15 @@ func TestScanRefusesAFIFO(t *testing.T) {
 		t.Fatalf("output\n%s\nwant\n%s", out.String(), want)
 	}
 }
+
+// Stdin named twice is read once: the second "-" is unknown, not a
+// benign answer for the nothing left to read.
+func TestScanReadsStdinOnce(t *testing.T) {
+	dir := t.TempDir()
+	cfg := eicarConfig(t, dir, "")
+	out, _, code := run(t, eicar, "scan", "-config", cfg, "-", "-")
+	want := "-: EICAR-Test-File FOUND\n-: UNKNOWN (stdin is named more than once; it is read once, for the first)\n"
+	if out != want || code != 1 {
+		t.Fatalf("scan - -: exit %d, output\n%s\nwant exit 1 and\n%s", code, out, want)
+	}
+}

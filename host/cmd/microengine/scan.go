@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -209,9 +210,17 @@ type target struct {
 // expand walks folders, as clamdscan does.
 func expand(args []string) []target {
 	var out []target
+	stdin := false
 	for _, a := range args {
 		if a == "-" {
-			out = append(out, target{path: a})
+			// Read once: a second "-" read nothing, and was answered
+			// OK, a benign for content no plugin saw.
+			var err error
+			if stdin {
+				err = errors.New("stdin is named more than once; it is read once, for the first")
+			}
+			stdin = true
+			out = append(out, target{path: a, err: err})
 			continue
 		}
 		info, err := os.Stat(a)
