@@ -372,3 +372,24 @@ func TestScanReadsStdinOnce(t *testing.T) {
 		t.Fatalf("scan - -: exit %d, output\n%s\nwant exit 1 and\n%s", code, out, want)
 	}
 }
+
+// A folder named through a symlink is scanned, its files named under the
+// link: it printed nothing and exited 0, as a clean folder would.
+func TestScanFollowsASymlinkedFolder(t *testing.T) {
+	dir := t.TempDir()
+	cfg := eicarConfig(t, dir, "")
+	folder := filepath.Join(dir, "folder")
+	if err := os.Mkdir(folder, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, folder, "eicar.com", eicar)
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(folder, link); err != nil {
+		t.Fatal(err)
+	}
+	out, _, code := run(t, "", "scan", "-config", cfg, link)
+	want := filepath.Join(link, "eicar.com") + ": EICAR-Test-File FOUND\n"
+	if out != want || code != 1 {
+		t.Fatalf("scan of a symlinked folder: exit %d, output\n%s\nwant exit 1 and\n%s", code, out, want)
+	}
+}

@@ -228,7 +228,16 @@ func expand(args []string) []target {
 			out = append(out, target{path: a, err: err})
 			continue
 		}
-		err = filepath.WalkDir(a, func(p string, d fs.DirEntry, err error) error {
+		root := a
+		if li, lerr := os.Lstat(a); lerr == nil && li.Mode()&fs.ModeSymlink != 0 {
+			// A folder named through a symlink is walked, as clamdscan
+			// does by default (WalkDir does not follow its root: the
+			// folder printed nothing and exited 0, as if clean). The
+			// trailing separator makes it follow; paths still begin
+			// with the name given.
+			root += string(filepath.Separator)
+		}
+		err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				out = append(out, target{path: p, err: err})
 				return nil
