@@ -29,8 +29,9 @@ const inlinePostBudget = 250 * time.Millisecond
 // the webhook answered 202. A bounty not acknowledged needs no open entry
 // to be resumed after a crash — the marketplace delivers it again, and
 // the redelivery finds the record open with its answer committed and
-// posts that answer — so a cached answer costs two writes to the records
-// and none to the open bucket (an ordinary bounty costs five). Every
+// posts that answer — so a cached answer costs two writes to the records,
+// its audit and none to the open bucket (an ordinary bounty costs six,
+// its audit included). Every
 // promise holds: the bounty is committed before the 202, the answer
 // before its first POST, and a redelivery posts the same answer.
 //

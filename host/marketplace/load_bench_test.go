@@ -47,10 +47,12 @@ func BenchmarkLoad(b *testing.B) {
 		// Measured on 2 shared cores with a load average of 7-11, on
 		// JetStream's embedded node fsyncing every write: 0% at both
 		// rates; 200/s p50 1.3-3.5 ms, p99 26-138 ms. A bounty costs
-		// five fsynced writes (record, open entry, answer, outcome,
-		// the entry's purge) and, since the store remembers the
-		// records it wrote, no read (three before). The node's maximum
-		// is the disk's fsyncs over five: offered 1000/s for 4 s, 406-587
+		// six fsynced writes (record, open entry, answer, outcome, its
+		// audit, the entry's purge: 6.0 measured), five before the
+		// audit stream, when these figures were measured, and, since
+		// the store remembers the records it wrote, no read (three
+		// before). The node's maximum is the disk's fsyncs over the
+		// writes: with five, offered 1000/s for 4 s, 406-587
 		// answered/s, all scanned (p50 0.9-1.1 s); main before the
 		// change, in the same minutes, 252-731/s of which 37-51% unknown
 		// (no time left to scan), while other engineers' builds and
