@@ -182,8 +182,9 @@ func TestCachedBountyRefusedAnswerRetriedInTheBackground(t *testing.T) {
 // TestCachedBountyAcknowledgedWhileItsAnswerStalls: the marketplace
 // expects its 202 at once, so an answer endpoint that holds the cached
 // answer's POST does not hold the webhook: it is acknowledged once the
-// inline budget is spent, and the answer is delivered in the background
-// as soon as the endpoint takes it.
+// inline budget is spent, and that same POST is followed in the
+// background until the endpoint takes it (posted again, it was a
+// duplicate answer).
 func TestCachedBountyAcknowledgedWhileItsAnswerStalls(t *testing.T) {
 	e, sha := cachedEngine(t, []byte("xx EICAR yy"))
 	hold := make(chan struct{})
@@ -225,5 +226,10 @@ func TestCachedBountyAcknowledgedWhileItsAnswerStalls(t *testing.T) {
 	}
 	if r := e.record(t, 4, PhaseAssertion); r.State != StateAnswered {
 		t.Errorf("record: %+v", r)
+	}
+	// The POST the webhook stopped waiting for was followed, not made
+	// again: a slow marketplace had already taken it.
+	if n := e.market.postCount("4"); n != 1 {
+		t.Errorf("%d POSTs of the cached answer, want the one the webhook stopped waiting for", n)
 	}
 }

@@ -80,7 +80,12 @@ func newFakeMarket(t *testing.T) *fakeMarket {
 	mux.HandleFunc("POST /respond/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		raw, _ := io.ReadAll(r.Body)
+		// Counted as it arrives: a POST its sender gave up on while it
+		// was held counts too, as it would at a marketplace that took it.
 		m.mu.Lock()
+		m.posts[id]++
+		n := m.posts[id]
+		fail := n <= m.failFirst
 		hold := m.holdAnswers
 		m.mu.Unlock()
 		if hold != nil {
@@ -90,11 +95,6 @@ func newFakeMarket(t *testing.T) *fakeMarket {
 				return
 			}
 		}
-		m.mu.Lock()
-		m.posts[id]++
-		n := m.posts[id]
-		fail := n <= m.failFirst
-		m.mu.Unlock()
 		if fail {
 			http.Error(w, "try later", http.StatusServiceUnavailable)
 			return

@@ -88,22 +88,44 @@ func (s *Service) answerCached(b Bounty, delivery string, now time.Time) (code i
 	if err != nil { // cannot happen with these types
 		log.Error("cannot encode the answer", "error", err)
 		handedOff = true // answerLater releases it
-		return s.answerLater(st, log, key, rec, nil)
+		return s.answerLater(st, log, key, rec, nil, nil)
 	}
-	pctx, pcancel := context.WithDeadline(s.hardCtx, earliest(b.Expiration, time.Now().Add(s.inlineBudget)))
-	attempts, err := s.poster.post(pctx, b.ResponseURL, body, nil)
-	pcancel()
-	if err != nil {
-		log.Warn("answer from the verdict cache not accepted yet: posting it in the background", "attempts", attempts, "error", err)
+	// The POST runs to the expiration whatever the webhook's budget: one
+	// cut off at the budget may already have reached a slow marketplace,
+	// and posting it again made duplicate answers (65 in a 180 s run at
+	// 200/s with the machine stalling). Past the budget the webhook is
+	// acknowledged and this same POST is followed in the background.
+	posted := make(chan postResult, 1)
+	pctx, pcancel := context.WithDeadline(s.hardCtx, b.Expiration)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer pcancel()
+		var r postResult
+		r.attempts, r.err = s.poster.post(pctx, b.ResponseURL, body, nil)
+		posted <- r
+	}()
+	budget := time.NewTimer(s.inlineBudget)
+	defer budget.Stop()
+	var r postResult
+	select {
+	case r = <-posted:
+	case <-budget.C:
+		log.Debug("answer from the verdict cache not taken within the webhook's budget: following its POST in the background")
 		handedOff = true // answerLater releases it
-		return s.answerLater(st, log, key, rec, nil)
+		return s.answerLater(st, log, key, rec, nil, posted)
 	}
-	out := Outcome{State: StateAnswered, At: s.now(), Answer: answer, Reason: res.Reason, Plugins: res.Plugins, PostAttempts: attempts}
+	if r.err != nil {
+		handedOff = true // answerLater releases it
+		posted <- r
+		return s.answerLater(st, log, key, rec, nil, posted)
+	}
+	out := Outcome{State: StateAnswered, At: s.now(), Answer: answer, Reason: res.Reason, Plugins: res.Plugins, PostAttempts: r.attempts}
 	s.observeAnswered(log, rec, out)
 	if _, err := st.Finish(ctx, []byte(key), out); err != nil {
 		log.Warn("cannot record the outcome of an answer from the verdict cache: recording it in the background", "error", err)
 		handedOff = true // answerLater releases it
-		return s.answerLater(st, log, key, rec, &out)
+		return s.answerLater(st, log, key, rec, &out, nil)
 	}
 	return http.StatusAccepted, true
 }
@@ -111,12 +133,19 @@ func (s *Service) answerCached(b Bounty, delivery string, now time.Time) (code i
 // queueWriteTimeout bounds the store writes made while a webhook waits.
 const queueWriteTimeout = 10 * time.Second
 
-// answerLater makes a cached bounty whose answer could not be posted (or
-// whose outcome could not be recorded: out) safe to acknowledge: it is
-// indexed open, so a crash after the 202 resumes it, and handed to the
-// background delivery. 503 when it cannot be indexed: the marketplace's
-// redelivery then finds it open with its answer committed.
-func (s *Service) answerLater(st *JetStore, log hclog.Logger, key string, rec Record, out *Outcome) (int, bool) {
+// postResult is how a POST of an answer ended.
+type postResult struct {
+	attempts int
+	err      error
+}
+
+// answerLater makes a cached bounty whose answer is not posted yet (its
+// POST still under way: posting; or not made) or whose outcome could not
+// be recorded (out) safe to acknowledge: it is indexed open, so a crash
+// after the 202 resumes it, and handed to the background delivery. 503
+// when it cannot be indexed: the marketplace's redelivery then finds it
+// open with its answer committed.
+func (s *Service) answerLater(st *JetStore, log hclog.Logger, key string, rec Record, out *Outcome, posting <-chan postResult) (int, bool) {
 	ctx, cancel := context.WithTimeout(s.hardCtx, queueWriteTimeout)
 	_, err := st.indexOpen(ctx, hexKey([]byte(key)), rec.Bounty.Expiration, s.now())
 	cancel()
@@ -131,11 +160,15 @@ func (s *Service) answerLater(st *JetStore, log hclog.Logger, key string, rec Re
 		defer s.wg.Done()
 		defer s.release(key)
 		defer stopRenew()
-		if out != nil {
+		switch {
+		case out != nil:
 			s.recordOutcome(log, key, *out) // posted already
-			return
+		case posting != nil:
+			r := <-posting
+			s.settle(log, key, rec, rec.Answer, r.attempts, r.err)
+		default:
+			s.deliver(log, key, rec, rec.Answer)
 		}
-		s.deliver(log, key, rec, rec.Answer)
 	}()
 	return http.StatusAccepted, true
 }
@@ -163,11 +196,4 @@ func (s *Service) draining() bool {
 	default:
 		return false
 	}
-}
-
-func earliest(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
 }

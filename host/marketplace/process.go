@@ -307,6 +307,11 @@ func (s *Service) deliver(log hclog.Logger, key string, rec Record, answer *Answ
 		log.Warn("answer not accepted yet: retrying", "attempt", n, "error", err)
 	})
 	cancel()
+	s.settle(log, key, rec, answer, attempts, err)
+}
+
+// settle records how the POST of a bounty's committed answer ended.
+func (s *Service) settle(log hclog.Logger, key string, rec Record, answer *Answer, attempts int, err error) {
 	if err != nil && s.hardCtx.Err() != nil {
 		log.Info("shutdown while posting: bounty left open (its answer committed) for the next start")
 		return
