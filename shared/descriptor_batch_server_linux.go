@@ -20,24 +20,7 @@ import (
 // serveBatches listens on path for batch connections and serves each
 // until the listener is closed.
 func serveBatches(path string, impl Scanner, logger hclog.Logger) (*net.UnixListener, error) {
-	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
-	if err != nil {
-		return nil, fmt.Errorf("listen for batches by reference: %w", err)
-	}
-	s := &descriptorServer{impl: impl, log: logger, uid: os.Getuid()}
-	go func() {
-		for {
-			conn, err := ln.AcceptUnix()
-			if err != nil {
-				if !errors.Is(err, net.ErrClosed) {
-					logger.Error("batch socket failed", "error", err)
-				}
-				return
-			}
-			go s.serveBatchConn(conn)
-		}
-	}()
-	return ln, nil
+	return serveUnixPacket(path, impl, logger, "batches by reference", "batch socket", (*descriptorServer).serveBatchConn)
 }
 
 // serveBatchConn scans every artifact of every batch the host sends on

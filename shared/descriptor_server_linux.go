@@ -49,9 +49,17 @@ func listenDescriptors(impl Scanner, logger hclog.Logger) (bool, error) {
 // serveDescriptors listens on path and serves every connection until the
 // listener is closed.
 func serveDescriptors(path string, impl Scanner, logger hclog.Logger) (*net.UnixListener, error) {
+	return serveUnixPacket(path, impl, logger, "artifacts by reference", "descriptor socket", (*descriptorServer).serveConn)
+}
+
+// serveUnixPacket listens on path (unixpacket) and hands every connection
+// to serve on a goroutine of its own until the listener is closed. what
+// names what comes on the socket in a listen error, socket the socket in
+// an accept error.
+func serveUnixPacket(path string, impl Scanner, logger hclog.Logger, what, socket string, serve func(*descriptorServer, *net.UnixConn)) (*net.UnixListener, error) {
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
 	if err != nil {
-		return nil, fmt.Errorf("listen for artifacts by reference: %w", err)
+		return nil, fmt.Errorf("listen for %s: %w", what, err)
 	}
 	s := &descriptorServer{impl: impl, log: logger, uid: os.Getuid()}
 	go func() {
@@ -59,11 +67,11 @@ func serveDescriptors(path string, impl Scanner, logger hclog.Logger) (*net.Unix
 			conn, err := ln.AcceptUnix()
 			if err != nil {
 				if !errors.Is(err, net.ErrClosed) {
-					logger.Error("descriptor socket failed", "error", err)
+					logger.Error(socket+" failed", "error", err)
 				}
 				return
 			}
-			go s.serveConn(conn)
+			go serve(s, conn)
 		}
 	}()
 	return ln, nil

@@ -44,25 +44,10 @@ func TestByReferenceUnderChurnLeavesNoDescriptors(t *testing.T) {
 		t.Skip("starts clamd twice")
 	}
 	clamav := testbin.BuildT(t, "microengine-plugin-clamav", "./plugins/clamav")
-	work, err := os.MkdirTemp("", "q15mgr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(work) })
-	opts := devclamd.Options{Dir: work}
 	ctx, cancelAll := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancelAll()
-	var dmu sync.Mutex
-	d, err := devclamd.Start(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		dmu.Lock()
-		defer dmu.Unlock()
-		d.Stop()
-	})
-	f := newNamedFixture(t, "clamav", clamav, fmt.Sprintf("  config {\n    address = %q\n  }", d.Address()))
+	clamd := devclamd.StartRestartable(t, ctx, devclamd.Options{})
+	f := newNamedFixture(t, "clamav", clamav, fmt.Sprintf("  config {\n    address = %q\n  }", clamd.Current().Address()))
 	m := f.start(fastOptions)
 	eng := engine.New(m)
 
@@ -140,11 +125,7 @@ func TestByReferenceUnderChurnLeavesNoDescriptors(t *testing.T) {
 		if !waitFor(base + total/5) {
 			return
 		}
-		dmu.Lock()
-		d.Kill()
-		d, err = devclamd.Start(ctx, opts)
-		dmu.Unlock()
-		if err != nil {
+		if err := clamd.Restart(ctx); err != nil {
 			t.Errorf("restart clamd: %v", err)
 			return
 		}

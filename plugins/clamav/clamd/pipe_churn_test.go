@@ -88,29 +88,14 @@ func TestFildesPipeVerdictsStayWithTheirFilesUnderChurn(t *testing.T) {
 		}
 	}
 	sigDir := churnSignatureDir(t, malicious)
-	work, err := os.MkdirTemp("", "q15churn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(work) })
-	opts := devclamd.Options{
-		Dir: work, SignatureDir: sigDir, MaxThreads: 4,
-		Config: []string{"MaxQueue 8", "IdleTimeout 2", "CommandReadTimeout 1"},
-	}
 	ctx, cancelAll := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancelAll()
-	var dmu sync.Mutex
-	d, err := devclamd.Start(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		dmu.Lock()
-		defer dmu.Unlock()
-		d.Stop()
+	clamd := devclamd.StartRestartable(t, ctx, devclamd.Options{
+		SignatureDir: sigDir, MaxThreads: 4,
+		Config: []string{"MaxQueue 8", "IdleTimeout 2", "CommandReadTimeout 1"},
 	})
 
-	c, err := NewClient(d.Address(), Options{Sessions: 8})
+	c, err := NewClient(clamd.Current().Address(), Options{Sessions: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,29 +121,20 @@ func TestFildesPipeVerdictsStayWithTheirFilesUnderChurn(t *testing.T) {
 		if !waitFor(total / 5) {
 			return
 		}
-		if err := d.Reload(ctx); err != nil {
+		if err := clamd.Current().Reload(ctx); err != nil {
 			t.Errorf("RELOAD: %v", err)
 		}
 		if !waitFor(total * 2 / 5) {
 			return
 		}
-		dmu.Lock()
-		d.Kill()
-		d2, err := devclamd.Start(ctx, opts)
-		if err != nil {
-			dmu.Unlock()
+		if err := clamd.Restart(ctx); err != nil {
 			t.Errorf("restart clamd: %v", err)
 			return
 		}
-		d = d2
-		dmu.Unlock()
 		if !waitFor(total * 3 / 5) {
 			return
 		}
-		dmu.Lock()
-		err = d.Reload(ctx)
-		dmu.Unlock()
-		if err != nil {
+		if err := clamd.Current().Reload(ctx); err != nil {
 			t.Errorf("RELOAD: %v", err)
 		}
 	}()
@@ -236,20 +212,17 @@ func TestFildesPipeVerdictsStayWithTheirFilesUnderChurn(t *testing.T) {
 	scanAll(1, false)
 
 	c.Close()
+	d := clamd.Current()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		dmu.Lock()
 		held := descriptorsOf(d.Pid(), filesDir)
-		dmu.Unlock()
 		now := openDescriptors(t)
 		if len(held) == 0 && now <= baseline {
 			break
 		}
 		if time.Now().After(deadline) {
-			dmu.Lock()
 			out, _ := exec.Command("ls", "-l", fmt.Sprintf("/proc/%d/fd", d.Pid())).CombinedOutput()
 			t.Logf("clamd fds:\n%s\nlog:\n%s", out, d.LogTail(40))
-			dmu.Unlock()
 			t.Fatalf("after Close: clamd holds %d descriptors of the files; the test process has %d open, %d before", len(held), now, baseline)
 		}
 		time.Sleep(20 * time.Millisecond)

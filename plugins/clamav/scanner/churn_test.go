@@ -25,25 +25,10 @@ func TestScanByReferenceUnderChurnKeepsVerdictsWithTheirFiles(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts clamd twice")
 	}
-	work, err := os.MkdirTemp("", "q15scan")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(work) })
-	opts := devclamd.Options{Dir: work}
 	ctx, cancelAll := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancelAll()
-	var dmu sync.Mutex
-	d, err := devclamd.Start(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		dmu.Lock()
-		defer dmu.Unlock()
-		d.Stop()
-	})
-	s := configured(t, d.Address())
+	clamd := devclamd.StartRestartable(t, ctx, devclamd.Options{})
+	s := configured(t, clamd.Current().Address())
 	// The probes of clamd's limits pass first: until then binary
 	// artifacts are streamed, not passed by reference.
 	if r := scan(t, s, file(randomBytes(4096, 9))); r.Verdict != shared.VerdictBenign {
@@ -128,18 +113,13 @@ func TestScanByReferenceUnderChurnKeepsVerdictsWithTheirFiles(t *testing.T) {
 		if !waitFor(total / 5) {
 			return
 		}
-		dmu.Lock()
-		if err := d.Reload(ctx); err != nil {
+		if err := clamd.Current().Reload(ctx); err != nil {
 			t.Errorf("RELOAD: %v", err)
 		}
-		dmu.Unlock()
 		if !waitFor(total * 2 / 5) {
 			return
 		}
-		dmu.Lock()
-		defer dmu.Unlock()
-		d.Kill()
-		if d, err = devclamd.Start(ctx, opts); err != nil {
+		if err := clamd.Restart(ctx); err != nil {
 			t.Errorf("restart clamd: %v", err)
 		}
 	}()
