@@ -75,13 +75,18 @@ func BenchmarkLoad(b *testing.B) {
 // or buffer of the engine's may keep what it held. What the embedded
 // JetStream node keeps is allowed for: an index entry per record kept
 // (172 B while its block's subject state is loaded: docs/deploy.md), and
-// a fixed 12 MiB for what does not grow with the bounties. A heap profile
+// a fixed 20 MiB for what does not grow with the bounties. A heap profile
 // where the growth is measured, after 1,200 bounties at 400/s (+10.1
 // MiB): nats-server's pooled block buffers 5 MiB (one 4 MiB, one 1 MiB),
 // the buffers of the run's idle HTTP connections 1.8 MiB, the index 0.35
 // MiB, the rest spread thin. Measured: +6.4 to +10.1 MiB after 1,000 or
 // 1,200 bounties (bounties.db kept +1.1 MiB, and had a flat 8 MiB bound).
-func maxHeapGrowth(n int) int64 { return 12<<20 + 172*int64(n) }
+// Since finished bounties also go to the audit stream, its block is
+// written through nats-server's 8 MiB pooled buffer (a stream without a
+// byte limit gets 8 MiB blocks): 8 MiB of the 12.2 MiB live in a heap
+// profile after such a run, and +14.8 MiB measured against the 12 MiB
+// that was the bound before.
+func maxHeapGrowth(n int) int64 { return 20<<20 + 172*int64(n) }
 
 func fastScanner(_ context.Context, a engine.Artifact) engine.Result {
 	data, err := io.ReadAll(io.NewSectionReader(a.Content, 0, a.Size))
