@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime"
 	"sort"
 	"syscall"
 )
@@ -36,22 +35,7 @@ func commands() map[string]command {
 }
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "scan" && os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(scanProcs(runtime.GOMAXPROCS(0)))
-	}
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
-}
-
-// scanProcs is how many threads `scan` runs Go code on, out of n, by the
-// clamav plugin's rule (plugins/clamav/main.go): the host only opens the
-// files and relays them to the plugins, while the backends beside it do
-// the scanning. With every core, each burst of answers woke an idle
-// thread to share it out (futex and spinning, a third of the host's CPU
-// on 4,000 × 4 KiB files went to switching threads); one thread on 2
-// cores cut the host's context switches from 9,200-14,200 to 7,700-8,600.
-// GOMAXPROCS in the environment overrides this.
-func scanProcs(n int) int {
-	return max(1, n/4)
 }
 
 func realMain(args []string, stdout, stderr io.Writer) int {
