@@ -36,10 +36,13 @@ import (
 // to the plugin and a connection per FILDES; 0.46-0.58 and 0.60-1.01 with
 // artifacts in batches (batches.sock), 64 in flight, FILDES pipelined on
 // one IDSESSION and the host on one thread (at load average 7: 0.62 s
-// against 0.35 s, 0.57, where it was 0.68 s against 0.35 s, 0.52). 200
-// MiB: 0.58 against --fdpass while the plugin read the file back for its
-// zip headers after clamd's answer (0.5-1 s); 0.87-0.96 against --fdpass
-// and 1.03-1.14 against --stream with that read beside clamd's scan.
+// against 0.35 s, 0.57, where it was 0.68 s against 0.35 s, 0.52); the
+// host on every core again, with the machine quiet: 0.58-0.60 and 0.63
+// (the one thread had cost yara's small files a fifth and bought
+// nothing here). 200 MiB: 0.58 against --fdpass while the plugin read
+// the file back for its zip headers after clamd's answer (0.5-1 s);
+// 0.87-0.96 against --fdpass and 1.03-1.14 against --stream with that
+// read beside clamd's scan; quiet, 1.00 and 1.15.
 //
 // Where our time goes on small files (perf, 4,000 files): host ~0.3 s
 // and plugin ~0.38 s of CPU (75 and 95 µs a file; clamdscan ~0.1 s in
