@@ -245,11 +245,7 @@ func (p *pipe) send(ctx context.Context, f *os.File, ch chan pipeAnswer) (int, e
 		p.mu.Lock()
 		delete(p.waiting, n)
 		p.sent--
-		idle := len(p.waiting) == 0
-		if idle {
-			p.idleSince = time.Now()
-		}
-		closing := idle && p.closeIdle
+		closing := p.noteIdleLocked()
 		p.mu.Unlock()
 		if closing {
 			p.close(errPipeClosed)
@@ -263,16 +259,23 @@ func (p *pipe) send(ctx context.Context, f *os.File, ch chan pipeAnswer) (int, e
 	return n, nil
 }
 
+// noteIdleLocked records when the pipe last had no scan waiting, and
+// says whether it must now close (Close was asked while scans waited).
+// Under p.mu.
+func (p *pipe) noteIdleLocked() bool {
+	if len(p.waiting) != 0 {
+		return false
+	}
+	p.idleSince = time.Now()
+	return p.closeIdle
+}
+
 // forget drops the wait for command n, whose scan gave up; its answer is
 // read and discarded when it comes.
 func (p *pipe) forget(n int) {
 	p.mu.Lock()
 	delete(p.waiting, n)
-	idle := len(p.waiting) == 0
-	if idle {
-		p.idleSince = time.Now()
-	}
-	closing := idle && p.closeIdle
+	closing := p.noteIdleLocked()
 	p.mu.Unlock()
 	if closing {
 		p.close(errPipeClosed)
@@ -333,11 +336,7 @@ func (p *pipe) deliver(raw []byte) error {
 		delete(p.waiting, n)
 		ch <- pipeAnswer{raw: bytes.Clone(raw[i+2:])}
 	}
-	idle := len(p.waiting) == 0
-	if idle {
-		p.idleSince = time.Now()
-	}
-	closing := idle && p.closeIdle
+	closing := p.noteIdleLocked()
 	p.mu.Unlock()
 	if closing {
 		p.close(errPipeClosed)
