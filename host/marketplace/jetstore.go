@@ -275,14 +275,21 @@ func bucketMissing(err error) bool { return errors.Is(err, jetstream.ErrBucketNo
 
 var errHeld = errors.New("claimed by another engine")
 
-func (s *JetStore) getRecord(ctx context.Context, k string) (Record, uint64, bool, error) {
+// get reads key k of bucket kv, counted in the store's reads, retrying
+// through elections.
+func (s *JetStore) get(ctx context.Context, kv jetstream.KeyValue, k string) (jetstream.KeyValueEntry, error) {
 	var e jetstream.KeyValueEntry
 	err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
 		s.reads.Add(1)
 		var err error
-		e, err = s.records.Get(ctx, k)
+		e, err = kv.Get(ctx, k)
 		return err
 	})
+	return e, err
+}
+
+func (s *JetStore) getRecord(ctx context.Context, k string) (Record, uint64, bool, error) {
+	e, err := s.get(ctx, s.records, k)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return Record{}, 0, false, nil
 	}
@@ -819,13 +826,7 @@ func (s *JetStore) RenewEvery() time.Duration { return s.claimTTL / 3 }
 
 func (s *JetStore) claim(ctx context.Context, k string, take bool) (int, bool, error) {
 	for {
-		var e jetstream.KeyValueEntry
-		err := s.node.Retry(ctx, permanent, func(ctx context.Context) error {
-			s.reads.Add(1)
-			var err error
-			e, err = s.open.Get(ctx, k)
-			return err
-		})
+		e, err := s.get(ctx, s.open, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			// Finished meanwhile; its purge marker may have gone before
 			// the watcher saw it.
