@@ -51,11 +51,13 @@ import (
 // socket; a plugin whose host never dials it serves the descriptor socket
 // as before. Closing the connection cancels every scan under way on it.
 //
-// The rules: the host sends a descriptor opened afresh, read-only, never
-// a path and never its own descriptor (whose offset and write access it
-// would share); the plugin owns the descriptor it got and closes it once
-// the scan is answered, on every path (cancel, bad message, crash closes
-// it with the process).
+// The rules: the host sends a read-only descriptor whose offset is the
+// plugin's alone, never a path: one opened afresh, or the host's own when
+// it opened the file read-only for that scan and that plugin alone and
+// reads it only by offset (Artifact.FileExclusive; never a writable one);
+// the plugin owns the descriptor it got and closes it once the scan is
+// answered, on every path (cancel, bad message, crash closes it with the
+// process).
 
 // DescriptorSocketName is the socket, in a plugin's private socket
 // directory, on which it takes artifacts by reference.

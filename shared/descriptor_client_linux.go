@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -31,11 +32,16 @@ func (c *GRPCClient) scanDescriptor(ctx context.Context, a Artifact) (Result, er
 	if err := ctx.Err(); err != nil {
 		return Result{}, fromStatus("scan", status.FromContextError(err).Err())
 	}
-	fd, err := reopenReadOnly(a.File, a.Size)
+	fd, own, err := descriptorOf(a)
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: %v", errNoDescriptors, err)
 	}
-	defer unix.Close(fd)
+	if own {
+		// The file's own descriptor stays open while it is in use here.
+		defer runtime.KeepAlive(a.File)
+	} else {
+		defer unix.Close(fd)
+	}
 	size := a.Size
 	if size < 0 {
 		size = -1
@@ -65,6 +71,59 @@ func (c *GRPCClient) scanDescriptor(ctx context.Context, a Artifact) (Result, er
 	return resultFromProto(resp), nil
 }
 
+// descriptorOf returns the descriptor to pass for a.File. With
+// a.FileExclusive, a.File's own descriptor when it is read-only (own: the
+// caller's, not to be closed); otherwise, or when it is not, a new
+// read-only descriptor of the file (reopenReadOnly). Either way a regular
+// file holding a.Size bytes.
+func descriptorOf(a Artifact) (fd int, own bool, err error) {
+	if !a.FileExclusive {
+		fd, err = reopenReadOnly(a.File, a.Size)
+		return fd, false, err
+	}
+	rc, err := a.File.SyscallConn()
+	if err != nil {
+		return -1, false, err
+	}
+	readOnly := false
+	var checkErr error
+	err = rc.Control(func(sysfd uintptr) {
+		fd = int(sysfd)
+		flags, ferr := unix.FcntlInt(sysfd, unix.F_GETFL, 0)
+		// O_PATH reads as O_RDONLY, but such a descriptor cannot be read:
+		// it is reopened, as a writable one is.
+		readOnly = ferr == nil && flags&unix.O_ACCMODE == unix.O_RDONLY && flags&unix.O_PATH == 0
+		if readOnly {
+			var st unix.Stat_t
+			if checkErr = unix.Fstat(fd, &st); checkErr == nil {
+				checkErr = checkRegular(&st, a.Size)
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return -1, false, err
+	case !readOnly:
+		fd, err = reopenReadOnly(a.File, a.Size)
+		return fd, false, err
+	case checkErr != nil:
+		return -1, false, fmt.Errorf("pass the file: %w", checkErr)
+	}
+	return fd, true, nil
+}
+
+// checkRegular checks that st is a regular file of size bytes (any size
+// when size is -1).
+func checkRegular(st *unix.Stat_t, size int64) error {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return fmt.Errorf("not a regular file")
+	}
+	if size >= 0 && st.Size != size {
+		return fmt.Errorf("the file holds %d bytes, the artifact %d", st.Size, size)
+	}
+	return nil
+}
+
 // reopenReadOnly opens a new read-only descriptor of f's file (through
 // /proc/self/fd, which also reaches an unlinked file such as the
 // marketplace's spool). The plugin gets its own open file description: it
@@ -82,12 +141,7 @@ func reopenReadOnly(f *os.File, size int64) (int, error) {
 		if openErr = unix.Fstat(int(fd), &st); openErr != nil {
 			return
 		}
-		if st.Mode&unix.S_IFMT != unix.S_IFREG {
-			openErr = fmt.Errorf("not a regular file")
-			return
-		}
-		if size >= 0 && st.Size != size {
-			openErr = fmt.Errorf("the file holds %d bytes, the artifact %d", st.Size, size)
+		if openErr = checkRegular(&st, size); openErr != nil {
 			return
 		}
 		nfd, openErr = unix.Open("/proc/self/fd/"+strconv.Itoa(int(fd)), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0)

@@ -47,6 +47,11 @@ type Artifact struct {
 	Metadata map[string]string
 	// SHA256 of the content (lowercase hex) when known, "" when not.
 	SHA256 string
+	// OwnFile says Content is a file the caller opened read-only for this
+	// scan alone and reads only by offset (ReadAt): one plugin may then be
+	// handed that very descriptor (shared.Artifact.FileExclusive), and
+	// the others a new one each, so each still has an offset of its own.
+	OwnFile bool
 }
 
 // PluginResult is one plugin's answer, kept for the output, the audit trail
@@ -137,22 +142,24 @@ func (e *Engine) scan(ctx context.Context, plugins []Plugin, results []PluginRes
 	var wg sync.WaitGroup
 	// The last plugin to ask is asked in this goroutine: with one plugin
 	// (or one that scans this type) no goroutine is started per artifact.
-	last := -1
+	// The first may get the caller's own descriptor (OwnFile).
+	last, own := -1, a.OwnFile
 	for i := range plugins {
 		if !results[i].Supported {
 			continue
 		}
 		if last >= 0 {
 			wg.Add(1)
-			go func(i int, p Plugin) {
+			go func(i int, p Plugin, own bool) {
 				defer wg.Done()
-				scanOne(ctx, p, a, &results[i])
-			}(last, plugins[last])
+				scanOne(ctx, p, a, own, &results[i])
+			}(last, plugins[last], own)
+			own = false
 		}
 		last = i
 	}
 	if last >= 0 {
-		scanOne(ctx, plugins[last], a, &results[last])
+		scanOne(ctx, plugins[last], a, own, &results[last])
 	}
 	wg.Wait()
 	return e.policy().Compose(results)
@@ -166,7 +173,8 @@ func (e *Engine) policy() Policy {
 	return Policy{}
 }
 
-func scanOne(ctx context.Context, p Plugin, a Artifact, out *PluginResult) {
+// scanOne asks p; own: p may be handed Content's own descriptor.
+func scanOne(ctx context.Context, p Plugin, a Artifact, own bool, out *PluginResult) {
 	start := time.Now()
 	if t := p.Timeout(); t > 0 {
 		var cancel context.CancelFunc
@@ -178,7 +186,7 @@ func scanOne(ctx context.Context, p Plugin, a Artifact, out *PluginResult) {
 		Content: io.NewSectionReader(a.Content, 0, a.Size),
 	}
 	if f, ok := a.Content.(*os.File); ok {
-		sa.File = f
+		sa.File, sa.FileExclusive = f, own
 	}
 	res, err := p.Scan(ctx, sa)
 	out.Duration = time.Since(start)

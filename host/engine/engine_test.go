@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -222,5 +224,50 @@ func TestScanUsesThePolicySourceAndPassesMatches(t *testing.T) {
 	}
 	if string(res.Plugins[0].Matches) != `[{"rule":"ns:r"}]` || res.Plugins[1].Matches != nil {
 		t.Errorf("matches %s and %s; want the valid list kept and the broken one dropped", res.Plugins[0].Matches, res.Plugins[1].Matches)
+	}
+}
+
+// A file the caller owns (OwnFile) goes as it is to one plugin of the
+// artifact at most: plugins handed the same descriptor would share its
+// offset. Every plugin still gets the file.
+func TestScanOwnFileGoesToOnePlugin(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "artifact")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("content"); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	exclusive, files := 0, 0
+	scan := func(_ context.Context, a shared.Artifact) (shared.Result, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if a.File == f {
+			files++
+		}
+		if a.FileExclusive {
+			exclusive++
+		}
+		return shared.Result{Verdict: shared.VerdictBenign, Confidence: 1}, nil
+	}
+	var ps plugins
+	for _, name := range []string{"a", "b", "c"} {
+		ps = append(ps, fakePlugin{name: name, types: []shared.ArtifactType{shared.ArtifactFile}, scan: scan})
+	}
+	for _, own := range []bool{true, false} {
+		exclusive, files = 0, 0
+		res := New(ps).Scan(context.Background(), Artifact{ID: "x", Type: shared.ArtifactFile, Size: 7, Content: f, OwnFile: own})
+		if res.Verdict != shared.VerdictBenign {
+			t.Fatalf("verdict %s: %s", res.Verdict, res.Reason)
+		}
+		want := 0
+		if own {
+			want = 1
+		}
+		if files != 3 || exclusive != want {
+			t.Fatalf("OwnFile %v: %d plugins got the file and %d its own descriptor, want 3 and %d", own, files, exclusive, want)
+		}
 	}
 }

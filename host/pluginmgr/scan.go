@@ -58,6 +58,9 @@ func (s *slot) Scan(ctx context.Context, a shared.Artifact) (shared.Result, erro
 				s.name, first.inst.pid, report, err)
 		}
 	}
+	// The dead process (or its backend) may have moved the offset of the
+	// descriptor it was handed: the retry gets one of its own.
+	a.FileExclusive = false
 	s.metrics.crashRetries.WithLabelValues(s.name).Inc()
 	s.log.Warn("plugin crashed during a scan; retrying the scan alone on the relaunched process",
 		"artifact", a.ID, "pid", first.inst.pid, "crash", report)

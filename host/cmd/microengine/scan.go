@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/microengine/microengine/host/config"
 	"github.com/microengine/microengine/host/engine"
 	"github.com/microengine/microengine/host/pluginmgr"
@@ -298,7 +300,10 @@ func (s *scanRun) scanOne(t target, buf []byte) scanOutcome {
 	if t.path != "-" {
 		meta = map[string]string{"filename": filepath.Base(t.path), "filepath": t.path}
 	}
-	res := s.eng.Scan(s.ctx, engine.Artifact{ID: t.path, Type: shared.ArtifactFile, Size: size, Content: f, Metadata: meta, SHA256: sum})
+	// A file opened here is read only by offset (the hash above, the
+	// plugins' streams): one plugin may be handed its descriptor.
+	res := s.eng.Scan(s.ctx, engine.Artifact{ID: t.path, Type: shared.ArtifactFile, Size: size, Content: f, Metadata: meta, SHA256: sum,
+		OwnFile: t.path != "-"})
 	return scanOutcome{Path: t.path, Result: res}
 }
 
@@ -327,9 +332,35 @@ func openArtifact(ctx context.Context, path string, hash bool) (f *os.File, size
 			f.Close()
 			return nil, 0, "", nil, fmt.Errorf("%s is not a regular file", path)
 		}
+		// The flag has done its work: a plugin handed this descriptor
+		// (engine.Artifact.OwnFile) gets it as a plain read-only open
+		// (Go registers a non-blocking one with its poller, which a
+		// regular file refuses: a wasted syscall in the plugin).
+		if err := clearNonblock(f); err != nil {
+			f.Close()
+			return nil, 0, "", nil, err
+		}
 		return f, st.Size(), "", func() { f.Close() }, nil
 	}
 	return spool(ctx, os.Stdin, hash)
+}
+
+// clearNonblock clears f's O_NONBLOCK.
+func clearNonblock(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) {
+		_, ferr = unix.FcntlInt(fd, unix.F_SETFL, 0)
+	}); err != nil {
+		return err
+	}
+	if ferr != nil {
+		return fmt.Errorf("%s: clear O_NONBLOCK: %w", f.Name(), ferr)
+	}
+	return nil
 }
 
 // spool copies r to an unlinked temporary file, hashing it on the way
