@@ -52,6 +52,8 @@ type launchSpec struct {
 	sha256 string
 	// pinDir keeps verified copies of pinned binaries (the manager's).
 	pinDir string
+	// digestDir remembers unpinned binaries' digests (Options.DigestDir).
+	digestDir string
 	// relaunch brings a crashed plugin back: a pinned one from its
 	// verified copy, without reading the path again.
 	relaunch bool
@@ -78,7 +80,8 @@ func (e *ConfigError) Error() string { return e.Diags.Error() }
 func launch(ctx context.Context, spec launchSpec, requireHealthy bool) (*instance, error) {
 	// A pinned launch runs a verified copy of the pinned bytes, whatever
 	// the path holds by then; an unpinned one is hashed for the status and
-	// the verdict cache's key. That hash runs beside the start, which
+	// the verdict cache's key (or its digest remembered in
+	// Options.DigestDir is taken). That hash runs beside the start, which
 	// mostly waits on the plugin (exec, handshake, Info, Configure,
 	// Health): hashing a 20 MB plugin first held a cold `microengine
 	// scan` back by 15-50 ms on a loaded 2-core machine.
@@ -88,7 +91,7 @@ func launch(ctx context.Context, spec launchSpec, requireHealthy bool) (*instanc
 		hashed = make(chan hashResult, 1)
 		go func() {
 			var r hashResult
-			r.sum, r.err = pluginlaunch.FileSHA256(spec.path)
+			r.sum, r.err = pluginlaunch.RememberedFileSHA256(spec.path, spec.digestDir)
 			hashed <- r
 		}()
 	}

@@ -42,6 +42,11 @@ type Options struct {
 	// CallTimeout bounds each Info and Health call (Configure has a
 	// budget of its own, configureTimeout). Default 10s.
 	CallTimeout time.Duration
+	// DigestDir, when set, remembers the sha256 of each unpinned plugin
+	// binary while the file stays as it was hashed
+	// (pluginlaunch.RememberedFileSHA256), so a start does not hash it
+	// again. Empty: every start hashes the binary.
+	DigestDir string
 }
 
 func (o Options) withDefaults(cfg *config.Config) Options {
@@ -178,7 +183,7 @@ func IsStartFailure(d *hcl.Diagnostic) bool {
 
 func (m *Manager) spec(cfg *config.Config, p config.Plugin) launchSpec {
 	return launchSpec{
-		name: p.Name, path: p.Path, sha256: p.SHA256, pinDir: m.pinDir,
+		name: p.Name, path: p.Path, sha256: p.SHA256, pinDir: m.pinDir, digestDir: m.opts.DigestDir,
 		startTimeout: m.opts.StartTimeout, callTimeout: m.opts.CallTimeout,
 		logger: m.pluginLog(p.Name),
 		decodeConfig: func(schema []shared.ConfigField) ([]byte, hcl.Diagnostics) {

@@ -162,7 +162,7 @@ func (s *slot) needsNewProcess(cfg *config.Config, p config.Plugin) bool {
 	if cur == nil || spec.path != p.Path || spec.sha256 != p.SHA256 {
 		return true
 	}
-	sum, err := pluginlaunch.FileSHA256(p.Path)
+	sum, err := pluginlaunch.RememberedFileSHA256(p.Path, spec.digestDir)
 	if err != nil || sum != cur.sha256 {
 		return true
 	}

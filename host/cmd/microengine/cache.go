@@ -13,7 +13,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/microengine/microengine/host/config"
+	"github.com/microengine/microengine/host/pluginmgr"
 	"github.com/microengine/microengine/host/verdictcache"
+	pluginlaunch "github.com/microengine/microengine/shared/launch"
 )
 
 // openVerdictCache opens the verdict cache in data_dir, or returns nil
@@ -30,6 +32,17 @@ func openVerdictCache(cfg *config.Config, log hclog.Logger) *verdictcache.Cache 
 		log.Warn("verdict cache", "error", err)
 	}
 	return c
+}
+
+// pluginOptions are the plugin manager's options for a command that keeps
+// the verdict cache: its key names each plugin binary by its sha256, which
+// is remembered in data_dir beside the cache (hashing a 20 MB plugin was
+// ~10 ms of CPU at every start, a fifth of a one-file scan's).
+func pluginOptions(cfg *config.Config) pluginmgr.Options {
+	if !cfg.Cache.Enabled {
+		return pluginmgr.Options{}
+	}
+	return pluginmgr.Options{DigestDir: filepath.Join(cfg.Engine.DataDir, pluginlaunch.DigestDirName)}
 }
 
 // saveVerdictCache writes what changed; a failure costs only the next

@@ -50,7 +50,7 @@ func runEngine(ctx context.Context, args []string, _, stderr io.Writer) int {
 		return 1
 	}
 	log := cf.loggerAt(cfg, stderr, "")
-	mgr, diags := pluginmgr.New(ctx, cfg, log, pluginmgr.Options{})
+	mgr, diags := pluginmgr.New(ctx, cfg, log, pluginOptions(cfg))
 	if diags.HasErrors() {
 		_ = config.WriteDiagnostics(stderr, cfg.Files, diags)
 		return 1

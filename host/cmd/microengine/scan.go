@@ -66,7 +66,7 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// list, time the plugins' start leaves the host idle.
 	expanded := make(chan []target, 1)
 	go func() { expanded <- expand(fs.Args()) }()
-	mgr, diags := pluginmgr.New(ctx, cfg, log, pluginmgr.Options{})
+	mgr, diags := pluginmgr.New(ctx, cfg, log, pluginOptions(cfg))
 	cache := <-cacheLoaded
 	if diags.HasErrors() {
 		_ = config.WriteDiagnostics(stderr, cfg.Files, diags)
