@@ -87,11 +87,11 @@ func TestCachedBountiesAreNotFetched(t *testing.T) {
 
 // cachedEngine starts an engine whose verdict cache holds content's
 // verdict (trusting the bounty's sha256), and returns its sha256.
-func cachedEngine(t *testing.T, content []byte) (*testEngine, string) {
+func cachedEngine(t *testing.T, content []byte, mods ...engineOption) (*testEngine, string) {
 	t.Helper()
 	var scans atomic.Int32
 	cache := verdictcache.New(verdictcache.Config{TTL: time.Hour, MaxEntries: 100}, "", nil)
-	e := newTestEngine(t, engine.New(onePlugin{eicarPlugin{&scans}}).WithCache(cache, true))
+	e := newTestEngine(t, engine.New(onePlugin{eicarPlugin{&scans}}).WithCache(cache, true), mods...)
 	sum := sha256.Sum256(content)
 	sha := hex.EncodeToString(sum[:])
 	e.accept(t, e.market.bountyJSON(1, e.market.put("a", content), 30*time.Second, map[string]any{"sha256": sha}))

@@ -33,9 +33,12 @@ type fakeMarket struct {
 	artifacts map[string][]byte
 	// failFirst makes the first N POSTs to each response URL fail with 503.
 	failFirst int
-	posts     map[string]int
-	answers   chan postedAnswer
-	slowFetch time.Duration
+	// refuseFirst makes the first N POSTs to each response URL fail with
+	// 400: refused for good, not retried.
+	refuseFirst int
+	posts       map[string]int
+	answers     chan postedAnswer
+	slowFetch   time.Duration
 	// holdAnswers, when set, holds every POST of an answer until it is
 	// closed (or the poster gives up on it).
 	holdAnswers chan struct{}
@@ -86,6 +89,7 @@ func newFakeMarket(t *testing.T) *fakeMarket {
 		m.posts[id]++
 		n := m.posts[id]
 		fail := n <= m.failFirst
+		refuse := n <= m.refuseFirst
 		hold := m.holdAnswers
 		m.mu.Unlock()
 		if hold != nil {
@@ -97,6 +101,10 @@ func newFakeMarket(t *testing.T) *fakeMarket {
 		}
 		if fail {
 			http.Error(w, "try later", http.StatusServiceUnavailable)
+			return
+		}
+		if refuse {
+			http.Error(w, "refused", http.StatusBadRequest)
 			return
 		}
 		var body map[string]json.RawMessage

@@ -112,6 +112,10 @@ type JetStore struct {
 	// attempt), for the benchmarks' per-bounty figures.
 	writes, reads atomic.Int64
 
+	// answeredWriteHook, set by tests only, runs before writeAnswered
+	// writes: it may hold the write up, or fail it with its error.
+	answeredWriteHook atomic.Pointer[func(context.Context) error]
+
 	watcher jetstream.KeyWatcher
 	wake    chan struct{} // signalled when another engine adds a bounty
 	wg      sync.WaitGroup
@@ -552,30 +556,78 @@ var errNotStorable = errors.New("the bounty cannot be stored whole")
 // is what resumes it (Put then finds it open, answer committed, and
 // indexes it). created is false for a redelivery, which is left to Put.
 func (s *JetStore) putAnswered(ctx context.Context, b Bounty, delivery string, now time.Time, a *Answer, reason string, plugins []engine.PluginResult) (created bool, err error) {
-	k := hexKey(b.Key())
+	p, err := s.prepareAnswered(b, delivery, now, a, reason, plugins)
+	if err != nil {
+		return false, err
+	}
+	return s.writeAnswered(ctx, p)
+}
+
+// answeredRecord is a new bounty's record with its answer, encoded for
+// writeAnswered.
+type answeredRecord struct {
+	k   string
+	r   Record
+	raw []byte
+}
+
+// prepareAnswered is putAnswered's part that writes nothing: a bounty that
+// cannot be stored whole (errNotStorable) is known before its answer is
+// posted.
+func (s *JetStore) prepareAnswered(b Bounty, delivery string, now time.Time, a *Answer, reason string, plugins []engine.PluginResult) (answeredRecord, error) {
 	r := Record{Bounty: b, State: StateOpen, ReceivedAt: now.UTC(), Answer: a, Reason: reason, Plugins: plugins}
 	if delivery != "" {
 		r.Deliveries = []string{delivery}
 	}
 	raw, err := encodeRecord(r)
 	if err != nil {
-		return false, fmt.Errorf("store bounty %s: %w: %w", b, errNotStorable, err)
+		return answeredRecord{}, fmt.Errorf("store bounty %s: %w: %w", b, errNotStorable, err)
+	}
+	return answeredRecord{k: hexKey(b.Key()), r: r, raw: raw}, nil
+}
+
+// writeAnswered is putAnswered's write.
+func (s *JetStore) writeAnswered(ctx context.Context, p answeredRecord) (created bool, err error) {
+	if hold := s.answeredWriteHook.Load(); hold != nil {
+		if err := (*hold)(ctx); err != nil {
+			return false, fmt.Errorf("store bounty %s: %w", p.r.Bounty, err)
+		}
 	}
 	var rev uint64
 	err = s.node.Retry(ctx, permanent, func(ctx context.Context) error {
 		s.writes.Add(1)
 		var err error
-		rev, err = s.createRecord(ctx, k, raw, b.Expiration)
+		rev, err = s.createRecord(ctx, p.k, p.raw, p.r.Bounty.Expiration)
 		return err
 	})
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("store bounty %s: %w", b, err)
+		return false, fmt.Errorf("store bounty %s: %w", p.r.Bounty, err)
 	}
-	s.remember(k, r, rev)
+	s.remember(p.k, p.r, rev)
 	return true, nil
+}
+
+// noRecordHere reports that the records hold nothing for key, when this
+// engine can tell without asking another machine: on the embedded node,
+// the records' only writer, a record it remembers is there, and any
+// other is read from the node in this process (no network; an index
+// lookup, as the subject is not there). In a cluster another engine may
+// have stored the bounty, and a read would be a round trip: false, as
+// for a read that fails.
+func (s *JetStore) noRecordHere(ctx context.Context, key []byte) bool {
+	if !s.embedded {
+		return false
+	}
+	k := hexKey(key)
+	if _, _, ok := s.recalled(k); ok {
+		return false
+	}
+	s.reads.Add(1)
+	_, err := s.records.Get(ctx, k)
+	return errors.Is(err, jetstream.ErrKeyNotFound)
 }
 
 // HoldAs names this engine in the claims it holds (a random name per

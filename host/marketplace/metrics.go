@@ -12,6 +12,7 @@ type metrics struct {
 	received     *prometheus.CounterVec // by phase
 	duplicates   prometheus.Counter
 	answered     *prometheus.CounterVec // by verdict and phase
+	unstored     prometheus.Counter     // answered from the cache, its record not stored
 	expired      prometheus.Counter
 	failed       *prometheus.CounterVec // by verdict
 	early        prometheus.Counter     // answered unknown without a scan, for lack of time
@@ -40,6 +41,10 @@ func newMetrics(reg prometheus.Registerer, queueLen, inFlight func() float64) (*
 		answered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "microengine_bounties_answered_total", Help: "Bounties answered (posted with a 2xx), by verdict and phase.",
 		}, []string{"verdict", "phase"}),
+		unstored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "microengine_bounties_answered_unstored_total",
+			Help: "Bounties answered from the verdict cache whose record was not stored with the answer (its write failed: missing from the store and the audit trail; or a redelivery stored it first): acknowledged, as answering them again would answer twice.",
+		}),
 		expired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "microengine_bounties_expired_total", Help: "Bounties that expired before an answer could be computed.",
 		}),
@@ -68,7 +73,7 @@ func newMetrics(reg prometheus.Registerer, queueLen, inFlight func() float64) (*
 			Name: "microengine_bounties_in_flight", Help: "Bounties queued or being processed.",
 		}, inFlight),
 	}
-	for _, c := range []prometheus.Collector{m.webhooks, m.received, m.duplicates, m.answered, m.expired,
+	for _, c := range []prometheus.Collector{m.webhooks, m.received, m.duplicates, m.answered, m.unstored, m.expired,
 		m.failed, m.early, m.storeRetries, m.scan, m.fetch, m.toAnswer, m.queue, m.inFlight} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
