@@ -30,8 +30,10 @@ import (
 // open entry (already claimed by the engine that stores it; a claim taken
 // later is one more), its answer, its outcome and the entry's purge. One
 // answered from the verdict cache before its webhook is acknowledged
-// (putAnswered) takes two: its record with the answer, its outcome. The
-// outcome's append to the audit stream is one more for either.
+// (putAnswered) takes two: its record with the answer, its outcome, and
+// on the embedded node a read (noRecordHere) so its answer is posted while
+// the record is written. The outcome's append to the audit stream is one
+// more write for either.
 const (
 	bucketRecords = "microengine_bounties"
 	bucketOpenJS  = "microengine_open"
