@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
+	"strconv"
 
 	"github.com/microengine/microengine/host/verdictcache"
 	"github.com/microengine/microengine/shared"
@@ -26,7 +26,7 @@ func (e *Engine) CachedBeforeFetch(a Artifact) (Result, bool) {
 		return Result{}, false
 	}
 	pending := e.pending(e.plugins.Plugins(), a)
-	key, ok := e.pendingKey(pending, a)
+	key, ok := e.pendingKey(pending, a, e.policy())
 	if !ok {
 		return Result{}, false
 	}
@@ -44,9 +44,10 @@ func (e *Engine) CachedBeforeFetch(a Artifact) (Result, bool) {
 var KeyedMetadata = []string{"filename", "filepath", "filetype", "owner"}
 
 // scanners lists what a key is made of: every plugin that scans a's type,
-// with the versions it has reported, the composition policy, and a's
-// KeyedMetadata.
-func (e *Engine) scanners(results []PluginResult, a Artifact) []verdictcache.Scanner {
+// with the versions it has reported, the composition policy pol, and a's
+// KeyedMetadata. (Written with strconv, not fmt: the key is built for
+// every artifact, and fmt was most of its cost.)
+func (e *Engine) scanners(results []PluginResult, a Artifact, pol Policy) []verdictcache.Scanner {
 	out := make([]verdictcache.Scanner, 0, len(results)+2)
 	for _, r := range results {
 		if r.Supported {
@@ -54,42 +55,58 @@ func (e *Engine) scanners(results []PluginResult, a Artifact) []verdictcache.Sca
 				SignaturesVersion: r.SignaturesVersion, Identity: r.identity})
 		}
 	}
-	var named strings.Builder
+	var named []byte
 	for _, k := range KeyedMetadata {
 		if v := a.Metadata[k]; v != "" {
 			// Lengths first, so no two sets of values write alike.
-			fmt.Fprintf(&named, "%d:%s%d:%s;", len(k), k, len(v), v)
+			named = appendLenString(named, k)
+			named = appendLenString(named, v)
+			named = append(named, ';')
 		}
 	}
-	if named.Len() > 0 {
-		out = append(out, verdictcache.Scanner{Name: "\x00artifact", Version: named.String()})
+	if len(named) > 0 {
+		out = append(out, verdictcache.Scanner{Name: "\x00artifact", Version: string(named)})
 	}
 	// A policy change (quorum, weights, caps) composes other verdicts.
-	return append(out, verdictcache.Scanner{Name: "\x00policy", Version: policyKey(e.policy())})
+	return append(out, verdictcache.Scanner{Name: "\x00policy", Version: policyKey(pol)})
+}
+
+// appendLenString appends "len:s".
+func appendLenString(b []byte, s string) []byte {
+	b = strconv.AppendInt(b, int64(len(s)), 10)
+	b = append(b, ':')
+	return append(b, s...)
 }
 
 // policyKey writes the values a policy composes with, its plugins in name
-// order. (%+v of the Policy printed a weight's pointer, not its value: a
-// reload lost every cached verdict, and a changed weight at a reused
-// address kept the old key.)
+// order: "quorum=N", then ";len:name=max_verdict,weight" (the weight as
+// %g writes it). (%+v of the Policy printed a weight's pointer, not its
+// value: a reload lost every cached verdict, and a changed weight at a
+// reused address kept the old key.)
 func policyKey(p Policy) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "quorum=%d", p.MaliciousQuorum)
+	b := make([]byte, 0, 64)
+	b = append(b, "quorum="...)
+	b = strconv.AppendInt(b, int64(p.MaliciousQuorum), 10)
 	for _, name := range slices.Sorted(maps.Keys(p.Plugins)) {
 		pp := p.Plugins[name]
-		fmt.Fprintf(&b, ";%d:%s=%s,%g", len(name), name, pp.MaxVerdict, pp.weight())
+		b = append(b, ';')
+		b = appendLenString(b, name)
+		b = append(b, '=')
+		b = append(b, pp.MaxVerdict...)
+		b = append(b, ',')
+		b = strconv.AppendFloat(b, pp.weight(), 'g', -1, 64)
 	}
-	return b.String()
+	return string(b)
 }
 
 // pendingKey is the key under which the plugins of pending (e.pending)
 // would have stored a's verdict; ok is false when a cannot be cached (no
 // cache, no sha256, not a file).
-func (e *Engine) pendingKey(pending []PluginResult, a Artifact) (verdictcache.Key, bool) {
+func (e *Engine) pendingKey(pending []PluginResult, a Artifact, pol Policy) (verdictcache.Key, bool) {
 	if e.cache == nil || a.Type != shared.ArtifactFile || a.SHA256 == "" {
 		return verdictcache.Key{}, false
 	}
-	return verdictcache.NewKey(a.SHA256, e.scanners(pending, a))
+	return verdictcache.NewKey(a.SHA256, e.scanners(pending, a, pol))
 }
 
 // sameVersions reports whether the plugins answered with the versions

@@ -2,6 +2,9 @@ package engine
 
 import (
 	"context"
+	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -79,7 +82,7 @@ func TestCachedVerdicts(t *testing.T) {
 	// No sha256, or a URL: not cached.
 	noSHA := art
 	noSHA.SHA256 = ""
-	if _, ok := eng.pendingKey(eng.pending(plugins{p}, noSHA), noSHA); ok {
+	if _, ok := eng.pendingKey(eng.pending(plugins{p}, noSHA), noSHA, eng.policy()); ok {
 		t.Error("a key without a sha256")
 	}
 }
@@ -211,5 +214,44 @@ func TestCacheKeepsUnderTheVersionsOfTheAnswer(t *testing.T) {
 	sigs.Store("1")
 	if r, ok := eng.CachedBeforeFetch(art); ok {
 		t.Fatalf("with signatures 1: %+v served from the cache, kept under the version before the reload", r)
+	}
+}
+
+// referencePolicyKey is policyKey as first written, with fmt: keys must
+// not change with how they are computed, or every saved cache misses once
+// after an upgrade.
+func referencePolicyKey(p Policy) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "quorum=%d", p.MaliciousQuorum)
+	for _, name := range slices.Sorted(maps.Keys(p.Plugins)) {
+		pp := p.Plugins[name]
+		fmt.Fprintf(&b, ";%d:%s=%s,%g", len(name), name, pp.MaxVerdict, pp.weight())
+	}
+	return b.String()
+}
+
+func TestKeyPartsKeepTheirBytes(t *testing.T) {
+	weights := []float64{0.8, 1, 0, 1e-7, 0.3333333333333333, 2}
+	for i, w := range weights {
+		p := Policy{MaliciousQuorum: i, Plugins: map[string]PluginPolicy{
+			"clamav": {Weight: &w}, "yara": {MaxVerdict: shared.VerdictSuspicious}, "é-plugin": {Weight: &weights[0], MaxVerdict: shared.VerdictMalicious},
+		}}
+		if got, want := policyKey(p), referencePolicyKey(p); got != want {
+			t.Errorf("policyKey %q, want %q", got, want)
+		}
+	}
+	if got, want := policyKey(Policy{}), referencePolicyKey(Policy{}); got != want {
+		t.Errorf("policyKey %q, want %q", got, want)
+	}
+	a := Artifact{Metadata: map[string]string{"filename": "svchost.exe", "filepath": `C:\Windows\Temp\svchost.exe`, "owner": "é", "other": "x"}}
+	var want strings.Builder
+	for _, k := range KeyedMetadata {
+		if v := a.Metadata[k]; v != "" {
+			fmt.Fprintf(&want, "%d:%s%d:%s;", len(k), k, len(v), v)
+		}
+	}
+	sc := New(plugins{}).scanners(nil, a, Policy{})
+	if len(sc) != 2 || sc[0].Name != "\x00artifact" || sc[0].Version != want.String() {
+		t.Fatalf("scanners %+v, want the artifact's part %q", sc, want.String())
 	}
 }

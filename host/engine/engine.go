@@ -122,15 +122,18 @@ func (e *Engine) Scan(ctx context.Context, a Artifact) Result {
 	// (names, versions, policy, a sha256 over them) was a tenth of the
 	// host's CPU per small file, done twice.
 	pending := e.pending(plugins, a)
-	key, keyed := e.pendingKey(pending, a)
+	// One policy for the key and the composition (asked once: the plugin
+	// manager's is a copy of engine.hcl's).
+	pol := e.policy()
+	key, keyed := e.pendingKey(pending, a, pol)
 	if keyed {
 		if res, ok := e.cachedFrom(pending, a, key); ok {
 			return res
 		}
 	}
-	res := e.scan(ctx, plugins, slices.Clone(pending), a)
+	res := e.scan(ctx, plugins, slices.Clone(pending), a, pol)
 	if keyed && !sameVersions(pending, res.Plugins) {
-		key, keyed = verdictcache.NewKey(a.SHA256, e.scanners(res.Plugins, a))
+		key, keyed = verdictcache.NewKey(a.SHA256, e.scanners(res.Plugins, a, pol))
 	}
 	if keyed {
 		e.keep(key, res)
@@ -138,7 +141,7 @@ func (e *Engine) Scan(ctx context.Context, a Artifact) Result {
 	return res
 }
 
-func (e *Engine) scan(ctx context.Context, plugins []Plugin, results []PluginResult, a Artifact) Result {
+func (e *Engine) scan(ctx context.Context, plugins []Plugin, results []PluginResult, a Artifact, pol Policy) Result {
 	var wg sync.WaitGroup
 	// The last plugin to ask is asked in this goroutine: with one plugin
 	// (or one that scans this type) no goroutine is started per artifact.
@@ -162,7 +165,7 @@ func (e *Engine) scan(ctx context.Context, plugins []Plugin, results []PluginRes
 		scanOne(ctx, plugins[last], a, own, &results[last])
 	}
 	wg.Wait()
-	return e.policy().Compose(results)
+	return pol.Compose(results)
 }
 
 // policy is the composition policy in force for this scan.

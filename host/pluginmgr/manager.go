@@ -87,11 +87,15 @@ type Manager struct {
 	// executed (see launch.Config.PinDir).
 	pinDir string
 
-	mu     sync.RWMutex
-	cfg    *config.Config
-	slots  map[string]*slot
-	order  []string
-	closed bool
+	mu  sync.RWMutex
+	cfg *config.Config
+	// policy is PolicyOf(policyCfg), kept for Policy while policyCfg is
+	// cfg.
+	policy    engine.Policy
+	policyCfg *config.Config
+	slots     map[string]*slot
+	order     []string
+	closed    bool
 }
 
 var _ engine.Plugins = (*Manager)(nil)

@@ -6,9 +6,23 @@ import (
 )
 
 // Policy is the composition policy of the engine.hcl in force (its last
-// successful reload): the engine asks it on every scan.
+// successful reload): the engine asks it on every scan, so it is read out
+// of the config once per config, not a map built per artifact. Callers
+// must not modify it.
 func (m *Manager) Policy() engine.Policy {
-	return PolicyOf(m.Config())
+	m.mu.RLock()
+	cfg, pol, polCfg := m.cfg, m.policy, m.policyCfg
+	m.mu.RUnlock()
+	if polCfg == cfg {
+		return pol
+	}
+	pol = PolicyOf(cfg)
+	m.mu.Lock()
+	if m.cfg == cfg {
+		m.policy, m.policyCfg = pol, cfg
+	}
+	m.mu.Unlock()
+	return pol
 }
 
 // PolicyOf reads the composition policy out of a config: the engine's

@@ -17,8 +17,9 @@ import (
 	"container/list"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
-	"sort"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,20 +45,33 @@ type Scanner struct {
 	Identity string
 }
 
-// ScannersDigest digests a set of scanners, in any order.
+// ScannersDigest digests a set of scanners, in any order: the sha256 of
+// "len:name" "len:version" "len:vendor version" "len:signatures version"
+// "len:identity" ";" for each, in name order. (Written with strconv into
+// one buffer, not fmt into the hash: a key is built for every artifact.)
 func ScannersDigest(scanners []Scanner) [16]byte {
-	s := append([]Scanner(nil), scanners...)
-	sort.Slice(s, func(i, j int) bool { return s[i].Name < s[j].Name })
-	h := sha256.New()
+	s := scanners
+	if !slices.IsSortedFunc(s, byName) {
+		s = slices.Clone(scanners)
+		slices.SortStableFunc(s, byName)
+	}
+	b := make([]byte, 0, 512)
 	for _, sc := range s {
 		// Lengths first, so no two sets of strings hash alike.
-		fmt.Fprintf(h, "%d:%s%d:%s%d:%s%d:%s%d:%s;", len(sc.Name), sc.Name, len(sc.Version), sc.Version,
-			len(sc.VendorVersion), sc.VendorVersion, len(sc.SignaturesVersion), sc.SignaturesVersion, len(sc.Identity), sc.Identity)
+		for _, f := range [...]string{sc.Name, sc.Version, sc.VendorVersion, sc.SignaturesVersion, sc.Identity} {
+			b = strconv.AppendInt(b, int64(len(f)), 10)
+			b = append(b, ':')
+			b = append(b, f...)
+		}
+		b = append(b, ';')
 	}
+	sum := sha256.Sum256(b)
 	var out [16]byte
-	copy(out[:], h.Sum(nil))
+	copy(out[:], sum[:])
 	return out
 }
+
+func byName(a, b Scanner) int { return strings.Compare(a.Name, b.Name) }
 
 // NewKey builds a key from a lowercase hex sha256; ok is false when it is
 // not one.

@@ -1,9 +1,11 @@
 package verdictcache
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -221,5 +223,41 @@ func TestMetrics(t *testing.T) {
 	}
 	if got["microengine_verdict_cache_bytes"] <= 0 {
 		t.Errorf("bytes gauge %v", got["microengine_verdict_cache_bytes"])
+	}
+}
+
+// referenceDigest is ScannersDigest as first written, with fmt: keys must
+// not change with how they are computed, or every saved cache misses once
+// after an upgrade.
+func referenceDigest(scanners []Scanner) [16]byte {
+	s := append([]Scanner(nil), scanners...)
+	sort.Slice(s, func(i, j int) bool { return s[i].Name < s[j].Name })
+	h := sha256.New()
+	for _, sc := range s {
+		fmt.Fprintf(h, "%d:%s%d:%s%d:%s%d:%s%d:%s;", len(sc.Name), sc.Name, len(sc.Version), sc.Version,
+			len(sc.VendorVersion), sc.VendorVersion, len(sc.SignaturesVersion), sc.SignaturesVersion, len(sc.Identity), sc.Identity)
+	}
+	var out [16]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}
+
+func TestScannersDigestKeepsItsBytes(t *testing.T) {
+	long := strings.Repeat("x", 700)
+	sets := [][]Scanner{
+		nil,
+		scanners,
+		{{Name: "yara", Version: "2", Identity: "abc:def"}, scanners[0], {Name: "\x00policy", Version: "quorum=1;6:clamav=,0.8"}},
+		{{Name: "\x00artifact", Version: "8:filename4:a.js;"}, {Name: "é", VendorVersion: long, SignaturesVersion: "27000"}, {Name: ""}},
+	}
+	for i, set := range sets {
+		if got, want := ScannersDigest(set), referenceDigest(set); got != want {
+			t.Errorf("set %d: digest %x, want %x", i, got, want)
+		}
+	}
+	unsorted := []Scanner{{Name: "b"}, {Name: "a"}}
+	ScannersDigest(unsorted)
+	if unsorted[0].Name != "b" {
+		t.Error("ScannersDigest sorted its argument in place")
 	}
 }
