@@ -5,8 +5,9 @@
 #
 #   - shared/ imports nothing from host/ or plugins/: it is the contract,
 #     and a plugin author's build must not pull in the host.
-#   - a plugin imports only shared (and shared/proto beneath it) and its
-#     own packages: the contract is all it may rely on.
+#   - a plugin imports only shared (and shared/proto and shared/rawio
+#     beneath it) and its own packages: the contract, and the SDK's
+#     helpers, are all it may rely on.
 #   - the host never imports a plugin: it knows plugins only as binaries.
 #   - the simulator does not import the marketplace: it plays the other
 #     side of the protocol, so it must not share the engine's reading of it.
@@ -47,6 +48,6 @@ refuse "the simulator does not import the marketplace" host/simulator 'host/mark
 for dir in plugins/*/; do
 	name=$(basename "$dir")
 	refuse "plugin $name imports only shared and its own packages" "plugins/$name" \
-		'.*' "shared|shared/proto|plugins/$name(/.*)?"
+		'.*' "shared|shared/proto|shared/rawio|plugins/$name(/.*)?"
 done
 exit $fail

@@ -15,6 +15,7 @@ import (
 	gproto "google.golang.org/protobuf/proto"
 
 	"github.com/microengine/microengine/shared/proto"
+	"github.com/microengine/microengine/shared/rawio"
 )
 
 // serveBatches listens on path for batch connections and serves each
@@ -33,7 +34,7 @@ func (s *descriptorServer) serveBatchConn(conn *net.UnixConn) {
 		s.log.Warn("batch connection refused", "error", err)
 		return
 	}
-	out := make(chan *proto.ScanResponse, maxBatch)
+	out := make(chan batchReply, maxBatch)
 	written := make(chan struct{})
 	var (
 		mu      sync.Mutex
@@ -92,12 +93,11 @@ func (s *descriptorServer) serveBatchConn(conn *net.UnixConn) {
 			full := len(running) >= maxBatchInFlight
 			if dup || full {
 				mu.Unlock()
-				f.Close()
 				msg := fmt.Sprintf("request %d is already under way", id)
 				if full {
 					msg = fmt.Sprintf("more than %d scans under way on one connection", maxBatchInFlight)
 				}
-				out <- &proto.ScanResponse{RequestId: id, ErrorCode: int32(codes.ResourceExhausted), ErrorMessage: msg}
+				out <- batchReply{&proto.ScanResponse{RequestId: id, ErrorCode: int32(codes.ResourceExhausted), ErrorMessage: msg}, f}
 				continue
 			}
 			ctx, cancel := scanContext(h)
@@ -105,13 +105,12 @@ func (s *descriptorServer) serveBatchConn(conn *net.UnixConn) {
 			mu.Unlock()
 			run(func() {
 				resp := s.scanFile(ctx, h, f)
-				f.Close()
 				cancel()
 				mu.Lock()
 				delete(running, id)
 				mu.Unlock()
 				resp.RequestId = id
-				out <- resp
+				out <- batchReply{resp, f}
 			})
 		}
 	}
@@ -130,7 +129,11 @@ func (s *descriptorServer) serveBatchConn(conn *net.UnixConn) {
 // readBatch reads one batch and the descriptors that came with it, one per
 // header. Every descriptor that arrives is either returned or closed here.
 func readBatch(conn *net.UnixConn, buf, oob []byte) (*proto.ScanBatch, []*os.File, error) {
-	n, oobn, flags, _, err := conn.ReadMsgUnix(buf, oob)
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return nil, nil, err
+	}
+	n, oobn, flags, err := rawio.Recvmsg(rc, buf, oob)
 	var fds []int
 	if oobn > 0 {
 		if msgs, perr := unix.ParseSocketControlMessage(oob[:oobn]); perr == nil {
@@ -171,24 +174,44 @@ func readBatch(conn *net.UnixConn, buf, oob []byte) (*proto.ScanBatch, []*os.Fil
 	return batch, files, nil
 }
 
+// batchReply is a scan's answer and the descriptor it came with, which
+// writeBatchAnswers closes just before it sends the answer. Closing
+// there, rather than as each scan ends, puts the closes of a message's
+// answers together: close(2) is the one system call of an answer that
+// package rawio cannot make (os.File's Close goes through package
+// syscall), and the first one after the plugin sat idle wakes the Go
+// runtime's sysmon thread (see package rawio). With the closes gathered,
+// sysmon woke once per message of answers rather than once per answer.
+type batchReply struct {
+	resp *proto.ScanResponse
+	file *os.File
+}
+
 // writeBatchAnswers sends the answers from out, as many in one message as
 // are ready, until out is closed. Once a write fails it only drains out.
 // While more than batchBusy scans are under way (running), answers are
 // held until batchHold are ready, for at most batchHoldFor: the host has
 // a deep pipeline then, and one message of many answers costs it one
 // wakeup instead of one per answer.
-func writeBatchAnswers(conn *net.UnixConn, out <-chan *proto.ScanResponse, running func() int) {
-	failed := false
+func writeBatchAnswers(conn *net.UnixConn, out <-chan batchReply, running func() int) {
+	rc, err := conn.SyscallConn()
+	failed := err != nil
 	var batch proto.ScanBatchResponse
+	var files []*os.File
 	size := 0
 	flush := func() {
 		if len(batch.Responses) == 0 {
 			return
 		}
+		for i, f := range files {
+			f.Close()
+			files[i] = nil
+		}
+		files = files[:0]
 		if !failed {
 			msg, err := gproto.Marshal(&batch)
 			if err == nil {
-				_, err = conn.Write(msg)
+				_, err = rawio.Write(rc, msg)
 			}
 			failed = err != nil
 		}
@@ -196,7 +219,8 @@ func writeBatchAnswers(conn *net.UnixConn, out <-chan *proto.ScanResponse, runni
 		batch.Responses = batch.Responses[:0]
 		size = 0
 	}
-	add := func(r *proto.ScanResponse) {
+	add := func(a batchReply) {
+		r := a.resp
 		n := gproto.Size(r)
 		if n > maxDescriptorMessage-maxFieldOverhead {
 			r = &proto.ScanResponse{RequestId: r.RequestId, ErrorCode: int32(codes.ResourceExhausted),
@@ -207,6 +231,7 @@ func writeBatchAnswers(conn *net.UnixConn, out <-chan *proto.ScanResponse, runni
 			flush()
 		}
 		batch.Responses = append(batch.Responses, r)
+		files = append(files, a.file)
 		size += n + maxFieldOverhead
 	}
 	hold := time.NewTimer(time.Hour)

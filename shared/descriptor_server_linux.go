@@ -19,6 +19,7 @@ import (
 	gproto "google.golang.org/protobuf/proto"
 
 	"github.com/microengine/microengine/shared/proto"
+	"github.com/microengine/microengine/shared/rawio"
 )
 
 // descriptorServer is the plugin's side of the descriptor socket.
@@ -248,7 +249,10 @@ func scanContext(h *proto.ScanHeader) (context.Context, context.CancelFunc) {
 // answer. The caller closes the file.
 func (s *descriptorServer) scanFile(ctx context.Context, h *proto.ScanHeader, file *os.File) *proto.ScanResponse {
 	var st unix.Stat_t
-	if err := unix.Fstat(int(file.Fd()), &st); err != nil {
+	// rawio: this fstat and the one after the scan cannot block, and
+	// a system call through package syscall wakes the runtime's sysmon
+	// once the plugin sat idle.
+	if err := rawio.Fstat(file, &st); err != nil {
 		return &proto.ScanResponse{ErrorCode: int32(codes.InvalidArgument), ErrorMessage: fmt.Sprintf("stat descriptor: %v", err)}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
@@ -315,7 +319,7 @@ func guardFileResult(r Result, f *os.File, size int64, readErr error) Result {
 		return Unknown("read the artifact: %v", readErr)
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+	if err := rawio.Fstat(f, &st); err != nil {
 		return Unknown("stat the artifact after the scan: %v", err)
 	}
 	if st.Size != size {
