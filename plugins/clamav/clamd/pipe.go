@@ -11,9 +11,11 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/microengine/microengine/shared/rawio"
 )
 
-// Pipelined FILDES. A FILDES command is two small writes and its reply
+// Pipelined FILDES. A FILDES command is one small message and its reply
 // one short line, so one kept connection can carry many at once, as
 // `clamdscan --fdpass -m` does: the commands go out on one IDSESSION
 // connection as they come, clamd scans them on its threads, and answers
@@ -23,9 +25,9 @@ import (
 // connection per scan in flight cost each scan its own wakeup, read and
 // poll registration on our side and a poll entry on clamd's.
 //
-// A command is two writes, as clamd expects: "zFILDES\0", then one byte
-// carrying the descriptor. Writes are serialised so no other command
-// comes between them.
+// A command is one message, "zFILDES\0" and one byte carrying the
+// descriptor (see fildesMessage). Writes are serialised so that command
+// numbers follow the order clamd reads the commands in.
 //
 // A pipe that fails (clamd hung up, an answer out of step, a write that
 // did not finish) fails every scan waiting on it; those whose command was
@@ -36,7 +38,7 @@ import (
 // pipe is one IDSESSION connection carrying FILDES commands.
 type pipe struct {
 	conn *net.UnixConn
-	// wmu keeps a command's two writes together.
+	// wmu keeps commands in the order of their numbers.
 	wmu     sync.Mutex
 	mu      sync.Mutex
 	sent    int // commands sent (clamd numbers them from 1)
@@ -92,11 +94,6 @@ func (c *Client) pipeFor(ctx context.Context, name string) (p *pipe, fresh bool,
 	c.pipe = p
 	return p, true, nil
 }
-
-// descriptorGrace bounds the write of a FILDES's descriptor once its
-// scan's context has ended: a one-byte write that waits that long is on a
-// clamd that stopped reading.
-const descriptorGrace = 5 * time.Second
 
 // errPipeClosed: the client was closed; FILDES opens a connection per call.
 var errPipeClosed = errors.New("pipe closed")
@@ -172,12 +169,12 @@ func (c *Client) fildesOn(ctx context.Context, p *pipe, f *os.File, size int64) 
 }
 
 // send writes one FILDES and its descriptor, and registers ch for the
-// answer. It returns the command's number. A write that fails or does not
-// finish within ctx fails the pipe: clamd may have half a command. A scan
-// whose context ended before its command was written, or after it was
-// written whole, leaves the pipe to the others: failing it failed every
-// scan on it (with a fifth of 1,200 scans cancelled at random, 10-30 of
-// the others failed with "clamd sent no reply: context canceled").
+// answer. It returns the command's number. The command goes out whole or
+// not at all (see fildesMessage): a scan whose context ends while it
+// waits to send gives its number back and leaves the pipe to the others
+// (failing it failed every scan on it: with a fifth of 1,200 scans
+// cancelled at random, 10-30 of the others failed with "clamd sent no
+// reply: context canceled"). Any other failure to send fails the pipe.
 func (p *pipe) send(ctx context.Context, f *os.File, ch chan pipeAnswer) (int, error) {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
@@ -194,54 +191,9 @@ func (p *pipe) send(ctx context.Context, f *os.File, ch chan pipeAnswer) (int, e
 	n := p.sent
 	p.waiting[n] = ch
 	p.mu.Unlock()
-	// A blocked write (clamd not reading) ends with the scan's context.
-	dl, _ := ctx.Deadline()
-	started := false
-	err := p.conn.SetWriteDeadline(dl)
-	if err == nil {
-		// Once "zFILDES" is out, its descriptor must follow, or the
-		// pipe is lost for every scan on it: the end of the context
-		// then leaves the descriptor's one-byte write descriptorGrace
-		// (it waits only on a clamd that stopped reading), where it cut
-		// it short (under -race, 11 of 1,200 scans failed with "send
-		// descriptor: i/o timeout", another scan's cancel).
-		var dmu sync.Mutex
-		commandOut := false
-		interrupted := make(chan struct{})
-		stop := context.AfterFunc(ctx, func() {
-			dmu.Lock()
-			if commandOut {
-				_ = p.conn.SetWriteDeadline(time.Now().Add(descriptorGrace))
-			} else {
-				_ = p.conn.SetWriteDeadline(time.Unix(1, 0))
-			}
-			dmu.Unlock()
-			close(interrupted)
-		})
-		started, err = sendFildes(p.conn, f, func() {
-			dmu.Lock()
-			commandOut = true
-			if ctx.Err() != nil {
-				_ = p.conn.SetWriteDeadline(time.Now().Add(descriptorGrace))
-			}
-			dmu.Unlock()
-		})
-		if !stop() {
-			// The deadline is moved, or about to be: wait for it, so
-			// that it cannot cut the next command short (that one sets
-			// its own deadline first).
-			<-interrupted
-			if err != nil {
-				err = errors.Join(err, ctx.Err())
-			}
-		}
-	}
-	if err != nil && !started && ctx.Err() != nil {
-		// The context ended before any byte of the command went out
-		// (a write past its deadline writes nothing): clamd never saw
-		// command n, so its number is given back, and the pipe is as
-		// it was for the other scans (failing it failed 1 scan in ~200
-		// runs of 1,200 under load).
+	err := sendFildes(ctx, p.conn, f)
+	if err != nil && ctx.Err() != nil {
+		// clamd never saw command n: its number is given back.
 		p.mu.Lock()
 		delete(p.waiting, n)
 		p.sent--
@@ -287,8 +239,17 @@ func (p *pipe) forget(n int) {
 func (p *pipe) read() {
 	buf := make([]byte, 0, 4096)
 	tmp := make([]byte, 4096)
+	rc, err := p.conn.SyscallConn()
+	if err != nil {
+		p.close(err)
+		return
+	}
 	for {
-		k, err := p.conn.Read(tmp)
+		// Every answer already there is taken in one read.
+		k, err := rawio.Read(rc, tmp)
+		if err == nil && k == 0 {
+			err = io.EOF
+		}
 		buf = append(buf, tmp[:k]...)
 		for {
 			i := bytes.IndexByte(buf, 0)
