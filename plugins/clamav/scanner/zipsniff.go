@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/microengine/microengine/shared"
+	"github.com/microengine/microengine/shared/rawio"
 )
 
 // clamd (1.4.6) sizes a zip member by its local header, where most other
@@ -104,10 +105,17 @@ func (z *zipSniffer) look(b []byte) {
 		z.n += int64(len(b))
 		return
 	}
-	z.buf = append(append(z.buf[:0], z.tail...), b...)
 	start := z.n - int64(len(z.tail))
 	z.n += int64(len(b))
-	buf := z.buf
+	buf := b
+	if len(z.tail) > 0 {
+		// A header may straddle the reads: b is looked at after the
+		// end of the last one. The first read, a small file's only
+		// one, is looked at where it is (its copy was 4 KiB of garbage
+		// an artifact).
+		z.buf = append(append(z.buf[:0], z.tail...), b...)
+		buf = z.buf
+	}
 	for i := 0; ; {
 		j := bytes.Index(buf[i:], zipLocalSig[:2])
 		if j < 0 {
@@ -189,7 +197,16 @@ func fileZipSkipped(ctx context.Context, a shared.Artifact) string {
 		if err := ctx.Err(); err != nil {
 			return fmt.Sprintf("the check of its zip headers was cut short: %v", err)
 		}
-		n, err := a.File.ReadAt(buf[:min(int64(len(buf)), a.Size-off)], off)
+		var n int
+		var err error
+		if a.Size <= zipReadWhole {
+			// Read back right after clamd read it: cached, and a read
+			// through package syscall would wake the runtime's sysmon
+			// (see package rawio).
+			n, err = rawio.ReadAt(a.File, buf[:a.Size-off], off)
+		} else {
+			n, err = a.File.ReadAt(buf[:min(int64(len(buf)), a.Size-off)], off)
+		}
 		fz.look(buf[:n])
 		off += int64(n)
 		if err != nil && !(err == io.EOF && off == a.Size) {
