@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -84,7 +85,9 @@ type Manager struct {
 	// pinDir holds verified copies of sha256-pinned binaries, by hash,
 	// for as long as the manager runs: a pinned plugin is launched,
 	// relaunched and swapped from there, so the bytes hashed are the bytes
-	// executed (see launch.Config.PinDir).
+	// executed (see launch.Config.PinDir). Made by pinnedDir when a
+	// plugin is pinned.
+	pinMu  sync.Mutex
 	pinDir string
 
 	mu  sync.RWMutex
@@ -108,11 +111,11 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger, opts Opti
 		log: logger, opts: opts.withDefaults(cfg), metrics: newMetrics(),
 		cfg: cfg, slots: map[string]*slot{},
 	}
-	pinDir, err := os.MkdirTemp("", "microengine-pinned-")
-	if err != nil {
-		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot make the directory for pinned plugin binaries", Detail: err.Error()}}
+	if slices.ContainsFunc(enabled(cfg), func(p config.Plugin) bool { return p.SHA256 != "" }) {
+		if _, err := m.pinnedDir(); err != nil {
+			return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot make the directory for pinned plugin binaries", Detail: err.Error()}}
+		}
 	}
-	m.pinDir = pinDir
 	results := m.launchAll(ctx, cfg, enabled(cfg), false)
 	var diags hcl.Diagnostics
 	for _, r := range results {
@@ -120,7 +123,7 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger, opts Opti
 	}
 	if diags.HasErrors() {
 		m.killLaunched(results)
-		_ = os.RemoveAll(m.pinDir)
+		m.removePinnedDir()
 		return nil, diags
 	}
 	for _, r := range results {
@@ -186,8 +189,16 @@ func IsStartFailure(d *hcl.Diagnostic) bool {
 }
 
 func (m *Manager) spec(cfg *config.Config, p config.Plugin) launchSpec {
+	var pinDir string
+	if p.SHA256 != "" {
+		var err error
+		if pinDir, err = m.pinnedDir(); err != nil {
+			// Each launch then verifies into a folder of its own.
+			m.log.Warn("cannot make the directory for pinned plugin binaries", "plugin", p.Name, "error", err)
+		}
+	}
 	return launchSpec{
-		name: p.Name, path: p.Path, sha256: p.SHA256, pinDir: m.pinDir, digestDir: m.opts.DigestDir,
+		name: p.Name, path: p.Path, sha256: p.SHA256, pinDir: pinDir, digestDir: m.opts.DigestDir,
 		startTimeout: m.opts.StartTimeout, callTimeout: m.opts.CallTimeout,
 		logger: m.pluginLog(p.Name),
 		decodeConfig: func(schema []shared.ConfigField) ([]byte, hcl.Diagnostics) {
@@ -272,5 +283,29 @@ func (m *Manager) Close() {
 	}
 	wg.Wait()
 	m.bg.Wait()
-	_ = os.RemoveAll(m.pinDir)
+	m.removePinnedDir()
+}
+
+// pinnedDir returns the manager's folder of verified copies of pinned
+// binaries, made on first use: a run without pinned plugins makes none (a
+// mkdir and a removal in /tmp at every start of a `scan`).
+func (m *Manager) pinnedDir() (string, error) {
+	m.pinMu.Lock()
+	defer m.pinMu.Unlock()
+	if m.pinDir == "" {
+		dir, err := os.MkdirTemp("", "microengine-pinned-")
+		if err != nil {
+			return "", err
+		}
+		m.pinDir = dir
+	}
+	return m.pinDir, nil
+}
+
+func (m *Manager) removePinnedDir() {
+	m.pinMu.Lock()
+	defer m.pinMu.Unlock()
+	if m.pinDir != "" {
+		_ = os.RemoveAll(m.pinDir)
+	}
 }
