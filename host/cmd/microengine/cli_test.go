@@ -393,3 +393,43 @@ func TestScanFollowsASymlinkedFolder(t *testing.T) {
 		t.Fatalf("scan of a symlinked folder: exit %d, output\n%s\nwant exit 1 and\n%s", code, out, want)
 	}
 }
+
+// Many files, scanned many at a time, are printed in the order given
+// (a folder's in name order), each once, whatever order their scans end
+// in; the exit code folds every verdict.
+func TestScanPrintsManyFilesInOrder(t *testing.T) {
+	dir := t.TempDir()
+	cfg := eicarConfig(t, dir, "")
+	files := filepath.Join(dir, "files")
+	if err := os.Mkdir(files, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var want strings.Builder
+	for i := range 300 {
+		name := fmt.Sprintf("f%03d", i)
+		if i%37 == 5 {
+			want.WriteString(writeFile(t, files, name, eicar) + ": EICAR-Test-File FOUND\n")
+		} else {
+			want.WriteString(writeFile(t, files, name, fmt.Sprintf("clean %d\n", i)) + ": OK\n")
+		}
+	}
+	missing := filepath.Join(dir, "missing")
+	for _, c := range []string{"1", "7", "64", "500"} {
+		out, _, code := run(t, "", "scan", "-config", cfg, "-concurrency", c, files, missing)
+		body, last, _ := strings.Cut(out, missing+": UNKNOWN (")
+		if body != want.String() || last == "" || code != 1 {
+			t.Fatalf("-concurrency %s: exit %d, output\n%s\nwant exit 1, then\n%s%s: UNKNOWN (...)", c, code, out, want.String(), missing)
+		}
+	}
+	out, _, code := run(t, "", "scan", "-json", "-config", cfg, files)
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 300 || code != 1 {
+		t.Fatalf("-json: exit %d, %d lines; want exit 1 and 300", code, len(lines))
+	}
+	for i, l := range lines {
+		var rec struct{ Path string }
+		if err := json.Unmarshal([]byte(l), &rec); err != nil || rec.Path != filepath.Join(files, fmt.Sprintf("f%03d", i)) {
+			t.Fatalf("-json line %d: %q (%v)", i, l, err)
+		}
+	}
+}

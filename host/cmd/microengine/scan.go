@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -91,14 +92,18 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	s := &scanRun{eng: eng, ctx: ctx, stderr: stderr, hash: cache != nil}
 	targets := <-expanded
-	outcomes := make([]chan scanOutcome, len(targets))
-	for i := range outcomes {
-		outcomes[i] = make(chan scanOutcome, 1)
+	out := bufio.NewWriter(stdout)
+	pr := &printer{outcomes: make([]*scanOutcome, len(targets)), out: out, code: exitClean}
+	if *asJSON {
+		pr.enc = json.NewEncoder(out)
 	}
 	// n workers, not a goroutine per file: thousands of goroutines that
 	// each grow a stack for one scan cost more than the scan's own
-	// bookkeeping for small files.
-	next := make(chan int)
+	// bookkeeping for small files. Each takes the next file by a counter
+	// and prints what its outcome completes (see printer): a goroutine
+	// handing out files and one printing were two wakeups per file, each
+	// a thread woken on two cores.
+	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range min(max(1, n), max(1, len(targets))) {
 		wg.Add(1)
@@ -107,51 +112,89 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			// One hashing buffer per worker: io.Copy's own 32 KiB per
 			// file was most of the host's garbage on small files.
 			buf := make([]byte, hashBufferSize)
-			for i := range next {
-				outcomes[i] <- s.scanOne(targets[i], buf)
+			for i := int(next.Add(1) - 1); i < len(targets); i = int(next.Add(1) - 1) {
+				o := s.scanOne(targets[i], buf)
+				pr.done(i, &o)
 			}
 		}()
 	}
-	go func() {
-		defer close(next)
-		for i := range targets {
-			next <- i
+	wg.Wait()
+	out.Flush()
+	return pr.code
+}
+
+// printer prints outcomes in the order given, each as soon as it and those
+// before it are done. The worker whose outcome completes a run prints it;
+// one worker prints at a time, and the others only leave their outcome.
+// Lines are buffered while more outcomes are ready, and written before
+// waiting for the next: a write per file was one of the host's dozen
+// syscalls per small file, and a user watching still sees each line as
+// soon as it is known. A stdout that blocks holds the printing worker
+// only: the others go on scanning.
+type printer struct {
+	mu       sync.Mutex
+	outcomes []*scanOutcome // done and not yet printed
+	next     int            // the first not printed
+	printing bool
+	out      *bufio.Writer
+	enc      *json.Encoder // nil: text
+	code     int
+}
+
+func (p *printer) done(i int, o *scanOutcome) {
+	p.mu.Lock()
+	p.outcomes[i] = o
+	if p.printing {
+		p.mu.Unlock()
+		return
+	}
+	p.printing = true
+	var run []*scanOutcome
+	for {
+		run = run[:0]
+		for p.next < len(p.outcomes) && p.outcomes[p.next] != nil {
+			run = append(run, p.outcomes[p.next])
+			p.outcomes[p.next] = nil
+			p.next++
 		}
-	}()
-	// Print in the order given, each as soon as it and those before it are
-	// done.
-	code := exitClean
-	// Lines are buffered while more outcomes are ready, and written
-	// before waiting for the next: a write per file was one of the host's
-	// dozen syscalls per small file, and a user watching still sees each
-	// line as soon as it is known.
-	out := bufio.NewWriter(stdout)
-	defer out.Flush()
-	enc := json.NewEncoder(out)
-	for _, ch := range outcomes {
-		var o scanOutcome
-		select {
-		case o = <-ch:
-		default:
-			out.Flush()
-			o = <-ch
+		if len(run) == 0 {
+			p.printing = false
+			p.mu.Unlock()
+			return
 		}
-		if *asJSON {
-			_ = enc.Encode(o)
-		} else {
-			fmt.Fprintln(out, o.text())
+		waiting := p.next < len(p.outcomes)
+		p.mu.Unlock()
+		for _, o := range run {
+			p.print(o)
 		}
-		switch o.Verdict {
-		case shared.VerdictMalicious, shared.VerdictSuspicious:
-			code = exitFound
-		case shared.VerdictUnknown:
-			if code == exitClean {
-				code = exitUnknown
+		if waiting {
+			p.mu.Lock()
+			idle := p.outcomes[p.next] == nil
+			p.mu.Unlock()
+			if idle {
+				p.out.Flush()
 			}
 		}
+		p.mu.Lock()
 	}
-	wg.Wait()
-	return code
+}
+
+// print writes one outcome and folds it into the exit code; one caller at
+// a time.
+func (p *printer) print(o *scanOutcome) {
+	if p.enc != nil {
+		_ = p.enc.Encode(o)
+	} else {
+		fmt.Fprintln(p.out, o.text())
+	}
+	switch o.Verdict {
+	case shared.VerdictMalicious, shared.VerdictSuspicious:
+		p.code = exitFound
+	case shared.VerdictUnknown:
+		if p.code == exitClean {
+			p.code = exitUnknown
+		}
+	}
 }
 
 // pluginNames is the repeatable -plugin flag.
