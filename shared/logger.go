@@ -49,8 +49,19 @@ type pluginLogger struct{ hclog.Logger }
 func (l pluginLogger) Log(level hclog.Level, msg string, args ...any) {
 	l.Logger.Log(level, msg, textArgs(args)...)
 }
-func (l pluginLogger) Trace(msg string, args ...any) { l.Logger.Trace(msg, textArgs(args)...) }
-func (l pluginLogger) Debug(msg string, args ...any) { l.Logger.Debug(msg, textArgs(args)...) }
+
+// Trace and Debug look at the level first: a plugin's per-artifact debug
+// line cost its arguments' conversion at every scan with debug off.
+func (l pluginLogger) Trace(msg string, args ...any) {
+	if l.Logger.IsTrace() {
+		l.Logger.Trace(msg, textArgs(args)...)
+	}
+}
+func (l pluginLogger) Debug(msg string, args ...any) {
+	if l.Logger.IsDebug() {
+		l.Logger.Debug(msg, textArgs(args)...)
+	}
+}
 func (l pluginLogger) Info(msg string, args ...any)  { l.Logger.Info(msg, textArgs(args)...) }
 func (l pluginLogger) Warn(msg string, args ...any)  { l.Logger.Warn(msg, textArgs(args)...) }
 func (l pluginLogger) Error(msg string, args ...any) { l.Logger.Error(msg, textArgs(args)...) }

@@ -124,6 +124,9 @@ type Scanner struct {
 	probeErr   error
 	cacheOnce  sync.Once
 	cache      *probeCache
+	// zipBufs holds buffers small files are read back into for their zip
+	// headers (see zipSkipped).
+	zipBufs sync.Pool
 	// now is the clock, for signature ages.
 	now func() time.Time
 	// retryBackoff is the pause before retrying a refused connection to
@@ -610,7 +613,9 @@ func (s *Scanner) Scan(ctx context.Context, a shared.Artifact) (shared.Result, e
 		}
 		return s.failure(a, st, b, err), nil
 	}
-	s.log.Debug("scanned", "artifact", a.ID, "clamd", b.addr, "reply", reply.Raw, "bytes", reply.ContentBytes, "duration", time.Since(start))
+	if s.log.IsDebug() {
+		s.log.Debug("scanned", "artifact", a.ID, "clamd", b.addr, "reply", reply.Raw, "bytes", reply.ContentBytes, "duration", time.Since(start))
+	}
 	return s.verdict(ctx, a, st, b, reply, sniff, zs), nil
 }
 
@@ -751,7 +756,7 @@ func (s *Scanner) verdict(ctx context.Context, a shared.Artifact, st *state, b *
 
 // benign maps an OK: benign only from a clamd that can be trusted with it.
 func (s *Scanner) benign(ctx context.Context, a shared.Artifact, st *state, b *backend, reply clamd.Reply, sniff *textSniffer, zs *zipSniffer) shared.Result {
-	if why := zipSkipped(a, zs); why != "" {
+	if why := zipSkipped(a, zs, &s.zipBufs); why != "" {
 		r := s.unknown(a, b, reply.ContentBytes, "clamd answered OK, but not for all of it: %s", why)
 		r.Metadata[shared.MetaComment] = shared.CommentDecompressionUnsafe
 		return r
