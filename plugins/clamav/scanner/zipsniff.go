@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/microengine/microengine/shared"
 	"github.com/microengine/microengine/shared/rawio"
@@ -174,7 +175,8 @@ func (z *zipSniffer) skipped() string {
 
 // zipSkipped runs the artifact's content through a zipSniffer when clamd
 // read it itself (by reference), and says what zs, or that one, found.
-func zipSkipped(a shared.Artifact, zs *zipSniffer) string {
+// A small file is read back into a buffer from bufs.
+func zipSkipped(a shared.Artifact, zs *zipSniffer, bufs *sync.Pool) string {
 	if zs != nil && zs.n > 0 || a.File == nil || a.Size <= 0 {
 		if zs == nil {
 			return ""
@@ -184,6 +186,17 @@ func zipSkipped(a shared.Artifact, zs *zipSniffer) string {
 	if zs != nil && zs.ahead != nil {
 		return <-zs.ahead
 	}
+	if a.Size <= zipPooledBuf && bufs != nil {
+		// Not a new buffer a scan: 4 KiB of garbage each for 4 KiB
+		// files, read once and dropped.
+		buf, _ := bufs.Get().(*[]byte)
+		if buf == nil {
+			b := make([]byte, zipPooledBuf)
+			buf = &b
+		}
+		defer bufs.Put(buf)
+		return fileZipSkippedInto(context.Background(), a, *buf)
+	}
 	return fileZipSkipped(context.Background(), a)
 }
 
@@ -191,8 +204,16 @@ func zipSkipped(a shared.Artifact, zs *zipSniffer) string {
 // for a small file: io.Copy took a second one to see the end), and says
 // what it found.
 func fileZipSkipped(ctx context.Context, a shared.Artifact) string {
+	return fileZipSkippedInto(ctx, a, nil)
+}
+
+// fileZipSkippedInto is fileZipSkipped reading into buf when it holds the
+// whole file.
+func fileZipSkippedInto(ctx context.Context, a shared.Artifact, buf []byte) string {
 	fz := newZipSniffer(nil)
-	buf := make([]byte, min(a.Size, zipReadChunk))
+	if int64(len(buf)) < a.Size {
+		buf = make([]byte, min(a.Size, zipReadChunk))
+	}
 	for off := int64(0); off < a.Size; {
 		if err := ctx.Err(); err != nil {
 			return fmt.Sprintf("the check of its zip headers was cut short: %v", err)
@@ -222,4 +243,7 @@ func fileZipSkipped(ctx context.Context, a shared.Artifact) string {
 const (
 	zipReadWhole = 64 << 10
 	zipReadChunk = 1 << 20
+	// zipPooledBuf: files up to this size are read back into a buffer
+	// kept for the next scan.
+	zipPooledBuf = 16 << 10
 )
