@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -250,4 +251,51 @@ func TestBatchesABadBatchClosesTheConnection(t *testing.T) {
 		t.Fatal("the plugin scanned a bad batch")
 	}
 	waitFor(t, func() bool { return openDescriptorsOf(t, f.Name()) == base })
+}
+
+// Requests held back while the pipeline is deep go out when the hold ends
+// even if no answer comes to release them: here the plugin answers none
+// until every scan has reached it.
+func TestBatchesHeldRequestsGoWithoutAnAnswer(t *testing.T) {
+	content := []byte("held")
+	f := artifactFile(t, content)
+	const scans = 2*batchBusy + 8
+	arrived := make(chan struct{}, scans)
+	all := make(chan struct{})
+	var once sync.Once
+	var n atomic.Int32
+	c := connectByBatches(t, &testScanner{scan: func(ctx context.Context, a Artifact) (Result, error) {
+		arrived <- struct{}{}
+		if n.Add(1) == scans {
+			once.Do(func() { close(all) })
+		}
+		select {
+		case <-all:
+			return Result{Verdict: VerdictBenign, Confidence: 1}, nil
+		case <-ctx.Done():
+			return Result{}, ctx.Err()
+		}
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, scans)
+	for i := range scans {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := c.Scan(ctx, Artifact{ID: fmt.Sprint(i), Type: ArtifactFile, Size: int64(len(content)), File: f, Content: io.NewSectionReader(f, 0, int64(len(content)))})
+			if err != nil || res.Verdict != VerdictBenign {
+				errs <- fmt.Errorf("scan %d: %v, %v", i, res.Verdict, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if len(arrived) != scans {
+		t.Fatalf("%d scans reached the plugin, want %d", len(arrived), scans)
+	}
 }
