@@ -110,10 +110,11 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		go func() {
 			defer wg.Done()
 			// One hashing buffer per worker: io.Copy's own 32 KiB per
-			// file was most of the host's garbage on small files.
-			buf := make([]byte, hashBufferSize)
+			// file was most of the host's garbage on small files. It
+			// grows with the files (see hashBuffer).
+			var buf []byte
 			for i := int(next.Add(1) - 1); i < len(targets); i = int(next.Add(1) - 1) {
-				o := s.scanOne(targets[i], buf)
+				o := s.scanOne(targets[i], &buf)
 				pr.done(i, &o)
 			}
 		}()
@@ -321,7 +322,7 @@ func (o scanOutcome) text() string {
 }
 
 // scanOne scans one target; buf is the worker's hashing buffer.
-func (s *scanRun) scanOne(t target, buf []byte) scanOutcome {
+func (s *scanRun) scanOne(t target, buf *[]byte) scanOutcome {
 	fail := func(err error) scanOutcome {
 		return scanOutcome{Path: t.path, Result: engine.Result{Verdict: shared.VerdictUnknown, Reason: err.Error(), Plugins: []engine.PluginResult{}}}
 	}
@@ -335,7 +336,7 @@ func (s *scanRun) scanOne(t target, buf []byte) scanOutcome {
 	defer cleanup()
 	if s.hash && sum == "" && size <= maxHashedFile {
 		// A failure only means no cache lookup.
-		sum, _ = fileSHA256(f, size, buf)
+		sum, _ = fileSHA256(f, size, hashBuffer(buf, size))
 	}
 	// The file's name reaches the plugins as the bounty's metadata would
 	// carry it (YARA rules test filename and extension).

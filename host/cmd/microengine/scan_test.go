@@ -5,7 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -36,5 +39,35 @@ func TestSpoolEndsWithItsContext(t *testing.T) {
 	got, _ := io.ReadAll(io.NewSectionReader(f, 0, n))
 	if string(got) != content || sum != hex.EncodeToString(want[:]) {
 		t.Fatalf("spooled %q, sha256 %s; want %q, %x", got, sum, content, want)
+	}
+}
+
+// A worker's hashing buffer grows with the files it hashes, and every
+// size hashes to the content's sha256, whatever the buffer held before.
+func TestFileSHA256GrowsItsBuffer(t *testing.T) {
+	dir := t.TempDir()
+	var buf []byte
+	for _, size := range []int{0, 1, 4096, 16<<10 + 1, 64 << 10, 64<<10 + 1, 200 << 10, 10} {
+		content := make([]byte, size)
+		for i := range content {
+			content[i] = byte(i*7 + size)
+		}
+		path := filepath.Join(dir, fmt.Sprint(size))
+		if err := os.WriteFile(path, content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := fileSHA256(f, int64(size), hashBuffer(&buf, int64(size)))
+		f.Close()
+		want := sha256.Sum256(content)
+		if err != nil || got != hex.EncodeToString(want[:]) {
+			t.Fatalf("%d bytes: %s, %v; want %x", size, got, err, want)
+		}
+		if len(buf) > hashBufferSize || (size <= hashBufferSize && len(buf) < size) {
+			t.Fatalf("%d bytes: a buffer of %d", size, len(buf))
+		}
 	}
 }
