@@ -37,11 +37,9 @@ type batchAnswer struct {
 }
 
 // batchConn is the host's connection to a plugin's batch socket, shared by
-// every scan by reference of the plugin. Scans queue their requests and
-// send what is queued as one message themselves (flush), unless a scan is
-// sending already, which then takes theirs too; a reader hands each answer
-// to its scan. (A writer goroutine woken for each scan was a goroutine
-// switch, often a thread woken, per small file.)
+// every scan by reference of the plugin. Scans queue their requests; a
+// writer sends what is queued as one message, a reader hands each answer
+// to its scan.
 type batchConn struct {
 	conn *net.UnixConn
 	// writeMu is held while a message is written: a cancelled scan whose
@@ -55,19 +53,12 @@ type batchConn struct {
 	nextID  uint64
 	// unanswered counts the requests sent and not answered.
 	unanswered int
-	// writing: some goroutine is sending what is queued, and sends
-	// whatever is queued before it stops.
-	writing bool
-	// holding: requests are held back while the pipeline is deep, until
-	// the next answer or hold fires.
-	holding bool
-	hold    *time.Timer
-	// batch and fds are the message being built; used while writing.
-	batch proto.ScanBatch
-	fds   []int
 	// err is set once the connection failed; every scan then fails.
 	err  error
-	done chan struct{}
+	wake chan struct{}
+	// answered is signalled after each message of answers.
+	answered chan struct{}
+	done     chan struct{}
 }
 
 // batch returns the plugin's batch connection, dialling it when there is
@@ -87,9 +78,11 @@ func (p *descriptorPool) batch(ctx context.Context) (*batchConn, error) {
 		}
 		return nil, err
 	}
-	b := &batchConn{conn: conn.(*net.UnixConn), pending: map[uint64]*batchRequest{}, done: make(chan struct{})}
-	b.hold = time.AfterFunc(time.Hour, func() { b.flush(true) })
-	b.hold.Stop()
+	b := &batchConn{
+		conn: conn.(*net.UnixConn), pending: map[uint64]*batchRequest{},
+		wake: make(chan struct{}, 1), answered: make(chan struct{}, 1), done: make(chan struct{}),
+	}
+	go b.write()
 	go b.read(func() {
 		p.batchMu.Lock()
 		if p.batchConn == b {
@@ -136,7 +129,7 @@ func (b *batchConn) scan(ctx context.Context, header *proto.ScanHeader, fd int) 
 	b.pending[header.RequestId] = req
 	b.queue = append(b.queue, req)
 	b.mu.Unlock()
-	b.flush(false)
+	b.signal()
 	select {
 	case a := <-req.answer:
 		if a.err != nil {
@@ -166,7 +159,7 @@ func (b *batchConn) scan(ctx context.Context, header *proto.ScanHeader, fd int) 
 	}
 	b.mu.Unlock()
 	if !queued {
-		b.flush(false)
+		b.signal()
 		b.sent()
 	}
 	return nil, fromStatus("scan", status.FromContextError(ctx.Err()).Err())
@@ -182,80 +175,87 @@ func (b *batchConn) sent() {
 	b.writeMu.Unlock()
 }
 
-// flush sends the queued requests and cancels, as few messages as they
-// fit in, unless another goroutine is sending (it sends them too) or,
-// unless forced, the pipeline is deep: at least 2*batchBusy unanswered,
-// fewer than maxBatch queued and no cancel. Held requests go with the next
-// answer (read calls flush(true)), or when the hold fires, batchHoldFor
-// later, or once maxBatch are queued or a cancel is.
-func (b *batchConn) flush(force bool) {
-	b.mu.Lock()
-	if force && b.holding {
-		b.holding = false
-		b.hold.Stop()
+func (b *batchConn) signal() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
 	}
-	if b.writing || b.err != nil || (len(b.queue) == 0 && len(b.cancels) == 0) {
-		b.mu.Unlock()
-		return
-	}
-	if !force && len(b.queue) < maxBatch && len(b.cancels) == 0 && (b.holding || b.unanswered >= 2*batchBusy) {
-		if !b.holding {
-			b.holding = true
-			b.hold.Reset(batchHoldFor)
+}
+
+// write sends the queued requests and cancels, as few messages as they fit
+// in, each time it is woken, until the connection fails.
+func (b *batchConn) write() {
+	var batch proto.ScanBatch
+	var fds []int
+	hold := time.NewTimer(time.Hour)
+	hold.Stop()
+	for {
+		select {
+		case <-b.wake:
+		case <-b.done:
+			return
 		}
-		b.mu.Unlock()
-		return
-	}
-	if b.holding {
-		b.holding = false
-		b.hold.Stop()
-	}
-	b.writing = true
-	b.mu.Unlock()
-	b.writeMu.Lock()
-	b.mu.Lock()
-	for (len(b.queue) > 0 || len(b.cancels) > 0) && b.err == nil {
-		batch := &b.batch
-		batch.Headers, batch.Cancel, b.fds = batch.Headers[:0], batch.Cancel[:0], b.fds[:0]
-		size := 0
-		for len(b.cancels) > 0 && size < maxDescriptorMessage/2 {
-			batch.Cancel = append(batch.Cancel, b.cancels[0])
-			b.cancels = b.cancels[1:]
-			size += maxFieldOverhead
-		}
-		n := 0
-		for _, r := range b.queue {
-			if n == maxBatch || size+r.size > maxDescriptorMessage {
-				break
-			}
-			batch.Headers = append(batch.Headers, r.header)
-			b.fds = append(b.fds, r.fd)
-			size += r.size
-			n++
-		}
-		b.queue = b.queue[n:]
-		b.mu.Unlock()
-		msg, err := gproto.Marshal(batch)
-		if err == nil {
-			var oob []byte
-			if len(b.fds) > 0 {
-				oob = unix.UnixRights(b.fds...)
-			}
-			_, _, err = b.conn.WriteMsgUnix(msg, oob, nil)
-		}
+		// A deep pipeline takes what queued with the next answer.
 		b.mu.Lock()
-		if err != nil {
-			b.failLocked(err)
-		} else {
-			b.unanswered += len(batch.Headers)
+		held := b.unanswered >= 2*batchBusy && len(b.queue) < maxBatch && len(b.cancels) == 0
+		b.mu.Unlock()
+		if held {
+			select {
+			case <-b.answered:
+			default:
+				hold.Reset(batchHoldFor)
+				select {
+				case <-b.answered:
+				case <-hold.C:
+				case <-b.done:
+					return
+				}
+				hold.Stop()
+			}
 		}
+		b.writeMu.Lock()
+		b.mu.Lock()
+		for (len(b.queue) > 0 || len(b.cancels) > 0) && b.err == nil {
+			batch.Headers, batch.Cancel, fds = batch.Headers[:0], batch.Cancel[:0], fds[:0]
+			size := 0
+			for len(b.cancels) > 0 && size < maxDescriptorMessage/2 {
+				batch.Cancel = append(batch.Cancel, b.cancels[0])
+				b.cancels = b.cancels[1:]
+				size += maxFieldOverhead
+			}
+			n := 0
+			for _, r := range b.queue {
+				if n == maxBatch || size+r.size > maxDescriptorMessage {
+					break
+				}
+				batch.Headers = append(batch.Headers, r.header)
+				fds = append(fds, r.fd)
+				size += r.size
+				n++
+			}
+			b.queue = b.queue[n:]
+			b.mu.Unlock()
+			msg, err := gproto.Marshal(&batch)
+			if err == nil {
+				var oob []byte
+				if len(fds) > 0 {
+					oob = unix.UnixRights(fds...)
+				}
+				_, _, err = b.conn.WriteMsgUnix(msg, oob, nil)
+			}
+			b.mu.Lock()
+			if err != nil {
+				b.failLocked(err)
+			} else {
+				b.unanswered += len(batch.Headers)
+			}
+		}
+		if len(b.queue) == 0 {
+			b.queue = nil // let a burst's backing array go
+		}
+		b.mu.Unlock()
+		b.writeMu.Unlock()
 	}
-	if len(b.queue) == 0 {
-		b.queue = nil // let a burst's backing array go
-	}
-	b.writing = false
-	b.mu.Unlock()
-	b.writeMu.Unlock()
 }
 
 // read hands each answer to its scan until the connection fails; gone is
@@ -290,8 +290,10 @@ func (b *batchConn) read(gone func()) {
 			}
 		}
 		b.mu.Unlock()
-		// What was held for this answer goes now.
-		b.flush(true)
+		select {
+		case b.answered <- struct{}{}:
+		default:
+		}
 	}
 	gone()
 	b.mu.Lock()
@@ -310,7 +312,6 @@ func (b *batchConn) failLocked(err error) {
 		req.answer <- batchAnswer{err: b.err}
 	}
 	b.queue, b.cancels = nil, nil
-	b.hold.Stop()
 	close(b.done)
 	b.conn.Close()
 }
