@@ -169,3 +169,15 @@ func repoSignatures(t *testing.T) string {
 	}
 	return dir
 }
+
+// Artifacts by reference queue on the pipe four times as deep as
+// max_connections, at most 32, and never shallower than max_connections.
+func TestPipeDepth(t *testing.T) {
+	for _, c := range []struct{ conns, want int }{{1, 4}, {2, 8}, {8, 32}, {10, 32}, {32, 32}, {100, 100}} {
+		cfg := DefaultConfig()
+		cfg.MaxConnections = c.conns
+		if got := pipeDepth(cfg); got != c.want {
+			t.Errorf("max_connections %d: pipe depth %d, want %d", c.conns, got, c.want)
+		}
+	}
+}
