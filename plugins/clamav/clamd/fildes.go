@@ -62,10 +62,22 @@ func (c *Client) Fildes(ctx context.Context, f *os.File) (Reply, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return Reply{}, c.fail(name, false, 0, "", fmt.Errorf("%w: not a regular file", ErrContent))
 	}
+	return c.FildesSized(ctx, f, st.Size)
+}
+
+// FildesSized is Fildes for a file the caller has just found, with
+// fstat, to be a regular file of size bytes (a plugin's descriptor server
+// does so for every artifact by reference): Fildes's own fstat was the
+// third of a small artifact's, ~2% of the plugin's CPU on 4 KiB files.
+func (c *Client) FildesSized(ctx context.Context, f *os.File, size int64) (Reply, error) {
+	const name = "FILDES"
+	if !c.CanFildes() {
+		return Reply{}, c.fail(name, false, 0, "", ErrNoFildes)
+	}
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
 	if c.opts.Sessions > 0 {
-		reply, err := c.fildesPiped(ctx, f, st.Size)
+		reply, err := c.fildesPiped(ctx, f, size)
 		if !errors.Is(err, errPipeClosed) {
 			return reply, err
 		}
@@ -78,13 +90,13 @@ func (c *Client) Fildes(ctx context.Context, f *os.File) (Reply, error) {
 		}
 	}
 	reused := s.reused()
-	reply, answered, err := c.fildes(ctx, s, f, st.Size)
+	reply, answered, err := c.fildes(ctx, s, f, size)
 	if err != nil && !answered && reused && ctxErr(ctx) == nil {
 		// clamd dropped the kept session while it sat idle.
 		if s, err = c.connect(ctx, name); err != nil {
 			return Reply{}, err
 		}
-		reply, _, err = c.fildes(ctx, s, f, st.Size)
+		reply, _, err = c.fildes(ctx, s, f, size)
 	}
 	return reply, err
 }

@@ -738,7 +738,13 @@ func (s *Scanner) attempt(ctx context.Context, st *state, b *backend, a shared.A
 		if zs, ok := content.(*zipSniffer); ok {
 			zs.readAhead(outer, a)
 		}
-		reply, err = b.client.Fildes(ctx, a.File)
+		if a.Size >= 0 {
+			// The descriptor server fstat'ed it: a regular file of
+			// a.Size bytes (and checks its size again after the scan).
+			reply, err = b.client.FildesSized(ctx, a.File, a.Size)
+		} else {
+			reply, err = b.client.Fildes(ctx, a.File)
+		}
 	} else {
 		reply, err = b.client.Instream(ctx, content)
 	}
