@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -297,5 +298,78 @@ func TestBatchesHeldRequestsGoWithoutAnAnswer(t *testing.T) {
 	}
 	if len(arrived) != scans {
 		t.Fatalf("%d scans reached the plugin, want %d", len(arrived), scans)
+	}
+}
+
+// The answers go in one message that decodes as the ScanBatchResponse of
+// them, in order, and each one's descriptor is closed before it goes.
+func TestBatchAnswersEncodeAsTheBatchMessage(t *testing.T) {
+	if got := (&proto.ScanBatchResponse{}).ProtoReflect().Descriptor().Fields().ByName("responses").Number(); got != batchResponsesField {
+		t.Fatalf("ScanBatchResponse.responses is field %d, the writer encodes field %d", got, batchResponsesField)
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(fd int) *net.UnixConn {
+		f := os.NewFile(uintptr(fd), "socket")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c.(*net.UnixConn)
+	}
+	w, r := conn(fds[0]), conn(fds[1])
+	want := &proto.ScanBatchResponse{}
+	var files []*os.File
+	out := make(chan batchReply, 8)
+	for i := range 8 {
+		resp := &proto.ScanResponse{RequestId: uint64(100 + i)}
+		switch i % 3 {
+		case 0:
+			resp.Verdict = proto.Verdict_VERDICT_BENIGN
+			resp.Confidence = 1
+			resp.Metadata = map[string]string{"vendor_version": "1.4.6", "signatures_version": "27431"}
+		case 1:
+			resp.Verdict = proto.Verdict_VERDICT_MALICIOUS
+			resp.MalwareFamily = fmt.Sprintf("Family.%d", i)
+		default:
+			resp.ErrorCode = 8
+			resp.ErrorMessage = "busy"
+		}
+		want.Responses = append(want.Responses, resp)
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+		out <- batchReply{resp, f}
+	}
+	close(out)
+	// Nothing under way: no hold, whatever came at once goes at once.
+	writeBatchAnswers(w, out, func() int { return 0 })
+	got := &proto.ScanBatchResponse{}
+	buf := make([]byte, maxDescriptorMessage)
+	r.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for len(got.Responses) < len(want.Responses) {
+		n, err := r.Read(buf)
+		if err != nil {
+			t.Fatalf("after %d answers: %v", len(got.Responses), err)
+		}
+		var m proto.ScanBatchResponse
+		if err := gproto.Unmarshal(buf[:n], &m); err != nil {
+			t.Fatalf("a message that is no ScanBatchResponse: %v", err)
+		}
+		got.Responses = append(got.Responses, m.Responses...)
+	}
+	if !gproto.Equal(got, want) {
+		t.Errorf("answers decode as\n%v\nwant\n%v", got, want)
+	}
+	for i, f := range files {
+		if _, err := f.Stat(); !errors.Is(err, os.ErrClosed) {
+			t.Errorf("descriptor %d is still open once its answer went (%v)", i, err)
+		}
 	}
 }
