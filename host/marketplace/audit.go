@@ -180,6 +180,9 @@ func (s *JetStore) recordTTLFor(exp time.Time) time.Duration {
 // createRecord writes the first record of k, kept until its bounty's
 // expiration and the grace.
 func (s *JetStore) createRecord(ctx context.Context, k string, raw []byte, exp time.Time) (uint64, error) {
+	if err := s.horizon.note(k, exp); err != nil {
+		return 0, err
+	}
 	if !s.recordTTL {
 		return s.records.Create(ctx, k, raw)
 	}

@@ -8,8 +8,11 @@
 //
 // The pieces, one file each: bounty.go (the webhook body), signature.go,
 // server.go (the HTTP side), jetstore.go (the lifecycle in NATS
-// JetStream) with record.go (what it stores) and migrate.go (moving an
+// JetStream) with record.go (what it stores), horizon.go (which bounties
+// the embedded node knows have no record) and migrate.go (moving an
 // older version's bounties.db in, read by bountiesdb), fetch.go,
-// bid.go, filter.go, answer.go (what is posted), poster.go, worker.go and
-// process.go (the pipeline), metrics.go, and service.go which ties them.
+// bid.go, filter.go, answer.go (what is posted), poster.go, worker.go,
+// process.go (the pipeline) and instant.go (answers from the verdict
+// cache while the webhook waits), metrics.go, and service.go which ties
+// them.
 package marketplace

@@ -35,8 +35,8 @@ const inlinePostBudget = 250 * time.Millisecond
 // redelivery posts the same answer.
 //
 // The record's write and the answer's POST run at once when this engine
-// knows, without a round trip, that the bounty has no record (a new one,
-// on the embedded node: noRecordHere): the answer then reaches the
+// knows, without a read, that the bounty has no record (a new one, on
+// the embedded node: noRecordHere): the answer then reaches the
 // marketplace without waiting for the write's fsync, whose own tail
 // (1.3-1.6 ms at p99 on this machine's disk) had held the p99 bounty →
 // answer at 1.85-2.5 ms. In a cluster another engine may hold the record,
@@ -94,7 +94,10 @@ func (s *Service) answerCached(b Bounty, delivery string, now time.Time) (code i
 	rec := Record{Bounty: b, State: StateOpen, ReceivedAt: now.UTC(), Answer: answer, Reason: res.Reason, Plugins: res.Plugins}
 	ctx, cancel := context.WithTimeout(s.hardCtx, queueWriteTimeout)
 	defer cancel()
-	if st.noRecordHere(ctx, b.Key()) {
+	// An expiration bounded at the webhook (more than maxBountyLifetime
+	// ahead) may differ between deliveries: such a bounty is not one
+	// noRecordHere can judge by its expiration.
+	if b.Expiration.Before(now.Add(maxBountyLifetime)) && st.noRecordHere(b.Key(), b.Expiration) {
 		code, handled, handedOff = s.answerBeside(ctx, log, p, rec, body)
 	} else {
 		code, handled, handedOff = s.answerStoredFirst(ctx, log, p, rec, body)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/microengine/microengine/host/engine"
 	"github.com/microengine/microengine/host/marketplace/bountiesdb"
 	"github.com/microengine/microengine/host/marketplace/bountiesdb/bountiesdbtest"
+	"github.com/microengine/microengine/host/queue"
 	"github.com/microengine/microengine/host/verdictcache"
 	"github.com/microengine/microengine/shared"
 )
@@ -290,35 +292,64 @@ func TestCachedAnswerInAClusterIsStoredFirst(t *testing.T) {
 }
 
 // TestNoRecordHere: only the embedded node tells a bounty without a
-// record without a round trip, and a record it wrote, finished, or wrote
-// before a restart is found.
+// record without a read: one it stored, finished, or stored before a
+// restart has one, and after a restart so may any bounty expiring before
+// the horizon of what the earlier run stored (a store without a horizon
+// file, from an older version: any bounty of the next 24 h).
 func TestNoRecordHere(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	s := openEmbedded(t, dir, config.DefaultRetention)
-	b := testBounty(7, time.Now().Add(time.Hour))
-	if !s.noRecordHere(ctx, b.Key()) {
-		t.Fatal("a new bounty has a record on the embedded node")
+	exp := time.Now().Add(time.Hour)
+	b := testBounty(7, exp)
+	if !s.noRecordHere(b.Key(), exp) {
+		t.Fatal("a new bounty has a record on a new embedded node")
 	}
 	if created, err := s.putAnswered(ctx, b, "d-1", time.Now(), &Answer{Verdict: shared.VerdictBenign}, "", nil); err != nil || !created {
 		t.Fatalf("putAnswered: %v %v", created, err)
 	}
-	if s.noRecordHere(ctx, b.Key()) {
+	if s.noRecordHere(b.Key(), exp) {
 		t.Error("no record of a bounty just stored")
 	}
 	if done, err := s.Finish(ctx, b.Key(), Outcome{State: StateAnswered, At: time.Now()}); err != nil || !done {
 		t.Fatalf("finish: %v %v", done, err)
 	}
-	if s.noRecordHere(ctx, b.Key()) {
-		t.Error("no record of a bounty finished (and no longer remembered)")
+	if s.noRecordHere(b.Key(), exp) {
+		t.Error("no record of a bounty finished")
+	}
+	put := testBounty(8, exp)
+	if _, err := s.Put(ctx, put, "d-2", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if s.noRecordHere(put.Key(), exp) {
+		t.Error("no record of a bounty stored the ordinary way")
 	}
 	s.Close()
+
 	s = openEmbedded(t, dir, config.DefaultRetention)
-	defer s.Close()
-	if s.noRecordHere(ctx, b.Key()) {
+	if s.noRecordHere(b.Key(), exp) {
 		t.Error("no record of a bounty stored before the restart")
 	}
-	if c := joinServer(t, natsServer(t)); c.noRecordHere(ctx, testBounty(8, time.Now().Add(time.Hour)).Key()) {
+	if s.noRecordHere(testBounty(9, exp).Key(), exp) {
+		t.Error("a bounty expiring within the earlier run's horizon is known to have no record")
+	}
+	later := exp.Add(horizonStep + time.Minute)
+	if !s.noRecordHere(testBounty(9, later).Key(), later) {
+		t.Error("a bounty expiring past the earlier run's horizon is not known new")
+	}
+	s.Close()
+
+	// A store of a version before the horizon's file.
+	if err := os.Remove(filepath.Join(dir, queue.StoreDir, horizonFile)); err != nil {
+		t.Fatal(err)
+	}
+	s = openEmbedded(t, dir, config.DefaultRetention)
+	defer s.Close()
+	day := time.Now().Add(maxBountyLifetime - time.Minute)
+	if s.noRecordHere(testBounty(10, day).Key(), day) {
+		t.Error("a store with records and no horizon claims to know a bounty of the next 24 h has none")
+	}
+	if c := joinServer(t, natsServer(t)); c.noRecordHere(testBounty(11, exp).Key(), exp) {
 		t.Error("a cluster's engine claims to know a bounty has no record without asking")
 	}
 }
@@ -367,6 +398,49 @@ func TestCachedRedeliveryFoundInBountiesDB(t *testing.T) {
 		t.Errorf("the answered bounty after its redelivery: %s %+v (%v, %v), want answered benign as bounties.db holds it", r.State, r.Answer, ok, err)
 	}
 	if s := cache.Stats(); s.Hits != 1 {
+		t.Errorf("cache stats %+v: the redelivery was not one for the cache", s)
+	}
+}
+
+// TestCachedRedeliveryAfterARestartIsNotAnsweredAgain: a bounty answered
+// from the cache before a restart is known to have a record after it
+// (the horizon of the earlier run's records), so its redelivery is
+// acknowledged without an answer.
+func TestCachedRedeliveryAfterARestartIsNotAnsweredAgain(t *testing.T) {
+	dir := t.TempDir()
+	market := newFakeMarket(t)
+	content := []byte("xx EICAR yy")
+	sum := sha256.Sum256(content)
+	extra := map[string]any{"sha256": hex.EncodeToString(sum[:])}
+	cache := verdictcache.New(verdictcache.Config{TTL: time.Hour, MaxEntries: 100}, "", nil)
+	var scans atomic.Int32
+	eng := engine.New(onePlugin{eicarPlugin{&scans}}).WithCache(cache, true)
+	e := startTestEngine(t, dir, market, eng)
+	e.accept(t, market.bountyJSON(1, market.put("a", content), 30*time.Second, extra))
+	if a := market.wait(10 * time.Second); str(a.Body["verdict"]) != "malicious" {
+		t.Fatalf("the bounty that fills the cache: %s", a.Raw)
+	}
+	e.record(t, 1, PhaseAssertion)
+	body := market.bountyJSON(2, market.srv.URL+"/artifacts/gone", 30*time.Second, extra)
+	e.accept(t, body)
+	if a := market.wait(10 * time.Second); a.ID != "2" || str(a.Body["verdict"]) != "malicious" {
+		t.Fatalf("answer %s: %s", a.ID, a.Raw)
+	}
+	e.record(t, 2, PhaseAssertion)
+	e.stop()
+
+	e = startTestEngine(t, dir, market, eng)
+	if code, reply := e.send(t, "bounty", body, map[string]string{HeaderDelivery: "again"}); code != http.StatusAccepted {
+		t.Fatalf("redelivery: HTTP %d %s", code, reply)
+	}
+	market.none(500 * time.Millisecond)
+	if n := market.postCount("2"); n != 1 {
+		t.Errorf("%d POSTs, want 1", n)
+	}
+	if r := e.record(t, 2, PhaseAssertion); r.State != StateAnswered || r.Redeliveries != 1 {
+		t.Errorf("record after the redelivery: %+v", r)
+	}
+	if s := cache.Stats(); s.Hits < 2 {
 		t.Errorf("cache stats %+v: the redelivery was not one for the cache", s)
 	}
 }

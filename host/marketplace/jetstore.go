@@ -30,10 +30,8 @@ import (
 // open entry (already claimed by the engine that stores it; a claim taken
 // later is one more), its answer, its outcome and the entry's purge. One
 // answered from the verdict cache before its webhook is acknowledged
-// (putAnswered) takes two: its record with the answer, its outcome, and
-// on the embedded node a read (noRecordHere) so its answer is posted while
-// the record is written. The outcome's append to the audit stream is one
-// more write for either.
+// (putAnswered) takes two: its record with the answer, its outcome. The
+// outcome's append to the audit stream is one more for either.
 const (
 	bucketRecords = "microengine_bounties"
 	bucketOpenJS  = "microengine_open"
@@ -118,6 +116,10 @@ type JetStore struct {
 	// writes: it may hold the write up, or fail it with its error.
 	answeredWriteHook atomic.Pointer[func(context.Context) error]
 
+	// horizon tells, on the embedded node, which bounties have no record
+	// without a read.
+	horizon *recordHorizon
+
 	watcher jetstream.KeyWatcher
 	wake    chan struct{} // signalled when another engine adds a bounty
 	wg      sync.WaitGroup
@@ -156,6 +158,9 @@ func openJetStore(ctx context.Context, node *queue.Node, retention, grace time.D
 		wake:       make(chan struct{}, 1),
 	}
 	if err := s.openAudit(ctx, retention); err != nil {
+		return nil, err
+	}
+	if err := s.openHorizon(ctx); err != nil {
 		return nil, err
 	}
 	buckets := []struct {
@@ -612,24 +617,14 @@ func (s *JetStore) writeAnswered(ctx context.Context, p answeredRecord) (created
 	return true, nil
 }
 
-// noRecordHere reports that the records hold nothing for key, when this
-// engine can tell without asking another machine: on the embedded node,
-// the records' only writer, a record it remembers is there, and any
-// other is read from the node in this process (no network; an index
-// lookup, as the subject is not there). In a cluster another engine may
-// have stored the bounty, and a read would be a round trip: false, as
-// for a read that fails.
-func (s *JetStore) noRecordHere(ctx context.Context, key []byte) bool {
-	if !s.embedded {
-		return false
-	}
-	k := hexKey(key)
-	if _, _, ok := s.recalled(k); ok {
-		return false
-	}
-	s.reads.Add(1)
-	_, err := s.records.Get(ctx, k)
-	return errors.Is(err, jetstream.ErrKeyNotFound)
+// noRecordHere reports that the records hold nothing for key, a bounty
+// expiring at exp, when this engine can tell without a read: on the
+// embedded node, the records' only writer, from what it knows it created
+// and the horizon of what its earlier runs did (recordHorizon). False in
+// a cluster, where another engine may have stored the bounty, and
+// whenever it cannot tell.
+func (s *JetStore) noRecordHere(key []byte, exp time.Time) bool {
+	return s.horizon.absent(hexKey(key), exp)
 }
 
 // HoldAs names this engine in the claims it holds (a random name per

@@ -244,6 +244,9 @@ func (s *JetStore) importRecord(ctx context.Context, r Record) (bool, error) {
 			_, err := s.createRecord(ctx, k, raw, r.Bounty.Expiration)
 			return err
 		}
+		if err := s.horizon.note(k, r.Bounty.Expiration); err != nil {
+			return err
+		}
 		_, err := s.records.Create(ctx, k, raw)
 		return err
 	})

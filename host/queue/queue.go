@@ -270,6 +270,9 @@ func tlsConfig(cfg *config.Queue) (*tls.Config, error) {
 // Embedded reports whether the node runs in this process.
 func (n *Node) Embedded() bool { return n.srv != nil }
 
+// Dir is the embedded node's folder ("" for a cluster's).
+func (n *Node) Dir() string { return n.jsCfg.StoreDir }
+
 // Close drains the connection and stops the embedded node, which flushes
 // its storage.
 func (n *Node) Close() error {
