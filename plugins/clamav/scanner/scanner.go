@@ -242,7 +242,11 @@ func (s *Scanner) newState(cfg Config, prev *state, monitor bool) (_ *state, err
 		st.backends = append(st.backends, newBackend(client.Address().String(), client, nil, s.log))
 	}
 	if monitor {
-		st.startMonitor(s)
+		// Configure checks every clamd of st itself once it is in
+		// place: the monitor's first round would be a second PING and
+		// VERSION to each at the same moment (two of the six clamd
+		// connections of a one-file scan's start).
+		st.startMonitor(s, false)
 	}
 	return st, nil
 }
@@ -265,10 +269,11 @@ func pipeDepth(cfg Config) int {
 
 const pipeDepthMax = 32
 
-// startMonitor starts the background checks, once.
-func (st *state) startMonitor(s *Scanner) {
+// startMonitor starts the background checks, once: at once when now is
+// set, else after monitorInterval.
+func (st *state) startMonitor(s *Scanner, now bool) {
 	if st.monitored.CompareAndSwap(false, true) {
-		go s.monitor(st)
+		go s.monitor(st, now)
 	}
 }
 
@@ -292,12 +297,15 @@ func (st *state) close() {
 }
 
 // monitor checks every clamd of st each monitorInterval until st is
-// replaced.
-func (s *Scanner) monitor(st *state) {
+// replaced, the first time at once when now is set.
+func (s *Scanner) monitor(st *state, now bool) {
 	t := time.NewTicker(monitorInterval)
 	defer t.Stop()
 	for {
-		s.checkAll(context.Background(), st, pingTimeout)
+		if now {
+			s.checkAll(context.Background(), st, pingTimeout)
+		}
+		now = true
 		select {
 		case <-st.stop:
 			return
@@ -402,7 +410,7 @@ func (s *Scanner) Configure(ctx context.Context, configJSON []byte) error {
 	defer s.configMu.Unlock()
 	cur := s.current.Load()
 	if cur.cfg.Equal(cfg) {
-		cur.startMonitor(s)
+		cur.startMonitor(s, true)
 		return nil
 	}
 	st, err := s.newState(cfg, cur, true)
