@@ -55,17 +55,38 @@ import (
 // shim's F_GETFL and fstat, close); its cache key is built without fmt
 // (~4 µs of engine a file); workers take files by a counter and print
 // what they complete, and their hashing buffers grow with the files
-// (4 MiB at once before). About a third of host and plugin CPU is switching
-// threads: each burst of answers wakes an idle Go thread, and the Go
-// runtime's sysmon polls every 20 µs for a while after each wakeup (~40%
-// of the plugin's ~12,000 context switches). Batches cut the messages from
-// 3,900 each way to ~500 but the plugin still wakes once per clamd
-// answer; the cold start (launch, handshake, Configure, Health) is ~40
-// ms of it. A one-file scan is ~23 ms of CPU in host and plugin (32 ms
+// (4 MiB at once before). About a third of host and plugin CPU was
+// switching threads: each burst of answers woke an idle Go thread, and
+// the Go runtime's sysmon polled every 20 µs for a while after each
+// wakeup (~40% of the plugin's ~12,000 context switches); batches cut the
+// messages from 3,900 each way to ~500. The plugin then came down from
+// ~0.19-0.24 s of CPU to ~0.10-0.13 s (25-30 µs a file, perf stat, load
+// average 2-4), from ~5,300-7,000 context switches to ~2,300-3,300 and
+// from 11.3 syscalls a file to 7.8: its per-file syscalls but close go
+// through shared/rawio, without the scheduler's bookkeeping, so sysmon,
+// which the first syscall after the plugin sat idle woke (~2,000 times,
+// once per clamd answer), wakes ~150 times; a message's descriptors are
+// closed together just before it goes; FILDES is one sendmsg; a small
+// file's zip check reads into a kept buffer. Up to 32 FILDES queue on
+// the pipe (8, max_connections, before), so clamd's threads take the
+// next one without sleeping: clamd's CPU ~0.57-0.73 → ~0.49-0.63 s and
+// its context switches ~12,000-14,600 → ~5,100-7,100 (clamdscan --fdpass
+// -m: ~7,300-8,700). What still wakes the plugin: clamd's answers
+// (~400-800 wakeups, several answers each) and clamd reading our
+// commands (~300-900: Go's poller watches a socket for room to write as
+// well, so the room clamd frees wakes an idle plugin), neither avoidable
+// on Go's poller. The cold start (launch, handshake, Configure, Health)
+// is ~40 ms of it. A one-file scan is ~23 ms of CPU in host and plugin (32 ms
 // when the host hashed the 20 MB plugin binary at every start; its
 // digest is now remembered in data_dir); of the host's part, Go's package
 // initialisation is about a quarter, and half of that is jsonschema's
-// (linked for `simulate`, 2.6 ms).
+// (linked for `simulate`, 2.6 ms). Of the plugin's ~13 ms (perf, 15
+// starts): package initialisation ~19% (go-plugin's net/rpc and gRPC
+// reflection, protobuf's registries), binding its three sockets in the
+// socket folder the host made in /tmp ~8% (~0.35 ms each on this ext4:
+// the inode search steps over recently deleted ones), gRPC ~10%; its
+// clamd connections at start are 5 (7 before: the monitor's first round
+// repeated Configure's).
 func BenchmarkAgainstClamdscan(b *testing.B) {
 	clamdscan, err := exec.LookPath("clamdscan")
 	if err != nil {
