@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -442,5 +443,37 @@ func TestCachedRedeliveryAfterARestartIsNotAnsweredAgain(t *testing.T) {
 	}
 	if s := cache.Stats(); s.Hits < 2 {
 		t.Errorf("cache stats %+v: the redelivery was not one for the cache", s)
+	}
+}
+
+// TestRecordHorizonFull: past maxKnown records the horizon keeps no more
+// by key; the bounties expiring before the last one it could not keep
+// are then not known new (written first), the later ones still are.
+func TestRecordHorizonFull(t *testing.T) {
+	h, err := loadHorizon(t.TempDir(), false, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour)
+	for i := range maxKnown {
+		if err := h.note(fmt.Sprint("k", i), exp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	over := exp.Add(time.Minute)
+	if err := h.note("over", over); err != nil {
+		t.Fatal(err)
+	}
+	if h.absent("over", over) {
+		t.Error("a record not kept by key is known absent")
+	}
+	if h.absent("another", over) {
+		t.Error("a bounty expiring with the record not kept is known new")
+	}
+	if h.absent("k1", over.Add(time.Minute)) {
+		t.Error("a record kept by key is known absent")
+	}
+	if !h.absent("another", over.Add(time.Minute)) {
+		t.Error("a bounty expiring after every record is not known new")
 	}
 }
