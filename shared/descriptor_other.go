@@ -13,6 +13,9 @@ import (
 
 type fdConn struct{}
 
+// batchConn is the batch socket's connection, Linux's alone.
+type batchConn struct{}
+
 func (c *GRPCClient) scanDescriptor(context.Context, Artifact) (Result, error) {
 	return Result{}, errNoDescriptors
 }
