@@ -128,7 +128,7 @@ func ConfigSchema() []shared.ConfigField {
 		{Name: keyMaxStreamSize, Type: shared.FieldSize, Default: "25M",
 			Description: "largest artifact sent to clamd; larger ones are answered unknown. Keep it at or below clamd's StreamMaxLength"},
 		{Name: keyMaxConnections, Type: shared.FieldNumber, Default: strconv.Itoa(DefaultMaxConnections),
-			Description: "most concurrent scans (clamd connections); keep it at or below clamd's MaxThreads"},
+			Description: "most concurrent scans (clamd connections); keep it at or below clamd's MaxThreads. Artifacts by reference queue up to four times as many (at most 32) FILDES on one connection"},
 		{Name: keyConfidence, Type: shared.FieldNumber, Default: "1.0",
 			Description: "confidence (0..1) given to clamd's malicious and benign answers; it drives the bid"},
 		{Name: keyMaxSignatureAge, Type: shared.FieldDuration, Default: "168h",
