@@ -302,7 +302,7 @@ func TestBatchesHeldRequestsGoWithoutAnAnswer(t *testing.T) {
 }
 
 // The answers go in one message that decodes as the ScanBatchResponse of
-// them, in order, and each one's descriptor is closed before it goes.
+// them, in order, and each one's descriptor is released before it goes.
 func TestBatchAnswersEncodeAsTheBatchMessage(t *testing.T) {
 	if got := (&proto.ScanBatchResponse{}).ProtoReflect().Descriptor().Fields().ByName("responses").Number(); got != batchResponsesField {
 		t.Fatalf("ScanBatchResponse.responses is field %d, the writer encodes field %d", got, batchResponsesField)
@@ -349,7 +349,7 @@ func TestBatchAnswersEncodeAsTheBatchMessage(t *testing.T) {
 	}
 	close(out)
 	// Nothing under way: no hold, whatever came at once goes at once.
-	writeBatchAnswers(w, out, func() int { return 0 })
+	writeBatchAnswers(w, out, func() int { return 0 }, func(f *os.File) { f.Close() })
 	got := &proto.ScanBatchResponse{}
 	buf := make([]byte, maxDescriptorMessage)
 	r.SetReadDeadline(time.Now().Add(10 * time.Second))
