@@ -69,20 +69,23 @@ import (
 // the Go runtime's sysmon polled every 20 µs for a while after each
 // wakeup (~40% of the plugin's ~12,000 context switches); batches cut the
 // messages from 3,900 each way to ~500. The plugin then came down from
-// ~0.19-0.24 s of CPU to ~0.10-0.13 s (25-30 µs a file, perf stat, load
-// average 2-4), from ~5,300-7,000 context switches to ~2,300-3,300 and
-// from 11.3 syscalls a file to 7.8: its per-file syscalls but close go
-// through shared/rawio, without the scheduler's bookkeeping, so sysmon,
-// which the first syscall after the plugin sat idle woke (~2,000 times,
-// once per clamd answer), wakes ~150 times; a message's descriptors are
-// closed together just before it goes; FILDES is one sendmsg; a small
+// ~0.19-0.24 s of CPU to ~0.09-0.12 s (22-30 µs a file, perf stat, load
+// average 2-4), from ~5,300-7,000 context switches to ~1,100-2,000 and
+// from 11.3 syscalls a file to 8.5, none through package syscall: they
+// go through shared/rawio, without the scheduler's bookkeeping, and each
+// artifact's descriptor is moved onto an os.File the connection keeps
+// (dup3), then /dev/null onto it once answered, where an os.File's
+// Close went through package syscall; sysmon, which the first such call
+// after the plugin sat idle woke (~2,000 times, once per clamd answer,
+// then polling every 20 µs: ~1,760 nanosleeps), sleeps through the run
+// (~60 futex wakes, ~150-250 nanosleeps). FILDES is one sendmsg; a small
 // file's zip check reads into a kept buffer. Up to 32 FILDES queue on
 // the pipe (8, max_connections, before), so clamd's threads take the
-// next one without sleeping: clamd's CPU ~0.57-0.73 → ~0.49-0.63 s and
-// its context switches ~12,000-14,600 → ~5,100-7,100 (clamdscan --fdpass
-// -m: ~7,300-8,700). What still wakes the plugin: clamd's answers
-// (~400-800 wakeups, several answers each) and clamd reading our
-// commands (~300-900: Go's poller watches a socket for room to write as
+// next one without sleeping: clamd's CPU ~0.57-0.73 → ~0.48-0.63 s and
+// its context switches ~12,000-14,600 → ~5,000-7,100 (clamdscan --fdpass
+// -m: ~7,300-8,700). What still wakes the plugin (~750 wakeups, from
+// ~6,200): clamd's answers (~270, several answers each) and clamd reading
+// our commands (~210: Go's poller watches a socket for room to write as
 // well, so the room clamd frees wakes an idle plugin), neither avoidable
 // on Go's poller. The cold start (launch, handshake, Configure, Health)
 // is ~40 ms of it. A one-file scan is ~23 ms of CPU in host and plugin (32 ms
