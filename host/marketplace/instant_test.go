@@ -477,3 +477,36 @@ func TestRecordHorizonFull(t *testing.T) {
 		t.Error("a bounty expiring after every record is not known new")
 	}
 }
+
+// TestCachedAnswerAgainAfterALostWriteIsTheSame: the crash window of an
+// answer posted beside its record's write. The marketplace took the
+// answer, the write never became durable (here: the engine restarted on
+// an empty store), no 202 was sent, so the bounty comes again and is
+// answered again from the cache: byte for byte the same answer.
+func TestCachedAnswerAgainAfterALostWriteIsTheSame(t *testing.T) {
+	market := newFakeMarket(t)
+	content := []byte("xx EICAR yy")
+	sum := sha256.Sum256(content)
+	extra := map[string]any{"sha256": hex.EncodeToString(sum[:]), "metadata": map[string]any{"filename": "x.exe"}}
+	cache := verdictcache.New(verdictcache.Config{TTL: time.Hour, MaxEntries: 100}, "", nil)
+	var scans atomic.Int32
+	eng := engine.New(onePlugin{eicarPlugin{&scans}}).WithCache(cache, true)
+	e := startTestEngine(t, t.TempDir(), market, eng)
+	e.accept(t, market.bountyJSON(1, market.put("a", content), 30*time.Second, extra))
+	market.wait(10 * time.Second)
+	e.record(t, 1, PhaseAssertion)
+	body := market.bountyJSON(2, market.srv.URL+"/artifacts/gone", 30*time.Second, extra)
+	e.accept(t, body)
+	first := market.wait(10 * time.Second)
+	e.stop()
+
+	e = startTestEngine(t, t.TempDir(), market, eng)
+	e.accept(t, body)
+	again := market.wait(10 * time.Second)
+	if first.ID != "2" || again.ID != "2" || !bytes.Equal(first.Raw, again.Raw) {
+		t.Errorf("the answer again differs:\n first %s: %s\n again %s: %s", first.ID, first.Raw, again.ID, again.Raw)
+	}
+	if n := scans.Load(); n != 1 {
+		t.Errorf("%d scans, want the one that filled the cache", n)
+	}
+}
