@@ -42,16 +42,17 @@ import (
 // nothing here); with the plugin's syscalls through shared/rawio and 32
 // FILDES queued on the pipe (and the host's changes of the same days),
 // at load average 3.6-6.5: 0.81-0.82 and 0.93 (0.49-0.52 s against
-// 0.39-0.43 s). The plugin's part alone, the same host binary with the
-// plugin before and after, 6 interleaved rounds at load average 6
-// (not this benchmark): clamdscan's time over ours 0.41-0.77, median
+// 0.39-0.43 s); with its descriptors kept too, at load average 3-4,
+// 0.76-0.82 and 0.78-0.79 (0.45-0.55 s against 0.35-0.44 s). The
+// plugin's part alone (the same host binary with the plugin before and
+// after rawio and the deeper pipe, 6 interleaved rounds at load average
+// 6, not this benchmark): clamdscan's time over ours 0.41-0.77, median
 // ~0.67, before and 0.48-0.96, median ~0.82, after. 200 MiB: 0.58
 // against --fdpass while the plugin read the file back for its zip
-// headers after clamd's answer (0.5-1 s);
-// 0.87-0.96 against --fdpass and 1.03-1.14 against --stream with that
-// read beside clamd's scan; quiet, 1.00 and 1.15; at load average 4-6
-// after the changes above, 0.97-0.99 and 1.04-1.15 (the plugin's CPU on
-// it ~70 ms, its zip check beside clamd's scan).
+// headers after clamd's answer (0.5-1 s); 0.87-0.96 against --fdpass
+// and 1.03-1.14 against --stream with that read beside clamd's scan; quiet, 1.00 and 1.15; after the changes
+// above, 0.97-1.02 and 1.04-1.16 at load average 3-6 (the plugin's CPU
+// on it ~70 ms, its zip check beside clamd's scan).
 //
 // Where our time goes on small files (perf, 4,000 files): host ~0.3 s
 // and plugin ~0.38 s of CPU (75 and 95 µs a file; clamdscan ~0.1 s in
