@@ -79,8 +79,9 @@ type Artifact struct {
 	// host's own read-only one), never a path. Content is then not read.
 	//
 	// On the plugin's side it is set when the artifact came by reference:
-	// a read-only descriptor that the shim owns and closes once Scan
-	// returns (do not close it or keep it). Content reads the same bytes
+	// a read-only descriptor that the shim owns and lets go of once Scan
+	// returns (do not close it, or keep it or Content past the answer:
+	// the shim may reuse the same *os.File for a later artifact). Content reads the same bytes
 	// with pread, so a scanner may use either; the file offset is the
 	// scanner's own.
 	File *os.File
