@@ -106,6 +106,11 @@ type Bounty struct {
 	// bounty (an unreadable sha256, an unknown phase, min > max): the
 	// answer's comments carry them, so the marketplace sees why.
 	Remarks []string `json:"remarks,omitempty"`
+
+	// expirationAssumed: the webhook had no expiration, and Expiration is
+	// DefaultExpiry from this delivery's arrival, so each delivery of the
+	// bounty has another. Known at the webhook only (not stored).
+	expirationAssumed bool
 }
 
 // Key identifies a bounty in the store: the id (big-endian, so keys sort
@@ -288,6 +293,7 @@ func (p *bountyParser) artifactURI() {
 func (p *bountyParser) expiration() {
 	if p.w.Expiration == nil || strings.TrimSpace(*p.w.Expiration) == "" {
 		p.b.Expiration = p.now.UTC().Add(DefaultExpiry)
+		p.b.expirationAssumed = true
 		return
 	}
 	t, err := ParseTimestamp(*p.w.Expiration)

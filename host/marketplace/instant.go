@@ -95,9 +95,11 @@ func (s *Service) answerCached(b Bounty, delivery string, now time.Time) (code i
 	ctx, cancel := context.WithTimeout(s.hardCtx, queueWriteTimeout)
 	defer cancel()
 	// An expiration bounded at the webhook (more than maxBountyLifetime
-	// ahead) may differ between deliveries: such a bounty is not one
-	// noRecordHere can judge by its expiration.
-	if b.Expiration.Before(now.Add(maxBountyLifetime)) && st.noRecordHere(b.Key(), b.Expiration) {
+	// ahead), or assumed for a bounty sent without one (DefaultExpiry
+	// from each delivery's arrival), differs between deliveries: such a
+	// bounty is not one noRecordHere can judge by its expiration (its
+	// record's is earlier than a redelivery's).
+	if !b.expirationAssumed && b.Expiration.Before(now.Add(maxBountyLifetime)) && st.noRecordHere(b.Key(), b.Expiration) {
 		code, handled, handedOff = s.answerBeside(ctx, log, p, rec, body)
 	} else {
 		code, handled, handedOff = s.answerStoredFirst(ctx, log, p, rec, body)

@@ -510,3 +510,41 @@ func TestCachedAnswerAgainAfterALostWriteIsTheSame(t *testing.T) {
 		t.Errorf("%d scans, want the one that filled the cache", n)
 	}
 }
+
+// TestCachedRedeliveryWithoutExpirationIsNotAnsweredAgain: a bounty sent
+// without an expiration gets one counted from each delivery's arrival,
+// so its redelivery's expiration is later than its record's. With the
+// records known by key full (maxKnown live records), the horizon judges
+// it by that expiration alone: it must still not be known new, and its
+// redelivery is acknowledged without a second answer.
+func TestCachedRedeliveryWithoutExpirationIsNotAnsweredAgain(t *testing.T) {
+	e, sha := cachedEngine(t, []byte("xx EICAR yy"))
+	h := e.svc.store.horizon
+	h.mu.Lock()
+	room := maxKnown - len(h.known)
+	h.mu.Unlock()
+	far := time.Now().Add(time.Hour)
+	for i := range room {
+		if err := h.note(fmt.Sprint("live-", i), far); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body := e.market.bountyJSON(2, e.market.srv.URL+"/artifacts/gone", 0, map[string]any{"sha256": sha, "expiration": nil})
+	if code, reply := e.send(t, "bounty", body, map[string]string{HeaderDelivery: "first"}); code != http.StatusAccepted {
+		t.Fatalf("bounty: HTTP %d %s", code, reply)
+	}
+	if a := e.market.wait(10 * time.Second); a.ID != "2" || str(a.Body["verdict"]) != "malicious" {
+		t.Fatalf("answer %s: %s", a.ID, a.Raw)
+	}
+	e.record(t, 2, PhaseAssertion)
+	if code, reply := e.send(t, "bounty", body, map[string]string{HeaderDelivery: "again"}); code != http.StatusAccepted {
+		t.Fatalf("redelivery: HTTP %d %s", code, reply)
+	}
+	e.market.none(500 * time.Millisecond)
+	if n := e.market.postCount("2"); n != 1 {
+		t.Errorf("%d POSTs, want 1", n)
+	}
+	if r := e.record(t, 2, PhaseAssertion); r.State != StateAnswered || r.Redeliveries != 1 {
+		t.Errorf("record after the redelivery: %+v", r)
+	}
+}
