@@ -99,7 +99,18 @@ func (s *Service) answerCached(b Bounty, delivery string, now time.Time) (code i
 	// from each delivery's arrival), differs between deliveries: such a
 	// bounty is not one noRecordHere can judge by its expiration (its
 	// record's is earlier than a redelivery's).
-	if !b.expirationAssumed && b.Expiration.Before(now.Add(maxBountyLifetime)) && st.noRecordHere(b.Key(), b.Expiration) {
+	beside := !b.expirationAssumed && b.Expiration.Before(now.Add(maxBountyLifetime)) && st.noRecordHere(b.Key(), b.Expiration)
+	if beside {
+		// The horizon the record's write will need is saved before the
+		// answer is posted: one that cannot be (a full disk, a read-only
+		// folder) fails every record's write past it, known now, before
+		// an answer the store could not hold.
+		if err := st.horizon.note(p.k, b.Expiration); err != nil {
+			log.Warn("cannot save the records' horizon: storing the cached bounty before its answer", "error", err)
+			beside = false
+		}
+	}
+	if beside {
 		code, handled, handedOff = s.answerBeside(ctx, log, p, rec, body)
 	} else {
 		code, handled, handedOff = s.answerStoredFirst(ctx, log, p, rec, body)

@@ -548,3 +548,44 @@ func TestCachedRedeliveryWithoutExpirationIsNotAnsweredAgain(t *testing.T) {
 		t.Errorf("record after the redelivery: %+v", r)
 	}
 }
+
+// TestCachedAnswerNotPostedWhileItsHorizonCannotBeSaved: a record past
+// the saved horizon cannot be written while the horizon cannot be saved
+// (here its temporary file is a folder; a full disk, a read-only folder).
+// Known before the answer is posted, that refuses the bounty (503, the
+// marketplace retries) instead of posting an answer that no record
+// holds; the retry once the horizon is saved again is answered once.
+func TestCachedAnswerNotPostedWhileItsHorizonCannotBeSaved(t *testing.T) {
+	e, sha := cachedEngine(t, []byte("xx EICAR yy"))
+	e.svc.inlineBudget = 10 * time.Second
+	blocker := filepath.Join(e.dir, queue.StoreDir, horizonFile+".tmp")
+	if err := os.Mkdir(blocker, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(blocker, "x"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Past the horizon the first bounty's record raised.
+	body := e.market.bountyJSON(6, e.market.srv.URL+"/artifacts/gone", 2*horizonStep, map[string]any{"sha256": sha})
+	if code, reply := e.send(t, "bounty", body, nil); code != http.StatusServiceUnavailable {
+		t.Fatalf("bounty whose record cannot be written: HTTP %d %s, want 503", code, reply)
+	}
+	e.market.none(500 * time.Millisecond)
+	if n := counter(t, e.reg, "microengine_bounties_answered_unstored_total", nil); n != 0 {
+		t.Errorf("unstored answers counted: %v, want 0", n)
+	}
+	if err := os.RemoveAll(blocker); err != nil {
+		t.Fatal(err)
+	}
+	e.accept(t, body)
+	if a := e.market.wait(10 * time.Second); a.ID != "6" || str(a.Body["verdict"]) != "malicious" {
+		t.Fatalf("answer %s: %s", a.ID, a.Raw)
+	}
+	if r := e.record(t, 6, PhaseAssertion); r.State != StateAnswered {
+		t.Errorf("record: %+v", r)
+	}
+	e.market.none(500 * time.Millisecond)
+	if n := e.market.postCount("6"); n != 1 {
+		t.Errorf("%d POSTs, want 1", n)
+	}
+}
