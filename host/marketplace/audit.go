@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/microengine/microengine/host/config"
+	"github.com/microengine/microengine/host/queue"
 )
 
 // The audit trail is a stream of finished bounties under one subject,
@@ -114,14 +115,14 @@ func (s *JetStore) openAudit(ctx context.Context, retention time.Duration) error
 		}
 		s.recordTTL = level >= 1 // nats-server 2.11+
 		if s.recordTTL {
-			err = node.Retry(ctx, apiRefused, func(ctx context.Context) error {
+			err = node.RetryStart(ctx, apiRefused, func(ctx context.Context) error {
 				_, err := node.JS.CreateOrUpdateStream(ctx, recordsStreamConfig(recordAge, node.Replicas))
 				return err
 			})
 		} else {
 			s.log.Warn("JetStream is older than nats-server 2.11 (no per-message TTL): bounty records are kept the whole retention, and its memory grows with it",
 				"retention", retention)
-			err = node.Retry(ctx, apiRefused, func(ctx context.Context) error {
+			err = node.RetryStart(ctx, apiRefused, func(ctx context.Context) error {
 				_, err := node.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 					Bucket: bucketRecords, Description: "microengine bounties and their audit trail",
 					TTL: recordAge, Storage: jetstream.FileStorage, Replicas: node.Replicas, History: 1,
@@ -132,7 +133,7 @@ func (s *JetStore) openAudit(ctx context.Context, retention time.Duration) error
 		if err != nil {
 			return fmt.Errorf("create the JetStream bucket %s: %w", bucketRecords, err)
 		}
-		err = node.Retry(ctx, apiRefused, func(ctx context.Context) error {
+		err = node.RetryStart(ctx, apiRefused, func(ctx context.Context) error {
 			var err error
 			cfg := auditStreamConfig(retention, node.Replicas)
 			cfg.Metadata = meta
@@ -281,10 +282,12 @@ func (s *JetStore) listAudit(ctx context.Context, newestFirst bool, fn func(Reco
 }
 
 // apiRefused: JetStream refused the request itself (a config it will not
-// take); anything else (no leader yet, a timeout) is worth retrying.
+// take); anything else (no leader yet, a timeout) is worth retrying. A
+// refusal to place the replicas ("no suitable peers for placement", a 400)
+// is a cluster still forming: retried too, within the start's bound.
 func apiRefused(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.Code != 503
+	return errors.As(err, &apiErr) && apiErr.Code != 503 && !queue.Unplaced(err)
 }
 
 // metaLegacyUntil, in the audit stream's metadata, is until when the

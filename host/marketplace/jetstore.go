@@ -174,7 +174,7 @@ func openJetStore(ctx context.Context, node *queue.Node, retention, grace time.D
 		b.cfg.Replicas = node.Replicas
 		b.cfg.History = 1
 		b.cfg.LimitMarkerTTL = openMarkerTTL
-		err := node.Retry(ctx, bucketMissing, func(ctx context.Context) error {
+		err := node.RetryStart(ctx, bucketMissing, func(ctx context.Context) error {
 			var kv jetstream.KeyValue
 			var err error
 			if retention > 0 {

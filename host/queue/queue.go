@@ -219,7 +219,7 @@ func connect(ctx context.Context, cfg *config.Queue, log hclog.Logger) (*Node, e
 		return nil, fmt.Errorf("JetStream on %s: %w", url, err)
 	}
 	log.Info("connected to the NATS cluster", "server", nc.ConnectedUrlRedacted(), "replicas", cfg.Replicas)
-	return &Node{Conn: nc, JS: js, Replicas: max(1, cfg.Replicas)}, nil
+	return &Node{Conn: nc, JS: js, Replicas: max(1, cfg.Replicas), log: log}, nil
 }
 
 // awaitJetStream waits for the cluster's JetStream to answer, until ctx
@@ -326,6 +326,58 @@ func (n *Node) Retry(ctx context.Context, permanent func(error) bool, op func(ct
 		return Retry(ctx, permanent, op)
 	}
 	return retry(ctx, embeddedWait, embeddedAttempt, permanent, op, n.heal)
+}
+
+// JetStream's refusals to place a stream's replicas: no suitable peers
+// (10005, "no suitable peers for placement", with why: "peer offline",
+// "insufficient storage") and insufficient resources (10023). nats.go
+// names neither.
+const (
+	errCodeNoPeers               = jetstream.ErrorCode(10005)
+	errCodeInsufficientResources = jetstream.ErrorCode(10023)
+)
+
+// Unplaced reports whether err is JetStream refusing to place a stream's
+// replicas. A cluster still forming answers so: its meta leader is
+// elected, and answers requests, before it has heard from every peer, and
+// a stream asking for more replicas than the peers it knows online is
+// refused until they have joined. It says so for a cluster too small for
+// the replicas too, which no wait mends: the caller bounds its wait.
+func Unplaced(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	return apiErr.ErrorCode == errCodeNoPeers || apiErr.ErrorCode == errCodeInsufficientResources
+}
+
+// RetryStart is Retry for the engine's start, which creates its streams:
+// on a cluster, ctx's deadline (the start's bound) ends it rather than
+// ElectionWait. A cluster started beside the engine (one compose file, a
+// whole cluster restarted) takes connections and elects its meta leader
+// before all its peers have joined, and refuses a stream with as many
+// replicas as servers ("no suitable peers for placement") until they
+// have: an engine started then failed its start after one such answer.
+// The first refusal is logged, so that a cluster too small for the
+// replicas is told apart from a slow one before the start gives up.
+func (n *Node) RetryStart(ctx context.Context, permanent func(error) bool, op func(ctx context.Context) error) error {
+	if n.srv != nil {
+		return n.Retry(ctx, permanent, op)
+	}
+	wait := ElectionWait
+	if d, ok := ctx.Deadline(); ok {
+		wait = max(wait, time.Until(d))
+	}
+	warned := false
+	return retry(ctx, wait, clusterAttempt, permanent, func(ctx context.Context) error {
+		err := op(ctx)
+		if !warned && Unplaced(err) && n.log != nil {
+			n.log.Warn("JetStream cannot place the replicas yet: waiting for the cluster's servers to join (replicas must not outnumber them)",
+				"replicas", n.Replicas, "error", err)
+			warned = true
+		}
+		return err
+	}, nil)
 }
 
 func retry(ctx context.Context, wait, attempt time.Duration, permanent func(error) bool, op func(ctx context.Context) error, onTimeout func()) error {
