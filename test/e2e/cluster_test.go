@@ -294,6 +294,16 @@ func runCluster(t testing.TB, rate, seconds int) {
 	for range 3 {
 		engines = append(engines, startEngine(t, clusterEngineDir(t, urls)))
 	}
+	// Started beside a cluster that has just elected its meta leader, an
+	// engine may find a server not yet joined, and JetStream refusing its
+	// 3 replicas for a moment: it waits (and says so).
+	placed := 0
+	for _, e := range engines {
+		if strings.Contains(e.logs(), "cannot place the replicas yet") {
+			placed++
+		}
+	}
+	t.Logf("%d of %d engines waited at start for JetStream to place their replicas", placed, len(engines))
 	var webhooks []string
 	for _, e := range engines {
 		webhooks = append(webhooks, e.url+"/")
