@@ -155,9 +155,11 @@ func (s *Service) answerStoredFirst(ctx context.Context, log hclog.Logger, p ans
 //     record meanwhile), answer taken: the bounty is answered, and the
 //     marketplace has what it asked for. 202, and never the ordinary path,
 //     which would answer it a second time; logged as an error and counted
-//     (microengine_bounties_answered_unstored_total). The outcome is
-//     recorded on the record a redelivery may have made meanwhile (which
-//     would otherwise be answered again once the claim is let go).
+//     (microengine_bounties_answered_unstored_total). The record is
+//     written again in the background, the claim held, until the store
+//     takes it or the bounty expires, and the outcome recorded on it (or
+//     on the record a redelivery's Put made meanwhile), so a redelivery
+//     once the claim is let go is acknowledged, not answered again.
 //   - not stored, answer refused for good: nothing was answered. The
 //     ordinary path stores it (Put) or refuses it with a 503, as when the
 //     write fails in answerStoredFirst.
@@ -226,19 +228,38 @@ func (s *Service) answerBeside(ctx context.Context, log hclog.Logger, p answered
 		log.Error("answered from the verdict cache while a redelivery stored the bounty without its answer: acknowledged, its outcome recorded on that record",
 			"verdict", rec.Answer.Verdict)
 	} else {
-		log.Error("answered from the verdict cache, but its record could not be stored: acknowledged all the same (answering its redelivery would answer it twice); it is missing from the store and the audit trail",
+		log.Error("answered from the verdict cache, but its record could not be stored: acknowledged all the same (answering its redelivery would answer it twice); storing it in the background",
 			"error", werr, "verdict", rec.Answer.Verdict)
 	}
 	out := Outcome{State: StateAnswered, At: s.now(), Answer: rec.Answer, Reason: rec.Reason, Plugins: rec.Plugins, PostAttempts: r.attempts}
 	s.observeAnswered(log, rec, out)
 	key := string(rec.Bounty.Key())
+	madeMeanwhile := errors.Is(werr, errStoredMeanwhile)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer s.release(key)
-		// Finishes a record a redelivery's Put made meanwhile (the claim
-		// held until then, so no worker answers it); with none, a read
-		// and nothing written.
+		if !madeMeanwhile {
+			// Written again until the store takes it, up to the
+			// expiration: a redelivery (a marketplace that missed the
+			// late 202) then finds the bounty answered instead of
+			// answering it again. The claim is held meanwhile, so a
+			// redelivery goes to Put, and the outcome below finishes
+			// the record whichever write made it.
+			wctx, cancel := context.WithDeadline(s.hardCtx, rec.Bounty.Expiration)
+			ok, err := s.retryWrite(wctx, log, "store the bounty answered from the cache", func(ctx context.Context) error {
+				_, err := s.store.writeAnswered(ctx, p)
+				return err
+			})
+			cancel()
+			if !ok {
+				log.Error("gave up storing the bounty answered from the cache: it is missing from the store and the audit trail", "error", err)
+				return
+			}
+		}
+		// Finishes the record: the one written above, or the one a
+		// redelivery's Put made meanwhile (the claim held until then,
+		// so no worker answers it).
 		s.recordOutcome(log, key, out)
 	}()
 	return http.StatusAccepted, true, true

@@ -207,7 +207,10 @@ func TestCachedAnswerUndecidedWhileItsWriteFailedIsWaitedFor(t *testing.T) {
 	}()
 	failed := make(chan struct{}, 1)
 	holdAnsweredWrites(e.svc.store, func(context.Context) error {
-		failed <- struct{}{}
+		select {
+		case failed <- struct{}{}:
+		default: // the writes again in the background
+		}
 		return errors.New("disk full (test)")
 	})
 	acked := e.sendAsync(e.market.bountyJSON(5, e.market.srv.URL+"/artifacts/gone", time.Minute, map[string]any{"sha256": sha}))
@@ -587,5 +590,42 @@ func TestCachedAnswerNotPostedWhileItsHorizonCannotBeSaved(t *testing.T) {
 	e.market.none(500 * time.Millisecond)
 	if n := e.market.postCount("6"); n != 1 {
 		t.Errorf("%d POSTs, want 1", n)
+	}
+}
+
+// TestCachedAnswerTakenThoughItsWriteFailedIsStoredLater: a record whose
+// write failed beside an answer the marketplace took is written again in
+// the background, answered, until the store takes it; a redelivery
+// (another delivery id: a marketplace that missed the late 202) then
+// finds it and is acknowledged without a second answer.
+func TestCachedAnswerTakenThoughItsWriteFailedIsStoredLater(t *testing.T) {
+	e, sha := cachedEngine(t, []byte("xx EICAR yy"))
+	e.svc.inlineBudget = 10 * time.Second
+	var failed atomic.Int32
+	holdAnsweredWrites(e.svc.store, func(context.Context) error {
+		if failed.Add(1) == 1 {
+			return errors.New("disk full (test)")
+		}
+		return nil
+	})
+	body := e.market.bountyJSON(7, e.market.srv.URL+"/artifacts/gone", time.Minute, map[string]any{"sha256": sha})
+	if code, reply := e.send(t, "bounty", body, map[string]string{HeaderDelivery: "first"}); code != http.StatusAccepted {
+		t.Fatalf("bounty: HTTP %d %s", code, reply)
+	}
+	if a := e.market.wait(10 * time.Second); a.ID != "7" || str(a.Body["verdict"]) != "malicious" {
+		t.Fatalf("answer %s: %s", a.ID, a.Raw)
+	}
+	if r := e.record(t, 7, PhaseAssertion); r.State != StateAnswered || r.Answer == nil || r.Answer.Verdict != shared.VerdictMalicious {
+		t.Errorf("record stored after its write failed: %+v", r)
+	}
+	if code, reply := e.send(t, "bounty", body, map[string]string{HeaderDelivery: "again"}); code != http.StatusAccepted {
+		t.Fatalf("redelivery: HTTP %d %s", code, reply)
+	}
+	e.market.none(500 * time.Millisecond)
+	if n := e.market.postCount("7"); n != 1 {
+		t.Errorf("%d POSTs, want 1", n)
+	}
+	if n := openEntries(e.svc.store); n != 0 {
+		t.Errorf("%d open entries", n)
 	}
 }

@@ -43,7 +43,7 @@ func newMetrics(reg prometheus.Registerer, queueLen, inFlight func() float64) (*
 		}, []string{"verdict", "phase"}),
 		unstored: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "microengine_bounties_answered_unstored_total",
-			Help: "Bounties answered from the verdict cache whose record was not stored with the answer (its write failed: missing from the store and the audit trail; or a redelivery stored it first): acknowledged, as answering them again would answer twice.",
+			Help: "Bounties answered from the verdict cache whose record was not stored with the answer (its write failed: written again in the background until the store takes it or the bounty expires; or a redelivery stored it first): acknowledged, as answering them again would answer twice.",
 		}),
 		expired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "microengine_bounties_expired_total", Help: "Bounties that expired before an answer could be computed.",
