@@ -394,11 +394,17 @@ func spawnEngine(t testing.TB, dir, what string, args ...string) *engineProc {
 	return e
 }
 
+// readyWait bounds an engine's start in these tests: past the minute an
+// engine itself waits for a forming cluster to place its replicas (and
+// for JetStream during an election), so a slow start fails the engine,
+// not the test's patience first. A passing start does not wait for it.
+const readyWait = 70 * time.Second
+
 // waitReady polls ready until it holds; the test fails if the engine
-// exits first or is not ready (doing what) within 20s.
+// exits first or is not ready (doing what) within readyWait.
 func (e *engineProc) waitReady(what string, ready func() bool) {
 	e.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(readyWait)
 	for !ready() {
 		select {
 		case <-e.done:
@@ -406,7 +412,7 @@ func (e *engineProc) waitReady(what string, ready func() bool) {
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("engine did not %s within 20s:\n%s", what, e.logs())
+			e.t.Fatalf("engine did not %s within %s:\n%s", what, readyWait, e.logs())
 		}
 	}
 }
