@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,6 +33,25 @@ func holdAnsweredWrites(st *JetStore, fn func(context.Context) error) {
 		return
 	}
 	st.answeredWriteHook.Store(&fn)
+}
+
+// heldAnsweredWrites holds st's answered writes until release is called
+// (or the test ends): entered receives as each begins.
+func heldAnsweredWrites(t *testing.T, st *JetStore) (entered <-chan struct{}, release func()) {
+	in, done := make(chan struct{}, 1), make(chan struct{})
+	holdAnsweredWrites(st, func(ctx context.Context) error {
+		in <- struct{}{}
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	var once sync.Once
+	release = func() { once.Do(func() { close(done) }) }
+	t.Cleanup(release)
+	return in, release
 }
 
 // sendAsync posts a signed bounty webhook on its own goroutine; its
@@ -79,22 +99,7 @@ func TestCachedAnswerPostedWhileItsWriteIsHeld(t *testing.T) {
 	// Room for a loaded machine: the answer taken later than this is
 	// followed in the background (another test's case).
 	e.svc.inlineBudget = 10 * time.Second
-	entered, release := make(chan struct{}, 1), make(chan struct{})
-	holdAnsweredWrites(e.svc.store, func(ctx context.Context) error {
-		entered <- struct{}{}
-		select {
-		case <-release:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	})
-	released := false
-	defer func() {
-		if !released {
-			close(release)
-		}
-	}()
+	entered, release := heldAnsweredWrites(t, e.svc.store)
 	body := e.market.bountyJSON(2, e.market.srv.URL+"/artifacts/gone", 30*time.Second, map[string]any{"sha256": sha})
 	acked := e.sendAsync(body)
 	select {
@@ -110,8 +115,7 @@ func TestCachedAnswerPostedWhileItsWriteIsHeld(t *testing.T) {
 		t.Fatalf("webhook answered %d while its record's write was held", code)
 	default:
 	}
-	close(release)
-	released = true
+	release()
 	if code := waitCode(t, acked, 10*time.Second); code != http.StatusAccepted {
 		t.Fatalf("bounty: HTTP %d", code)
 	}
@@ -259,22 +263,7 @@ func TestCachedAnswerInAClusterIsStoredFirst(t *testing.T) {
 		o.Queue = &q
 	})
 	e.svc.inlineBudget = 10 * time.Second
-	entered, release := make(chan struct{}, 1), make(chan struct{})
-	holdAnsweredWrites(e.svc.store, func(ctx context.Context) error {
-		entered <- struct{}{}
-		select {
-		case <-release:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	})
-	released := false
-	defer func() {
-		if !released {
-			close(release)
-		}
-	}()
+	entered, release := heldAnsweredWrites(t, e.svc.store)
 	acked := e.sendAsync(e.market.bountyJSON(6, e.market.srv.URL+"/artifacts/gone", 30*time.Second, map[string]any{"sha256": sha}))
 	select {
 	case <-entered:
@@ -282,8 +271,7 @@ func TestCachedAnswerInAClusterIsStoredFirst(t *testing.T) {
 		t.Fatal("the record's write never started")
 	}
 	e.market.none(300 * time.Millisecond) // the embedded node's answer comes in milliseconds
-	close(release)
-	released = true
+	release()
 	if code := waitCode(t, acked, 10*time.Second); code != http.StatusAccepted {
 		t.Fatalf("bounty: HTTP %d", code)
 	}
