@@ -233,13 +233,26 @@ func waitJetStream(t testing.TB, nodes []*natsNode, within time.Duration) {
 // between leaders (none named), is asked again.
 func streamLeader(t testing.TB, nodes []*natsNode, stream string) string {
 	t.Helper()
+	var leader string
+	awaitStream(t, nodes, stream, 30*time.Second, func(c *jetstream.ClusterInfo) bool {
+		leader = c.Leader
+		return leader != ""
+	}, "has no leader")
+	return leader
+}
+
+// awaitStream asks the cluster for stream's info until ok holds of its
+// cluster part, within; the test fails with stream, failure and the last
+// error past it.
+func awaitStream(t testing.TB, nodes []*natsNode, stream string, within time.Duration, ok func(*jetstream.ClusterInfo) bool, failure string) {
+	t.Helper()
 	nc, err := nats.Connect(strings.Join(clusterURLs(nodes), ","))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(within)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		s, err := js.Stream(ctx, stream)
@@ -248,11 +261,11 @@ func streamLeader(t testing.TB, nodes []*natsNode, stream string) string {
 			info, err = s.Info(ctx)
 		}
 		cancel()
-		if err == nil && info.Cluster != nil && info.Cluster.Leader != "" {
-			return info.Cluster.Leader
+		if err == nil && info.Cluster != nil && ok(info.Cluster) {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("stream %s has no leader within 30s: %v", stream, err)
+			t.Fatalf("stream %s %s within %s (%v)", stream, failure, within, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -407,36 +420,17 @@ func runCluster(t testing.TB, rate, seconds int) {
 
 func waitReplicaCurrent(t testing.TB, nodes []*natsNode, stream, name string, within time.Duration) {
 	t.Helper()
-	nc, err := nats.Connect(strings.Join(clusterURLs(nodes), ","))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	deadline := time.Now().Add(within)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		s, err := js.Stream(ctx, stream)
-		var info *jetstream.StreamInfo
-		if err == nil {
-			info, err = s.Info(ctx)
+	awaitStream(t, nodes, stream, within, func(c *jetstream.ClusterInfo) bool {
+		if c.Leader == name {
+			return true
 		}
-		cancel()
-		if err == nil && info.Cluster != nil {
-			if info.Cluster.Leader == name {
-				return
-			}
-			for _, r := range info.Cluster.Replicas {
-				if r.Name == name && r.Current && !r.Offline {
-					return
-				}
+		for _, r := range c.Replicas {
+			if r.Name == name && r.Current && !r.Offline {
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node %s is not a current replica of %s within %s (%v)", name, stream, within, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return false
+	}, "has not "+name+" as a current replica")
 }
 
 // startWorker starts `microengine run -role worker` in dir: no webhook
