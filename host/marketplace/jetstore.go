@@ -961,26 +961,8 @@ func (s *JetStore) listOpen(ctx context.Context, newestFirst bool, fn func(Recor
 		keys = append(keys, k)
 	}
 	s.mu.Unlock()
-	sort.Strings(keys)
-	if newestFirst {
-		slices.Reverse(keys)
-	}
-	for _, k := range keys {
-		r, _, ok, err := s.getRecord(ctx, k)
-		if !ok && err == nil {
-			continue // finished and gone meanwhile
-		}
-		if err != nil && r.Damaged == "" {
-			return false, err
-		}
-		if r.State != StateOpen {
-			continue // finished meanwhile: listed with the finished
-		}
-		if !fn(r) {
-			return false, nil
-		}
-	}
-	return true, nil
+	// One finished meanwhile is listed with the finished.
+	return s.listRecords(ctx, keys, newestFirst, func(r Record) bool { return r.State == StateOpen }, fn)
 }
 
 // listLegacy lists the finished bounties of the records bucket that are
@@ -998,6 +980,16 @@ func (s *JetStore) listLegacy(ctx context.Context, newestFirst bool, fn func(Rec
 	for k := range lister.Keys() {
 		keys = append(keys, k)
 	}
+	// The open ones are listed with the open, the audited from the
+	// audit stream.
+	return s.listRecords(ctx, keys, newestFirst, func(r Record) bool { return r.State != StateOpen && !r.Audited }, fn)
+}
+
+// listRecords reads the records of keys in id order (newest first when
+// asked) and gives fn those keep holds of, until fn returns false. A
+// record gone meanwhile (finished, pruned) is skipped; a damaged one is
+// listed as such.
+func (s *JetStore) listRecords(ctx context.Context, keys []string, newestFirst bool, keep, fn func(Record) bool) (bool, error) {
 	sort.Strings(keys)
 	if newestFirst {
 		slices.Reverse(keys)
@@ -1005,13 +997,13 @@ func (s *JetStore) listLegacy(ctx context.Context, newestFirst bool, fn func(Rec
 	for _, k := range keys {
 		r, _, ok, err := s.getRecord(ctx, k)
 		if !ok && err == nil {
-			continue // pruned meanwhile
+			continue
 		}
 		if err != nil && r.Damaged == "" {
 			return false, err
 		}
-		if r.State == StateOpen || r.Audited {
-			continue // listed with the open ones, or from the audit stream
+		if !keep(r) {
+			continue
 		}
 		if !fn(r) {
 			return false, nil
