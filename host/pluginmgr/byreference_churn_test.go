@@ -7,13 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/microengine/microengine/host/engine"
+	"github.com/microengine/microengine/internal/churn"
 	"github.com/microengine/microengine/internal/devclamd"
 	"github.com/microengine/microengine/internal/testbin"
 	"github.com/microengine/microengine/shared"
@@ -63,46 +63,30 @@ func TestByReferenceUnderChurnLeavesNoDescriptors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var done atomic.Int64
-	scanAll := func(rounds int, churn bool) {
-		jobs := make(chan int)
-		var wg sync.WaitGroup
-		for range 32 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range jobs {
-					fl, err := os.Open(filepath.Join(dir, fmt.Sprint(i)))
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					st, _ := fl.Stat()
-					sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-					if churn && rand.IntN(5) == 0 {
-						time.AfterFunc(time.Duration(rand.IntN(3000))*time.Microsecond, cancel)
-					}
-					r := eng.Scan(sctx, engine.Artifact{ID: fmt.Sprint(i), Type: shared.ArtifactFile, Size: st.Size(), Content: fl})
-					cancel()
-					fl.Close()
-					done.Add(1)
-					want := shared.VerdictBenign
-					if i%5 == 0 {
-						want = shared.VerdictMalicious
-					}
-					if r.Verdict != want && (!churn || r.Verdict != shared.VerdictUnknown) {
-						t.Errorf("file %d: %s (%s), want %s", i, r.Verdict, r.Reason, want)
-					}
-				}
-			}()
-		}
-		for range rounds {
-			for _, i := range rand.Perm(files) {
-				jobs <- i
+	var run churn.Run
+	scanAll := func(rounds int, churning bool) {
+		run.Scan(32, files, rounds, func(i int) {
+			fl, err := os.Open(filepath.Join(dir, fmt.Sprint(i)))
+			if err != nil {
+				t.Error(err)
+				return
 			}
-		}
-		close(jobs)
-		wg.Wait()
+			defer fl.Close()
+			st, _ := fl.Stat()
+			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			if churning && rand.IntN(5) == 0 {
+				time.AfterFunc(time.Duration(rand.IntN(3000))*time.Microsecond, cancel)
+			}
+			r := eng.Scan(sctx, engine.Artifact{ID: fmt.Sprint(i), Type: shared.ArtifactFile, Size: st.Size(), Content: fl})
+			cancel()
+			want := shared.VerdictBenign
+			if i%5 == 0 {
+				want = shared.VerdictMalicious
+			}
+			if r.Verdict != want && (!churning || r.Verdict != shared.VerdictUnknown) {
+				t.Errorf("file %d: %s (%s), want %s", i, r.Verdict, r.Reason, want)
+			}
+		})
 	}
 	// Warm: the plugin is up and has probed its clamd.
 	scanAll(1, false)
@@ -111,15 +95,7 @@ func TestByReferenceUnderChurnLeavesNoDescriptors(t *testing.T) {
 	churnDone := make(chan struct{})
 	go func() {
 		defer close(churnDone)
-		waitFor := func(n int64) bool {
-			for done.Load() < n {
-				if ctx.Err() != nil {
-					return false
-				}
-				time.Sleep(time.Millisecond)
-			}
-			return true
-		}
+		waitFor := func(n int64) bool { return run.WaitFor(ctx, n) }
 		base := int64(files)
 		total := int64(files * rounds)
 		if !waitFor(base + total/5) {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microengine/microengine/internal/churn"
 	"github.com/microengine/microengine/internal/devclamd"
 )
 
@@ -102,22 +103,14 @@ func TestFildesPipeVerdictsStayWithTheirFilesUnderChurn(t *testing.T) {
 	baseline := openDescriptors(t)
 
 	const rounds = 3
-	var done atomic.Int64
+	var run churn.Run
 	var ok, failed, cancelled atomic.Int64
 	total := int64(files * rounds)
 	// The churn: reload, restart, reload, at points in the run.
 	churnDone := make(chan struct{})
 	go func() {
 		defer close(churnDone)
-		waitFor := func(n int64) bool {
-			for done.Load() < n {
-				if ctx.Err() != nil {
-					return false
-				}
-				time.Sleep(time.Millisecond)
-			}
-			return true
-		}
+		waitFor := func(n int64) bool { return run.WaitFor(ctx, n) }
 		if !waitFor(total / 5) {
 			return
 		}
@@ -145,62 +138,46 @@ func TestFildesPipeVerdictsStayWithTheirFilesUnderChurn(t *testing.T) {
 	// a fifth of the scans are cancelled at random points (before the
 	// command is sent, while it is, while clamd scans, after the answer),
 	// and a scan may fail; without, every scan must be answered.
-	scanAll := func(rounds int, churn bool) {
-		jobs := make(chan int)
-		var wg sync.WaitGroup
-		for range 32 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range jobs {
-					f, err := os.Open(filepath.Join(filesDir, fmt.Sprint(i)))
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					sctx, cancel := context.WithCancel(ctx)
-					willCancel := churn && rand.IntN(5) == 0
-					if willCancel {
-						time.AfterFunc(time.Duration(rand.IntN(2000))*time.Microsecond, cancel)
-					}
-					r, err := c.Fildes(sctx, f)
-					cancel()
-					f.Close()
-					done.Add(1)
-					switch {
-					case err != nil && willCancel && errors.Is(err, context.Canceled):
-						cancelled.Add(1)
-					case err != nil:
-						failed.Add(1)
-						var ce *Error
-						if !churn || !errors.As(err, &ce) {
-							t.Errorf("file %d: %v", i, err)
-						}
-						reasonsMu.Lock()
-						reasons[err.Error()]++
-						reasonsMu.Unlock()
-					default:
-						ok.Add(1)
-						_, bad := malicious[i]
-						switch {
-						case bad && (r.Status != StatusFound || !strings.HasPrefix(r.Signature, churnName(i)+".")):
-							t.Errorf("file %d (malicious, %s): got %+v", i, churnName(i), r)
-						case !bad && r.Status != StatusOK:
-							t.Errorf("file %d (benign): got %+v", i, r)
-						case r.ContentBytes != int64(len(contents[i])):
-							t.Errorf("file %d: %d bytes, want %d", i, r.ContentBytes, len(contents[i]))
-						}
-					}
-				}
-			}()
-		}
-		for range rounds {
-			for _, i := range rand.Perm(files) {
-				jobs <- i
+	scanAll := func(rounds int, churning bool) {
+		run.Scan(32, files, rounds, func(i int) {
+			f, err := os.Open(filepath.Join(filesDir, fmt.Sprint(i)))
+			if err != nil {
+				t.Error(err)
+				return
 			}
-		}
-		close(jobs)
-		wg.Wait()
+			defer f.Close()
+			sctx, cancel := context.WithCancel(ctx)
+			willCancel := churning && rand.IntN(5) == 0
+			if willCancel {
+				time.AfterFunc(time.Duration(rand.IntN(2000))*time.Microsecond, cancel)
+			}
+			r, err := c.Fildes(sctx, f)
+			cancel()
+			switch {
+			case err != nil && willCancel && errors.Is(err, context.Canceled):
+				cancelled.Add(1)
+			case err != nil:
+				failed.Add(1)
+				var ce *Error
+				if !churning || !errors.As(err, &ce) {
+					t.Errorf("file %d: %v", i, err)
+				}
+				reasonsMu.Lock()
+				reasons[err.Error()]++
+				reasonsMu.Unlock()
+			default:
+				ok.Add(1)
+				_, bad := malicious[i]
+				switch {
+				case bad && (r.Status != StatusFound || !strings.HasPrefix(r.Signature, churnName(i)+".")):
+					t.Errorf("file %d (malicious, %s): got %+v", i, churnName(i), r)
+				case !bad && r.Status != StatusOK:
+					t.Errorf("file %d (benign): got %+v", i, r)
+				case r.ContentBytes != int64(len(contents[i])):
+					t.Errorf("file %d: %d bytes, want %d", i, r.ContentBytes, len(contents[i]))
+				}
+			}
+		})
 	}
 	scanAll(rounds, true)
 	<-churnDone

@@ -7,11 +7,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/microengine/microengine/internal/churn"
 	"github.com/microengine/microengine/internal/devclamd"
 	"github.com/microengine/microengine/shared"
 )
@@ -46,69 +46,45 @@ func TestScanByReferenceUnderChurnKeepsVerdictsWithTheirFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var done atomic.Int64
-	scanAll := func(rounds int, churn bool) (unknown int64) {
+	var run churn.Run
+	scanAll := func(rounds int, churning bool) (unknown int64) {
 		var unknowns atomic.Int64
-		jobs := make(chan int)
-		var wg sync.WaitGroup
-		for range 32 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range jobs {
-					f, err := os.Open(filepath.Join(dir, fmt.Sprint(i)))
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					st, _ := f.Stat()
-					sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-					if churn && rand.IntN(5) == 0 {
-						time.AfterFunc(time.Duration(rand.IntN(2000))*time.Microsecond, cancel)
-					}
-					a := shared.Artifact{ID: fmt.Sprint(i), Type: shared.ArtifactFile, Size: st.Size(), File: f, Content: io.NewSectionReader(f, 0, st.Size())}
-					r, err := s.Scan(sctx, a)
-					cancel()
-					f.Close()
-					done.Add(1)
-					want := shared.VerdictBenign
-					if i%5 == 0 {
-						want = shared.VerdictMalicious
-					}
-					switch {
-					case err != nil && sctx.Err() != nil:
-					case err != nil:
-						t.Errorf("file %d: %v (only the end of its context is an error)", i, err)
-					case r.Verdict == shared.VerdictUnknown && churn:
-						unknowns.Add(1)
-					case r.Verdict != want:
-						t.Errorf("file %d: %s (%s), want %s", i, r.Verdict, r.Reason, want)
-					}
-				}
-			}()
-		}
-		for range rounds {
-			for _, i := range rand.Perm(files) {
-				jobs <- i
+		run.Scan(32, files, rounds, func(i int) {
+			f, err := os.Open(filepath.Join(dir, fmt.Sprint(i)))
+			if err != nil {
+				t.Error(err)
+				return
 			}
-		}
-		close(jobs)
-		wg.Wait()
+			defer f.Close()
+			st, _ := f.Stat()
+			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			if churning && rand.IntN(5) == 0 {
+				time.AfterFunc(time.Duration(rand.IntN(2000))*time.Microsecond, cancel)
+			}
+			a := shared.Artifact{ID: fmt.Sprint(i), Type: shared.ArtifactFile, Size: st.Size(), File: f, Content: io.NewSectionReader(f, 0, st.Size())}
+			r, err := s.Scan(sctx, a)
+			cancel()
+			want := shared.VerdictBenign
+			if i%5 == 0 {
+				want = shared.VerdictMalicious
+			}
+			switch {
+			case err != nil && sctx.Err() != nil:
+			case err != nil:
+				t.Errorf("file %d: %v (only the end of its context is an error)", i, err)
+			case r.Verdict == shared.VerdictUnknown && churning:
+				unknowns.Add(1)
+			case r.Verdict != want:
+				t.Errorf("file %d: %s (%s), want %s", i, r.Verdict, r.Reason, want)
+			}
+		})
 		return unknowns.Load()
 	}
 	const rounds = 4
 	churnDone := make(chan struct{})
 	go func() {
 		defer close(churnDone)
-		waitFor := func(n int64) bool {
-			for done.Load() < n {
-				if ctx.Err() != nil {
-					return false
-				}
-				time.Sleep(time.Millisecond)
-			}
-			return true
-		}
+		waitFor := func(n int64) bool { return run.WaitFor(ctx, n) }
 		total := int64(files * rounds)
 		if !waitFor(total / 5) {
 			return
